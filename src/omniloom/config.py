@@ -1,0 +1,69 @@
+"""Settings and limits in one place.
+
+Every field can be overridden by an environment variable named ``OMNILOOM_<FIELD>`` (upper
+case), and the CLI overrides the few that people change most. Nothing else in the package reads
+the environment.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class ImageSettings:
+    """Preprocessing knobs for the embedded vision path (they change token counts)."""
+
+    tile_size: int = 224
+    max_tiles: int = 6
+    auto_high_above: int = 448  # detail=auto uses high when the long side exceeds this
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Bounds on what a request may ask for; each violation is a 4xx, never a crash."""
+
+    max_request_bytes: int = 32 * 1024 * 1024
+    max_image_bytes: int = 20 * 1024 * 1024
+    max_image_pixels: int = 40_000_000
+    max_images_per_request: int = 16
+    max_completion_tokens: int = 2048
+    max_n: int = 8
+    fetch_timeout_s: float = 10.0
+    fetch_max_redirects: int = 3
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Server-wide settings."""
+
+    model_name: str = "omniloom-smol"
+    dtype: str = "auto"  # auto | float32 | bfloat16
+    threads: int = 0  # 0: one per available core
+    seed: int = 0
+    host: str = "127.0.0.1"
+    port: int = 8000
+    image: ImageSettings = field(default_factory=ImageSettings)
+    limits: Limits = field(default_factory=Limits)
+
+    @classmethod
+    def from_env(cls, **overrides: Any) -> Settings:
+        """Defaults, then ``OMNILOOM_*`` environment variables, then explicit overrides."""
+        base = _apply_env(cls(), "OMNILOOM_")
+        return dataclasses.replace(base, **{k: v for k, v in overrides.items() if v is not None})
+
+
+def _apply_env(obj: Any, prefix: str) -> Any:
+    changes: dict[str, Any] = {}
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        if dataclasses.is_dataclass(value):
+            changes[f.name] = _apply_env(value, f"{prefix}{f.name.upper()}_")
+            continue
+        raw = os.environ.get(f"{prefix}{f.name.upper()}")
+        if raw is not None:
+            changes[f.name] = type(value)(raw)
+    return dataclasses.replace(obj, **changes)

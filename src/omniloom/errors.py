@@ -1,0 +1,70 @@
+"""Errors that reach the client, shaped like OpenAI's ``{"error": {...}}`` objects.
+
+Any layer may raise these; the serving layer turns them into responses with the given status.
+The message always says what was wrong with the request, never a stack trace.
+"""
+
+from __future__ import annotations
+
+
+class OmniloomError(Exception):
+    """Base error: an HTTP status plus OpenAI's type/param/code fields."""
+
+    status = 500
+    type = "server_error"
+
+    def __init__(self, message: str, *, param: str | None = None, code: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        self.code = code
+
+    def to_dict(self) -> dict:
+        return {
+            "error": {
+                "message": self.message,
+                "type": self.type,
+                "param": self.param,
+                "code": self.code,
+            }
+        }
+
+
+class InvalidRequest(OmniloomError):
+    """The request is malformed or asks for something unsupported (400)."""
+
+    status = 400
+    type = "invalid_request_error"
+
+
+class MediaError(InvalidRequest):
+    """Media that cannot be fetched, decoded or accepted (400)."""
+
+
+class ContextLengthExceeded(InvalidRequest):
+    """The prompt plus the requested completion does not fit the model's context (400)."""
+
+    def __init__(self, message: str, *, param: str | None = "messages"):
+        super().__init__(message, param=param, code="context_length_exceeded")
+
+
+class ModelNotFound(OmniloomError):
+    """The requested model is not served here (404)."""
+
+    status = 404
+    type = "invalid_request_error"
+
+    def __init__(self, model: str, available: list[str]):
+        names = ", ".join(available)
+        super().__init__(
+            f"The model '{model}' does not exist. Available models: {names}.",
+            param="model",
+            code="model_not_found",
+        )
+
+
+class PayloadTooLarge(OmniloomError):
+    """The request body is larger than the configured limit (413)."""
+
+    status = 413
+    type = "invalid_request_error"

@@ -1,0 +1,101 @@
+"""Turn an ``image_url`` into bytes: data URLs inline, http(s) fetched with SSRF checks.
+
+Remote fetches resolve the host once, refuse any address that is not globally routable
+(private, loopback, link-local, multicast, reserved, cloud metadata) and connect to the
+checked address, repeating the check on every redirect hop. Size and time are bounded.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import ipaddress
+import re
+import socket
+from urllib.parse import urljoin, urlsplit
+
+import httpx
+
+from omniloom.config import Limits
+from omniloom.errors import MediaError
+
+_DATA_URL = re.compile(r"^data:(?P<mime>[\w.+-]+/[\w.+-]+)?(?P<params>(;[^;,]*)*?);base64,", re.I)
+
+
+def decode_data_url(url: str, limits: Limits) -> bytes:
+    match = _DATA_URL.match(url)
+    if not match:
+        raise MediaError(
+            "Invalid data URL: expected 'data:<mime type>;base64,<data>'.", param="image_url"
+        )
+    payload = url[match.end() :]
+    if len(payload) * 3 // 4 > limits.max_image_bytes:
+        raise MediaError(
+            f"The data URL holds more than {limits.max_image_bytes} bytes.", param="image_url"
+        )
+    try:
+        return base64.b64decode(payload, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise MediaError("Invalid data URL: the base64 payload is malformed.", param="image_url") from exc
+
+
+def check_public_address(host: str, port: int) -> str:
+    """Resolve ``host`` and return one address, refusing anything not globally routable."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise MediaError(f"Could not resolve the image host '{host}'.", param="image_url") from exc
+    addresses = [ipaddress.ip_address(info[4][0]) for info in infos]
+    for addr in addresses:
+        mapped = getattr(addr, "ipv4_mapped", None) or addr
+        if not mapped.is_global or mapped.is_multicast:
+            raise MediaError(
+                f"Refusing to fetch '{host}': it resolves to a non-public address.",
+                param="image_url",
+            )
+    return str(addresses[0])
+
+
+def _fetch_once(client: httpx.Client, url: str, limits: Limits) -> httpx.Response | bytes:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise MediaError("Only https, http and data URLs are accepted for images.", param="image_url")
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    address = check_public_address(parts.hostname, port)
+    ext = {"sni_hostname": parts.hostname} if parts.scheme == "https" else {}
+    host_header = parts.netloc.rsplit("@", 1)[-1]
+    pinned = url.replace(parts.netloc, f"[{address}]:{port}" if ":" in address else f"{address}:{port}", 1)
+    with client.stream("GET", pinned, headers={"Host": host_header}, extensions=ext) as resp:
+        if resp.is_redirect:
+            return resp
+        if resp.status_code != 200:
+            raise MediaError(f"Fetching the image failed with HTTP {resp.status_code}.", param="image_url")
+        body = bytearray()
+        for chunk in resp.iter_bytes():
+            body += chunk
+            if len(body) > limits.max_image_bytes:
+                raise MediaError(
+                    f"The image at the URL exceeds {limits.max_image_bytes} bytes.", param="image_url"
+                )
+        return bytes(body)
+
+
+def fetch_url(url: str, limits: Limits) -> bytes:
+    """Fetch remote image bytes, following at most ``fetch_max_redirects`` checked redirects."""
+    timeout = httpx.Timeout(limits.fetch_timeout_s)
+    with httpx.Client(timeout=timeout, follow_redirects=False, verify=True) as client:
+        for _ in range(limits.fetch_max_redirects + 1):
+            try:
+                result = _fetch_once(client, url, limits)
+            except httpx.HTTPError as exc:
+                raise MediaError(f"Fetching the image failed: {exc}.", param="image_url") from exc
+            if isinstance(result, bytes):
+                return result
+            url = urljoin(url, result.headers.get("location", ""))
+    raise MediaError("Too many redirects while fetching the image.", param="image_url")
+
+
+def load_image_bytes(url: str, limits: Limits) -> bytes:
+    if url.startswith("data:"):
+        return decode_data_url(url, limits)
+    return fetch_url(url, limits)

@@ -1,0 +1,1 @@
+"""Model code: backbones (LLM decoders), encoders, projectors, weight loaders and the VLM that joins them."""

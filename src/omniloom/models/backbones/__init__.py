@@ -1,0 +1,1 @@
+"""LLM backbones: decoder-only transformers that consume embeddings and return logits."""

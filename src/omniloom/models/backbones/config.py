@@ -1,0 +1,50 @@
+"""The configuration of a Llama/Qwen2-family decoder, independent of the file it came from."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class DecoderConfig:
+    vocab_size: int
+    hidden_size: int
+    intermediate_size: int
+    num_layers: int
+    num_heads: int
+    num_kv_heads: int
+    rope_theta: float = 10000.0
+    rms_norm_eps: float = 1e-5
+    max_position: int = 2048
+    tie_embeddings: bool = True
+    attention_bias: bool = False
+    head_dim: int | None = None
+
+    @property
+    def dim_per_head(self) -> int:
+        return self.head_dim or self.hidden_size // self.num_heads
+
+    @classmethod
+    def from_hf(cls, cfg: dict) -> DecoderConfig:
+        """Build from a Hugging Face ``config.json`` of LlamaForCausalLM or Qwen2ForCausalLM."""
+        arch = (cfg.get("architectures") or ["LlamaForCausalLM"])[0]
+        if arch not in ("LlamaForCausalLM", "Qwen2ForCausalLM", "MistralForCausalLM"):
+            raise ValueError(f"unsupported architecture {arch}")
+        if cfg.get("rope_scaling"):
+            raise ValueError("rope_scaling is not supported yet")
+        qwen = arch == "Qwen2ForCausalLM"
+        rope_theta = cfg.get("rope_theta") or (cfg.get("rope_parameters") or {}).get("rope_theta")
+        return cls(
+            vocab_size=cfg["vocab_size"],
+            hidden_size=cfg["hidden_size"],
+            intermediate_size=cfg["intermediate_size"],
+            num_layers=cfg["num_hidden_layers"],
+            num_heads=cfg["num_attention_heads"],
+            num_kv_heads=cfg.get("num_key_value_heads") or cfg["num_attention_heads"],
+            rope_theta=float(rope_theta or 10000.0),
+            rms_norm_eps=cfg.get("rms_norm_eps", 1e-6),
+            max_position=cfg.get("max_position_embeddings", 2048),
+            tie_embeddings=cfg.get("tie_word_embeddings", False),
+            attention_bias=qwen or cfg.get("attention_bias", False),
+            head_dim=cfg.get("head_dim"),
+        )

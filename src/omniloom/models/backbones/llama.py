@@ -1,0 +1,160 @@
+"""Our Llama/Qwen2-family decoder: RMSNorm, RoPE, grouped-query attention, SwiGLU, tied embeddings.
+
+It consumes input *embeddings* (so the VLM can splice image, audio or video embeddings into the
+text stream) plus the absolute position of the first one, and returns logits. Parameter names
+match Hugging Face's ``LlamaForCausalLM`` so safetensors checkpoints load without renaming.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from omniloom.models.backbones.config import DecoderConfig
+from omniloom.models.backbones.kv_cache import StaticKVCache
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(dim))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x32 = x.float()
+        x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * x32.to(x.dtype)
+
+
+class RotaryEmbedding(nn.Module):
+    """Precomputed cos/sin tables in float32 (rotate-half convention, as Hugging Face)."""
+
+    def __init__(self, head_dim: int, max_position: int, theta: float):
+        super().__init__()
+        inv_freq = 1.0 / theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim)
+        angles = torch.outer(torch.arange(max_position, dtype=torch.float32), inv_freq)
+        angles = torch.cat([angles, angles], dim=-1)
+        self.register_buffer("cos", angles.cos(), persistent=False)
+        self.register_buffer("sin", angles.sin(), persistent=False)
+
+    def forward(self, x: torch.Tensor, start: int) -> torch.Tensor:
+        seq = x.shape[-2]
+        cos = self.cos[start : start + seq].to(x.dtype)
+        sin = self.sin[start : start + seq].to(x.dtype)
+        half = x.shape[-1] // 2
+        rotated = torch.cat([-x[..., half:], x[..., :half]], dim=-1)
+        return x * cos + rotated * sin
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg: DecoderConfig):
+        super().__init__()
+        hd = cfg.dim_per_head
+        self.num_heads, self.num_kv_heads, self.head_dim = cfg.num_heads, cfg.num_kv_heads, hd
+        bias = cfg.attention_bias
+        self.q_proj = nn.Linear(cfg.hidden_size, cfg.num_heads * hd, bias=bias)
+        self.k_proj = nn.Linear(cfg.hidden_size, cfg.num_kv_heads * hd, bias=bias)
+        self.v_proj = nn.Linear(cfg.hidden_size, cfg.num_kv_heads * hd, bias=bias)
+        self.o_proj = nn.Linear(cfg.num_heads * hd, cfg.hidden_size, bias=False)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        rope: RotaryEmbedding,
+        start: int,
+        cache: StaticKVCache | None,
+        layer: int,
+    ) -> torch.Tensor:
+        b, t, _ = x.shape
+        q = self.q_proj(x).view(b, t, self.num_heads, self.head_dim).transpose(1, 2)
+        k = self.k_proj(x).view(b, t, self.num_kv_heads, self.head_dim).transpose(1, 2)
+        v = self.v_proj(x).view(b, t, self.num_kv_heads, self.head_dim).transpose(1, 2)
+        q, k = rope(q, start), rope(k, start)
+        if cache is not None:
+            k, v = cache.append(layer, k, v)
+        out = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=_causal_mask(t, k.shape[2], q.device), enable_gqa=True
+        )
+        return self.o_proj(out.transpose(1, 2).reshape(b, t, -1))
+
+
+def _causal_mask(q_len: int, kv_len: int, device: torch.device) -> torch.Tensor | None:
+    """Boolean mask letting query i (at absolute kv_len - q_len + i) see keys up to itself."""
+    if q_len == 1:
+        return None
+    offset = kv_len - q_len
+    rows = torch.arange(q_len, device=device)[:, None] + offset
+    return torch.arange(kv_len, device=device)[None, :] <= rows
+
+
+class MLP(nn.Module):
+    def __init__(self, cfg: DecoderConfig):
+        super().__init__()
+        self.gate_proj = nn.Linear(cfg.hidden_size, cfg.intermediate_size, bias=False)
+        self.up_proj = nn.Linear(cfg.hidden_size, cfg.intermediate_size, bias=False)
+        self.down_proj = nn.Linear(cfg.intermediate_size, cfg.hidden_size, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+class DecoderLayer(nn.Module):
+    def __init__(self, cfg: DecoderConfig):
+        super().__init__()
+        self.input_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+        self.self_attn = Attention(cfg)
+        self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+        self.mlp = MLP(cfg)
+
+    def forward(self, x, rope, start, cache, layer):
+        x = x + self.self_attn(self.input_layernorm(x), rope, start, cache, layer)
+        return x + self.mlp(self.post_attention_layernorm(x))
+
+
+class DecoderBody(nn.Module):
+    """Embedding table, the stack of layers and the final norm (HF's ``model.*`` prefix)."""
+
+    def __init__(self, cfg: DecoderConfig):
+        super().__init__()
+        self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.hidden_size)
+        self.layers = nn.ModuleList(DecoderLayer(cfg) for _ in range(cfg.num_layers))
+        self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+
+
+class LlamaForCausalLM(nn.Module):
+    def __init__(self, cfg: DecoderConfig):
+        super().__init__()
+        self.config = cfg
+        self.model = DecoderBody(cfg)
+        self.lm_head = nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
+        if cfg.tie_embeddings:
+            self.lm_head.weight = self.model.embed_tokens.weight
+        self.rope = RotaryEmbedding(cfg.dim_per_head, cfg.max_position, cfg.rope_theta)
+
+    def embed(self, token_ids: torch.Tensor) -> torch.Tensor:
+        return self.model.embed_tokens(token_ids)
+
+    def new_cache(self, batch: int, max_len: int) -> StaticKVCache:
+        cfg = self.config
+        w = self.lm_head.weight
+        return StaticKVCache(
+            cfg.num_layers, batch, cfg.num_kv_heads, max_len, cfg.dim_per_head, w.dtype, w.device
+        )
+
+    def forward(
+        self,
+        embeds: torch.Tensor,
+        cache: StaticKVCache | None = None,
+        last_only: bool = False,
+    ) -> torch.Tensor:
+        """Run ``embeds`` (B, T, H) starting at the cache's length; return logits (B, T or 1, V)."""
+        start = cache.length if cache is not None else 0
+        x = embeds
+        for i, layer in enumerate(self.model.layers):
+            x = layer(x, self.rope, start, cache, i)
+        if cache is not None:
+            cache.advance(embeds.shape[1])
+        if last_only:
+            x = x[:, -1:]
+        return self.lm_head(self.model.norm(x)).float()

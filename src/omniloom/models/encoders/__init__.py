@@ -1,0 +1,1 @@
+"""Modality encoders: media tensors in, a sequence of feature vectors per item out."""

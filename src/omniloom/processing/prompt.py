@@ -1,0 +1,116 @@
+"""Messages with interleaved media → one token stream with placeholder spans.
+
+The chat template is rendered with a unique sentinel where each media item goes; the text
+between sentinels is tokenized and each sentinel is replaced by the item's token span. The
+spans record where each item sits and what its content hash and preprocessing are, which is
+what prefix and encoder caches key on. Counting (``/tokenize``) and serving use this one path,
+so the counts agree by construction.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from omniloom.errors import InvalidRequest
+from omniloom.processing.template import ChatTemplate
+
+
+class Tokenizer(Protocol):
+    def encode(self, text: str) -> list[int]: ...
+
+
+class MediaItem(Protocol):
+    """A preprocessed media item that knows its own token span."""
+
+    modality: str
+    content_hash: str
+
+    def token_ids(self) -> list[int]: ...
+
+    def cache_key(self) -> str: ...
+
+
+@dataclass(frozen=True)
+class TextPart:
+    text: str
+
+
+@dataclass(frozen=True)
+class MediaPart:
+    item: MediaItem
+
+
+@dataclass(frozen=True)
+class Message:
+    role: str
+    parts: list[TextPart | MediaPart]
+
+
+@dataclass(frozen=True)
+class MediaSpan:
+    """Where one media item sits in the stream (markers included) and how to key it."""
+
+    modality: str
+    start: int
+    length: int
+    item: MediaItem
+
+    @property
+    def key(self) -> str:
+        return f"{self.item.content_hash}:{self.item.cache_key()}"
+
+
+@dataclass
+class Prompt:
+    token_ids: list[int]
+    spans: list[MediaSpan] = field(default_factory=list)
+
+    def tokens_by_modality(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for span in self.spans:
+            counts[span.modality] = counts.get(span.modality, 0) + span.length
+        counts["text"] = len(self.token_ids) - sum(counts.values())
+        return counts
+
+
+def _render_content(parts: list[TextPart | MediaPart], sentinel: str, items: list) -> str:
+    pieces: list[str] = []
+    for part in parts:
+        if isinstance(part, TextPart):
+            pieces.append(part.text)
+        else:
+            pieces.append(f"{sentinel}{len(items)}{sentinel}")
+            items.append(part.item)
+    return "".join(pieces)
+
+
+def build_prompt(
+    messages: list[Message],
+    template: ChatTemplate,
+    tokenizer: Tokenizer,
+    add_generation_prompt: bool = True,
+) -> Prompt:
+    sentinel = f"\x00{secrets.token_hex(8)}\x00"
+    items: list[MediaItem] = []
+    rendered_messages = [
+        {"role": m.role, "content": _render_content(m.parts, sentinel, items)} for m in messages
+    ]
+    text = template.render(rendered_messages, add_generation_prompt=add_generation_prompt)
+    pieces = re.split(f"{re.escape(sentinel)}(\\d+){re.escape(sentinel)}", text)
+    prompt = Prompt(token_ids=[])
+    seen: list[int] = []
+    for i, piece in enumerate(pieces):
+        if i % 2 == 0:
+            prompt.token_ids += tokenizer.encode(piece) if piece else []
+            continue
+        item = items[int(piece)]
+        span_ids = item.token_ids()
+        prompt.spans.append(MediaSpan(item.modality, len(prompt.token_ids), len(span_ids), item))
+        prompt.token_ids += span_ids
+        seen.append(int(piece))
+    if seen != list(range(len(items))):
+        raise InvalidRequest("The chat template dropped or reordered media parts of the messages.")
+    return prompt

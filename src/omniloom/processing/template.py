@@ -1,0 +1,61 @@
+"""Chat templates rendered with jinja2 exactly as ``transformers.apply_chat_template`` does.
+
+Same sandbox, same ``trim_blocks``/``lstrip_blocks``, the same ``tojson``, ``raise_exception``
+and ``strftime_now`` helpers, so a checkpoint's template produces the same text here as there.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from functools import lru_cache
+
+import jinja2
+from jinja2.ext import loopcontrols
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from omniloom.errors import InvalidRequest
+
+
+def _raise_exception(message: str):
+    raise jinja2.exceptions.TemplateError(message)
+
+
+def _tojson(x, ensure_ascii=False, indent=None, separators=None, sort_keys=False):
+    return json.dumps(
+        x, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys
+    )
+
+
+def _strftime_now(fmt: str) -> str:
+    return datetime.now().strftime(fmt)
+
+
+@lru_cache(maxsize=16)
+def _compile(source: str) -> jinja2.Template:
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=[loopcontrols])
+    env.filters["tojson"] = _tojson
+    env.globals["raise_exception"] = _raise_exception
+    env.globals["strftime_now"] = _strftime_now
+    return env.from_string(source)
+
+
+class ChatTemplate:
+    """A compiled chat template plus the special tokens templates commonly reference."""
+
+    def __init__(self, source: str, bos_token: str = "", eos_token: str = ""):
+        self.source = source
+        self.special = {"bos_token": bos_token, "eos_token": eos_token}
+        self._template = _compile(source)
+
+    def render(self, messages: list[dict], add_generation_prompt: bool = True, **kwargs) -> str:
+        """Render ``messages`` (each ``{"role", "content"}`` with string content) to prompt text."""
+        try:
+            return self._template.render(
+                messages=messages,
+                add_generation_prompt=add_generation_prompt,
+                **self.special,
+                **kwargs,
+            )
+        except jinja2.exceptions.TemplateError as exc:
+            raise InvalidRequest(f"The chat template rejected these messages: {exc}") from exc
