@@ -36,7 +36,9 @@ def decode_data_url(url: str, limits: Limits) -> bytes:
     try:
         return base64.b64decode(payload, validate=True)
     except (binascii.Error, ValueError) as exc:
-        raise MediaError("Invalid data URL: the base64 payload is malformed.", param="image_url") from exc
+        raise MediaError(
+            "Invalid data URL: the base64 payload is malformed.", param="image_url"
+        ) from exc
 
 
 def check_public_address(host: str, port: int) -> str:
@@ -59,23 +61,30 @@ def check_public_address(host: str, port: int) -> str:
 def _fetch_once(client: httpx.Client, url: str, limits: Limits) -> httpx.Response | bytes:
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise MediaError("Only https, http and data URLs are accepted for images.", param="image_url")
+        raise MediaError(
+            "Only https, http and data URLs are accepted for images.", param="image_url"
+        )
     port = parts.port or (443 if parts.scheme == "https" else 80)
     address = check_public_address(parts.hostname, port)
     ext = {"sni_hostname": parts.hostname} if parts.scheme == "https" else {}
     host_header = parts.netloc.rsplit("@", 1)[-1]
-    pinned = url.replace(parts.netloc, f"[{address}]:{port}" if ":" in address else f"{address}:{port}", 1)
+    pinned = url.replace(
+        parts.netloc, f"[{address}]:{port}" if ":" in address else f"{address}:{port}", 1
+    )
     with client.stream("GET", pinned, headers={"Host": host_header}, extensions=ext) as resp:
         if resp.is_redirect:
             return resp
         if resp.status_code != 200:
-            raise MediaError(f"Fetching the image failed with HTTP {resp.status_code}.", param="image_url")
+            raise MediaError(
+                f"Fetching the image failed with HTTP {resp.status_code}.", param="image_url"
+            )
         body = bytearray()
         for chunk in resp.iter_bytes():
             body += chunk
             if len(body) > limits.max_image_bytes:
                 raise MediaError(
-                    f"The image at the URL exceeds {limits.max_image_bytes} bytes.", param="image_url"
+                    f"The image at the URL exceeds {limits.max_image_bytes} bytes.",
+                    param="image_url",
                 )
         return bytes(body)
 

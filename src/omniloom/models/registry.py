@@ -88,7 +88,9 @@ def build_template(ckpt: Checkpoint, tokenizer: TextTokenizer) -> ChatTemplate:
     if not spec.chat_template:
         raise ValueError(f"checkpoint {ckpt.name} has no chat template")
     token = lambda i: tokenizer.id_to_token(i) if i is not None else ""  # noqa: E731
-    return ChatTemplate(spec.chat_template, bos_token=token(spec.bos_id), eos_token=token(spec.eos_id))
+    return ChatTemplate(
+        spec.chat_template, bos_token=token(spec.bos_id), eos_token=token(spec.eos_id)
+    )
 
 
 def build_vlm(
@@ -101,7 +103,9 @@ def build_vlm(
     encoder = EfficientNetLite0Encoder(pretrained=pretrained_encoder)
     with torch.random.fork_rng():
         torch.manual_seed(seed)
-        projector = build_projector(projector_kind, encoder.feature_dim, backbone.config.hidden_size)
+        projector = build_projector(
+            projector_kind, encoder.feature_dim, backbone.config.hidden_size
+        )
         vlm = VisionLanguageModel(backbone, encoder, projector, MediaVocabulary(text_vocab_size))
         nn_std = backbone.model.embed_tokens.weight.float().std().item()
         torch.nn.init.normal_(vlm.media_embed.weight, std=nn_std)
@@ -116,7 +120,9 @@ def load_projector_assets(vlm: VisionLanguageModel, directory: Path = ASSETS) ->
     if not path.exists():
         return False
     state = load_file(str(path))
-    vlm.projector.load_state_dict({k[len("projector.") :]: v for k, v in state.items() if k.startswith("projector.")})
+    vlm.projector.load_state_dict(
+        {k[len("projector.") :]: v for k, v in state.items() if k.startswith("projector.")}
+    )
     vlm.media_embed.weight.data.copy_(state["media_embed.weight"])
     return True
 

@@ -23,7 +23,9 @@ class TextTokenizer:
         self.eos_id = spec.eos_id
         self.bos_id = spec.bos_id
         self.stop_ids = frozenset(
-            i for i in (spec.eos_id, *spec.extra_eos_ids, self.token_id("<|im_end|>")) if i is not None
+            i
+            for i in (spec.eos_id, *spec.extra_eos_ids, self.token_id("<|im_end|>"))
+            if i is not None
         )
 
     def encode(self, text: str) -> list[int]:

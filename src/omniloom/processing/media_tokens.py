@@ -68,5 +68,5 @@ def image_token_ids(plan: ImagePlan, tokens_per_tile: int, vocab: MediaVocabular
                 sep = "<|tile_row_sep|>" if c == plan.cols - 1 else "<|tile_col_sep|>"
                 ids += [*pad, vocab.id(sep)]
         ids.append(vocab.id("<|image_global|>"))
-    ids += pad + [vocab.id("<|image_end|>")]
+    ids += [*pad, vocab.id("<|image_end|>")]
     return ids

@@ -51,7 +51,12 @@ class ImagePlan:
 
 def candidate_grids(max_tiles: int) -> list[tuple[int, int]]:
     """All (cols, rows) with 1 ≤ cols·rows ≤ max_tiles, ordered by tile count then shape."""
-    grids = {(c, r) for c in range(1, max_tiles + 1) for r in range(1, max_tiles + 1) if c * r <= max_tiles}
+    grids = {
+        (c, r)
+        for c in range(1, max_tiles + 1)
+        for r in range(1, max_tiles + 1)
+        if c * r <= max_tiles
+    }
     return sorted(grids, key=lambda g: (g[0] * g[1], g))
 
 

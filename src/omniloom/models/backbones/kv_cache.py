@@ -30,7 +30,9 @@ class StaticKVCache:
     def batch(self) -> int:
         return self.keys.shape[1]
 
-    def append(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def append(
+        self, layer: int, k: torch.Tensor, v: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Write this step's keys/values at the current length; return everything so far."""
         start, end = self.length, self.length + k.shape[2]
         if end > self.max_len:

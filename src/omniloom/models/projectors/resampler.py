@@ -11,7 +11,9 @@ from torch import nn
 
 
 class PerceiverResampler(nn.Module):
-    def __init__(self, in_dim: int, out_dim: int, num_queries: int = 16, num_heads: int = 8, depth: int = 1):
+    def __init__(
+        self, in_dim: int, out_dim: int, num_queries: int = 16, num_heads: int = 8, depth: int = 1
+    ):
         super().__init__()
         self.num_queries = num_queries
         self.queries = nn.Parameter(torch.randn(num_queries, out_dim) * 0.02)
@@ -36,7 +38,9 @@ class _ResamplerBlock(nn.Module):
         self.norm_q = nn.LayerNorm(dim)
         self.norm_kv = nn.LayerNorm(dim)
         self.attn = nn.MultiheadAttention(dim, num_heads, batch_first=True)
-        self.ffn = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, 4 * dim), nn.GELU(), nn.Linear(4 * dim, dim))
+        self.ffn = nn.Sequential(
+            nn.LayerNorm(dim), nn.Linear(dim, 4 * dim), nn.GELU(), nn.Linear(4 * dim, dim)
+        )
 
     def forward(self, x: torch.Tensor, kv: torch.Tensor) -> torch.Tensor:
         kv_n = self.norm_kv(kv)

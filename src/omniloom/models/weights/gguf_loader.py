@@ -102,7 +102,7 @@ def read_state_dict(reader: GGUFReader, cfg: DecoderConfig, arch: str) -> dict[s
             w = unpermute_rotary_rows(w, cfg.num_heads)
         elif arch == "llama" and ".attn_k." in t.name:
             w = unpermute_rotary_rows(w, cfg.num_kv_heads)
-        state[_hf_name(t.name)] = torch.from_numpy(np.ascontiguousarray(w))
+        state[_hf_name(t.name)] = torch.from_numpy(np.array(w, dtype=np.float32, copy=True))
     if cfg.tie_embeddings:
         state["lm_head.weight"] = state["model.embed_tokens.weight"]
     return state

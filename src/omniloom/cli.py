@@ -1,0 +1,127 @@
+"""Command line: ``omniloom serve | chat | tokens``.
+
+``serve`` runs the HTTP server; ``chat`` answers one question (with optional images) without a
+server; ``tokens`` prints what images cost in tokens and money across models and providers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import mimetypes
+import sys
+from pathlib import Path
+
+from omniloom.config import Settings
+
+
+def _add_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--weights", help="GGUF file or Hugging Face directory (default: embedded SmolLM2)"
+    )
+    p.add_argument("--dtype", choices=["auto", "float32", "bfloat16"], default=None)
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from omniloom.runtime import build_state
+    from omniloom.serving.app import create_app
+
+    settings = Settings.from_env(
+        host=args.host, port=args.port, dtype=args.dtype, threads=args.threads
+    )
+    state = build_state(settings, weights=args.weights)
+    app = create_app(state)
+    print(
+        f"omniloom: serving {state.model.name} on http://{settings.host}:{settings.port}/v1",
+        flush=True,
+    )
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level=args.log_level)
+    state.engine.shutdown()
+    return 0
+
+
+def _image_part(path: str, detail: str) -> dict:
+    data = Path(path).read_bytes()
+    mime = mimetypes.guess_type(path)[0] or "application/octet-stream"
+    url = f"data:{mime};base64,{base64.b64encode(data).decode()}"
+    return {"type": "image_url", "image_url": {"url": url, "detail": detail}}
+
+
+def cmd_chat(args: argparse.Namespace) -> int:
+    from omniloom.engine.engine import Delta, Job
+    from omniloom.errors import OmniloomError
+    from omniloom.runtime import build_state
+    from omniloom.serving.requests import prepare
+    from omniloom.serving.schemas import ChatCompletionRequest
+
+    settings = Settings.from_env(dtype=args.dtype, threads=args.threads)
+    state = build_state(settings, weights=args.weights)
+    content = [{"type": "text", "text": args.question}]
+    content += [_image_part(p, args.detail) for p in args.image]
+    body = ChatCompletionRequest(
+        model=state.model.name,
+        messages=[{"role": "user", "content": content}],
+        max_tokens=args.max_tokens,
+        temperature=args.temperature,
+        seed=args.seed,
+    )
+    try:
+        prepared = prepare(body, state.model, settings)
+    except OmniloomError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        return 2
+    job = Job(prepared.prompt, prepared.params, emit=lambda ev: None)
+    job.emit = lambda ev: print(ev.text, end="", flush=True) if isinstance(ev, Delta) else None
+    state.engine.generate(job)
+    print()
+    return 0
+
+
+def cmd_tokens(args: argparse.Namespace) -> int:
+    from omniloom.processing.costs import image_cost_table, render_table
+
+    settings = Settings.from_env()
+    for path in args.images:
+        rows = image_cost_table(Path(path).read_bytes(), args.detail, settings)
+        print(render_table(path, rows))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="omniloom", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the OpenAI-compatible HTTP server")
+    serve.add_argument("--host", default=None)
+    serve.add_argument("--port", type=int, default=None)
+    serve.add_argument("--log-level", default="info")
+    _add_model_args(serve)
+    serve.set_defaults(func=cmd_serve)
+
+    chat = sub.add_parser("chat", help="answer one question without a server")
+    chat.add_argument("question")
+    chat.add_argument("--image", action="append", default=[], help="image file (repeatable)")
+    chat.add_argument("--detail", choices=["low", "high", "auto"], default="auto")
+    chat.add_argument("--max-tokens", type=int, default=256)
+    chat.add_argument("--temperature", type=float, default=0.0)
+    chat.add_argument("--seed", type=int, default=0)
+    _add_model_args(chat)
+    chat.set_defaults(func=cmd_chat)
+
+    tokens = sub.add_parser("tokens", help="image token counts and costs across models")
+    tokens.add_argument("images", nargs="+")
+    tokens.add_argument("--detail", choices=["low", "high", "auto"], default="auto")
+    tokens.set_defaults(func=cmd_tokens)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""HTTP serving: OpenAI-compatible routes, request conversion, SSE streaming, metrics, errors."""

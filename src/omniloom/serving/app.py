@@ -1,0 +1,82 @@
+"""The FastAPI application: routes, OpenAI-shaped error handlers, size limit and metrics.
+
+Every failure a client can cause becomes ``{"error": {...}}`` with a 4xx status; anything else
+is a 500 with a generic message (details go to the log), and the server keeps serving.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from omniloom.errors import InvalidRequest, OmniloomError, PayloadTooLarge
+from omniloom.serving.routes import chat, health, models, tokenize
+from omniloom.serving.state import ServerState
+
+log = logging.getLogger(__name__)
+
+
+def _error(exc: OmniloomError) -> JSONResponse:
+    return JSONResponse(exc.to_dict(), status_code=exc.status)
+
+
+def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
+    first = exc.errors()[0] if exc.errors() else {}
+    loc = [str(p) for p in first.get("loc", ()) if p != "body"]
+    param = ".".join(loc) or None
+    if first.get("type") == "json_invalid":
+        return "The request body is not valid JSON.", None
+    return f"Invalid request: {param or 'body'}: {first.get('msg', 'invalid value')}.", param
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(OmniloomError)
+    async def _omniloom(_: Request, exc: OmniloomError):
+        return _error(exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, exc: RequestValidationError):
+        message, param = _validation_message(exc)
+        return _error(InvalidRequest(message, param=param))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException):
+        err = OmniloomError(str(exc.detail), code=str(exc.status_code))
+        err.status, err.type = exc.status_code, "invalid_request_error"
+        return _error(err)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, exc: Exception):
+        log.exception("unhandled error", exc_info=exc)
+        return _error(OmniloomError("The server had an internal error processing the request."))
+
+
+def install_middleware(app: FastAPI, state: ServerState) -> None:
+    @app.middleware("http")
+    async def _limits_and_metrics(request: Request, call_next):
+        start = time.perf_counter()
+        declared = request.headers.get("content-length")
+        limit = state.settings.limits.max_request_bytes
+        if declared and declared.isdigit() and int(declared) > limit:
+            response = _error(PayloadTooLarge(f"The request body exceeds {limit} bytes."))
+        else:
+            response = await call_next(request)
+        endpoint = getattr(request.scope.get("route"), "path", "unmatched")
+        state.metrics.requests.labels(endpoint, str(response.status_code)).inc()
+        state.metrics.request_seconds.labels(endpoint).observe(time.perf_counter() - start)
+        return response
+
+
+def create_app(state: ServerState) -> FastAPI:
+    app = FastAPI(title="omniloom", version="0.1.0")
+    app.state.omniloom = state
+    for module in (chat, tokenize, models, health):
+        app.include_router(module.router)
+    install_error_handlers(app)
+    install_middleware(app, state)
+    return app

@@ -1,0 +1,169 @@
+"""Turn a validated chat request into engine inputs: messages with media, then a prompt.
+
+All checks that can fail on user input happen here, before anything runs, and each raises an
+error that names the offending field: unknown model, unsupported part type or option, media
+that cannot be fetched or decoded, and prompts that do not fit the context.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from omniloom.config import Settings
+from omniloom.engine.sampling import SamplingParams
+from omniloom.errors import ContextLengthExceeded, InvalidRequest, ModelNotFound
+from omniloom.media.fetch import load_image_bytes
+from omniloom.media.image import decode_image
+from omniloom.models.registry import LoadedModel
+from omniloom.processing.image_item import prepare_image
+from omniloom.processing.prompt import MediaPart, Message, Prompt, TextPart, build_prompt
+from omniloom.serving.schemas import ChatCompletionRequest, ChatMessage, ContentPart
+
+_ROLE_ALIASES = {"developer": "system"}
+_NOT_YET = {
+    "input_audio": "audio input",
+    "video_url": "video input",
+    "file": "file input",
+}
+
+
+@dataclass
+class PreparedRequest:
+    prompt: Prompt
+    params: SamplingParams
+
+
+def check_model(req_model: str, model: LoadedModel) -> None:
+    if req_model != model.name:
+        raise ModelNotFound(req_model, [model.name])
+
+
+def _check_unsupported_options(req: ChatCompletionRequest) -> None:
+    fmt = (req.response_format or {}).get("type", "text")
+    if fmt != "text":
+        raise InvalidRequest(
+            f"response_format type '{fmt}' is not supported yet; only 'text'.",
+            param="response_format",
+        )
+    if req.tools:
+        raise InvalidRequest("Tool calling is not supported yet.", param="tools")
+    if req.logprobs:
+        raise InvalidRequest("logprobs are not supported yet.", param="logprobs")
+
+
+def _convert_part(part: ContentPart, where: str, model: LoadedModel, settings: Settings):
+    if part.type == "text":
+        if part.text is None:
+            raise InvalidRequest(f"{where} has type 'text' but no 'text' field.", param=where)
+        return TextPart(part.text)
+    if part.type == "image_url":
+        if part.image_url is None:
+            raise InvalidRequest(
+                f"{where} has type 'image_url' but no 'image_url' object.", param=where
+            )
+        decoded = decode_image(
+            load_image_bytes(part.image_url.url, settings.limits), settings.limits
+        )
+        vocab = model.vlm.media_vocab
+        return MediaPart(
+            prepare_image(
+                decoded, part.image_url.detail, settings.image, model.tokens_per_tile, vocab
+            )
+        )
+    if part.type in _NOT_YET:
+        raise InvalidRequest(
+            f"{where}: {_NOT_YET[part.type]} ('{part.type}') is not supported by model '{model.name}'.",
+            param=where,
+        )
+    raise InvalidRequest(
+        f"{where}: unsupported content part type '{part.type}'. Supported: 'text', 'image_url'.",
+        param=where,
+    )
+
+
+def _convert_message(i: int, msg: ChatMessage, model: LoadedModel, settings: Settings) -> Message:
+    role = _ROLE_ALIASES.get(msg.role, msg.role)
+    if msg.content is None or isinstance(msg.content, str):
+        return Message(role, [TextPart(msg.content or "")])
+    parts = [
+        _convert_part(p, f"messages[{i}].content[{j}]", model, settings)
+        for j, p in enumerate(msg.content)
+    ]
+    if role != "user" and any(isinstance(p, MediaPart) for p in parts):
+        raise InvalidRequest(
+            f"messages[{i}]: images are only accepted in user messages.", param=f"messages[{i}]"
+        )
+    return Message(role, parts)
+
+
+def _count_images(req: ChatCompletionRequest) -> int:
+    return sum(
+        1
+        for m in req.messages
+        if isinstance(m.content, list)
+        for p in m.content
+        if p.type == "image_url"
+    )
+
+
+def build_request_prompt(
+    req: ChatCompletionRequest, model: LoadedModel, settings: Settings
+) -> Prompt:
+    """Validate, fetch and decode media, and build the prompt (blocking: run in a thread)."""
+    check_model(req.model, model)
+    images = _count_images(req)
+    if images > settings.limits.max_images_per_request:
+        raise InvalidRequest(
+            f"The request has {images} images; the limit is {settings.limits.max_images_per_request}.",
+            param="messages",
+        )
+    messages = [_convert_message(i, m, model, settings) for i, m in enumerate(req.messages)]
+    return build_prompt(messages, model.template, model.tokenizer)
+
+
+def _stop_strings(stop: str | list[str] | None) -> tuple[str, ...]:
+    stops = [stop] if isinstance(stop, str) else list(stop or [])
+    if len(stops) > 4:
+        raise InvalidRequest("At most 4 stop sequences are allowed.", param="stop")
+    return tuple(s for s in stops if s)
+
+
+def sampling_params(
+    req: ChatCompletionRequest, prompt_len: int, model: LoadedModel, settings: Settings
+) -> SamplingParams:
+    """Decide the completion budget against the context window and limits."""
+    _check_unsupported_options(req)
+    limits, context = settings.limits, model.context_length
+    if req.n > limits.max_n:
+        raise InvalidRequest(f"n={req.n} exceeds the limit of {limits.max_n}.", param="n")
+    room = context - prompt_len
+    if room < 1:
+        raise ContextLengthExceeded(
+            f"This model's maximum context length is {context} tokens, but the prompt is "
+            f"{prompt_len} tokens. Shorten the messages or use lower image detail."
+        )
+    asked = req.max_completion_tokens or req.max_tokens
+    if asked is not None and asked > room:
+        raise ContextLengthExceeded(
+            f"This model's maximum context length is {context} tokens. However, you requested "
+            f"{prompt_len + asked} tokens ({prompt_len} in the messages, {asked} in the completion).",
+            param="max_tokens",
+        )
+    if asked is not None and asked > limits.max_completion_tokens:
+        raise InvalidRequest(
+            f"max_tokens={asked} exceeds this server's limit of {limits.max_completion_tokens}.",
+            param="max_tokens",
+        )
+    return SamplingParams(
+        max_tokens=asked or min(room, limits.max_completion_tokens),
+        temperature=req.temperature,
+        top_p=req.top_p,
+        seed=req.seed,
+        stop=_stop_strings(req.stop),
+        n=req.n,
+    )
+
+
+def prepare(req: ChatCompletionRequest, model: LoadedModel, settings: Settings) -> PreparedRequest:
+    prompt = build_request_prompt(req, model, settings)
+    return PreparedRequest(prompt, sampling_params(req, len(prompt.token_ids), model, settings))

@@ -1,0 +1,69 @@
+"""OpenAI-shaped response bodies and stream chunks for chat completions."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+
+from omniloom.processing.prompt import Prompt
+
+MODALITIES = ("text", "image", "audio", "video")
+
+
+def completion_id() -> str:
+    return f"chatcmpl-{uuid.uuid4().hex}"
+
+
+def usage(prompt: Prompt, completion_tokens: int, cached_tokens: int = 0) -> dict:
+    by_modality = prompt.tokens_by_modality()
+    details = {"cached_tokens": cached_tokens}
+    details.update({f"{m}_tokens": by_modality.get(m, 0) for m in MODALITIES})
+    prompt_tokens = len(prompt.token_ids)
+    return {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
+        "prompt_tokens_details": details,
+        "completion_tokens_details": {"text_tokens": completion_tokens, "audio_tokens": 0},
+    }
+
+
+def completion_body(
+    cid: str, model: str, texts: list[str], reasons: list[str], usage_: dict
+) -> dict:
+    return {
+        "id": cid,
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [
+            {
+                "index": i,
+                "message": {"role": "assistant", "content": text},
+                "finish_reason": reasons[i],
+                "logprobs": None,
+            }
+            for i, text in enumerate(texts)
+        ],
+        "usage": usage_,
+    }
+
+
+def chunk(
+    cid: str, model: str, created: int, choices: list[dict], usage_: dict | None = None
+) -> str:
+    body = {
+        "id": cid,
+        "object": "chat.completion.chunk",
+        "created": created,
+        "model": model,
+        "choices": choices,
+    }
+    if usage_ is not None:
+        body["usage"] = usage_
+    return f"data: {json.dumps(body, ensure_ascii=False)}\n\n"
+
+
+def delta_choice(index: int, delta: dict, finish_reason: str | None = None) -> dict:
+    return {"index": index, "delta": delta, "finish_reason": finish_reason, "logprobs": None}

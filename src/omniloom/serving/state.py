@@ -1,0 +1,55 @@
+"""What the routes share: settings, the loaded model, the engine and metrics.
+
+``run_job`` bridges the engine's worker thread to asyncio: events come back through a queue,
+and leaving the iterator early (a client that disconnected) cancels the job.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+from omniloom.config import Settings
+from omniloom.engine.engine import Done, Engine, Event, Failed, Job
+from omniloom.engine.sampling import SamplingParams
+from omniloom.models.registry import LoadedModel
+from omniloom.processing.prompt import Prompt
+from omniloom.serving.metrics import Metrics
+
+
+@dataclass
+class ServerState:
+    settings: Settings
+    model: LoadedModel
+    engine: Engine
+    metrics: Metrics = field(default_factory=Metrics)
+
+    async def run_job(self, prompt: Prompt, params: SamplingParams) -> AsyncIterator[Event]:
+        loop = asyncio.get_running_loop()
+        events: asyncio.Queue[Event] = asyncio.Queue()
+        job = Job(prompt, params, emit=lambda ev: loop.call_soon_threadsafe(events.put_nowait, ev))
+        self.engine.submit(job)
+        self.metrics.queue_depth.set(self.engine.queue_depth())
+        try:
+            while True:
+                event = await events.get()
+                if isinstance(event, Failed):
+                    raise event.error
+                yield event
+                if isinstance(event, Done):
+                    self._record(prompt, event)
+                    return
+        finally:
+            job.cancelled.set()
+
+    def _record(self, prompt: Prompt, done: Done) -> None:
+        stats, m = done.stats, self.metrics
+        m.ttft.observe(stats.time_to_first_token)
+        m.encoder_seconds.observe(stats.encoder_seconds)
+        m.completion_tokens.inc(stats.completion_tokens)
+        for modality, count in prompt.tokens_by_modality().items():
+            m.prompt_tokens.labels(modality).inc(count)
+        for span in prompt.spans:
+            m.encoder_items.labels(span.modality).inc()
+        m.queue_depth.set(self.engine.queue_depth())
