@@ -61,7 +61,9 @@ def smollm2_pair():
     from transformers import AutoModelForCausalLM
 
     path = smollm2_gguf_path()
-    ref = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32).eval()
+    ref = AutoModelForCausalLM.from_pretrained(
+        path.parent, gguf_file=path.name, dtype=torch.float32
+    ).eval()
     ours = build_backbone(load_checkpoint(path), torch.float32)
     return ref, ours
 
@@ -69,7 +71,9 @@ def smollm2_pair():
 @pytest.mark.slow
 def test_smollm2_gguf_logits_parity(smollm2_pair, default_model):
     ref, ours = smollm2_pair
-    ids = torch.tensor([default_model.tokenizer.encode("The quick brown fox jumps over the lazy dog. 1234")])
+    ids = torch.tensor(
+        [default_model.tokenizer.encode("The quick brown fox jumps over the lazy dog. 1234")]
+    )
     with torch.inference_mode():
         assert_close(ours(ours.embed(ids)), ref(ids).logits, rtol=1e-3, atol=1e-3)
 
@@ -81,7 +85,9 @@ def test_smollm2_gguf_greedy_32_tokens(smollm2_pair, default_model):
     prompt = default_model.template.render([{"role": "user", "content": "Name three colours."}])
     ids = torch.tensor([tok.encode(prompt)])
     with torch.inference_mode():
-        expected = ref.generate(ids, max_new_tokens=32, min_new_tokens=32, do_sample=False)[0, ids.shape[1] :]
+        expected = ref.generate(ids, max_new_tokens=32, min_new_tokens=32, do_sample=False)[
+            0, ids.shape[1] :
+        ]
         cache = ours.new_cache(1, ids.shape[1] + 32)
         logits = ours(ours.embed(ids), cache, last_only=True)
         got = []

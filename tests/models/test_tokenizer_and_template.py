@@ -49,7 +49,9 @@ CONVERSATIONS = [
 @pytest.mark.slow
 @pytest.mark.parametrize("messages", CONVERSATIONS)
 @pytest.mark.parametrize("add_generation_prompt", [True, False])
-def test_template_matches_transformers(hf_tokenizer, default_model, messages, add_generation_prompt):
+def test_template_matches_transformers(
+    hf_tokenizer, default_model, messages, add_generation_prompt
+):
     expected = hf_tokenizer.apply_chat_template(
         messages, tokenize=False, add_generation_prompt=add_generation_prompt
     )
@@ -67,11 +69,14 @@ def test_template_helpers_match_transformers():
     from transformers.utils.chat_template_utils import render_jinja_template
 
     messages = [
-        {"role": "user", "content": "quote \" and <html> & ü"},
+        {"role": "user", "content": 'quote " and <html> & ü'},
         {"role": "tool", "content": "hidden"},
     ]
     ours = ChatTemplate(RICH_TEMPLATE, bos_token="<s>").render(messages)
     theirs, _ = render_jinja_template(
-        conversations=[messages], chat_template=RICH_TEMPLATE, add_generation_prompt=True, bos_token="<s>"
+        conversations=[messages],
+        chat_template=RICH_TEMPLATE,
+        add_generation_prompt=True,
+        bos_token="<s>",
     )
     assert ours == theirs[0]

@@ -15,7 +15,18 @@ from omniloom.processing.image_item import prepare_image
 from omniloom.processing.media_tokens import MediaVocabulary
 from tests.conftest import png_bytes
 
-SIZES = [(17, 9), (224, 224), (225, 224), (640, 480), (480, 640), (1920, 1080), (300, 3000), (3000, 300), (1001, 999), (50, 400)]
+SIZES = [
+    (17, 9),
+    (224, 224),
+    (225, 224),
+    (640, 480),
+    (480, 640),
+    (1920, 1080),
+    (300, 3000),
+    (3000, 300),
+    (1001, 999),
+    (50, 400),
+]
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +45,9 @@ def test_counted_tokens_equal_emitted(encoder, size, detail):
     data = png_bytes(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8))
     decoded = decode_image(data, Limits())
     projector = build_projector("mlp", 1280, 64)
-    item = prepare_image(decoded, detail, ImageSettings(), projector.num_output_tokens(49), MediaVocabulary(1000))
+    item = prepare_image(
+        decoded, detail, ImageSettings(), projector.num_output_tokens(49), MediaVocabulary(1000)
+    )
     with torch.inference_mode():
         emitted = projector(encoder(item.tiles()))
     assert emitted.shape[0] * emitted.shape[1] == item.num_placeholders()
@@ -53,8 +66,12 @@ def test_projectors_declare_their_token_count(encoder, kind):
 
 
 def test_same_bytes_same_tensors(encoder, astronaut_jpeg):
-    a = prepare_image(decode_image(astronaut_jpeg, Limits()), "high", ImageSettings(), 49, MediaVocabulary(10))
-    b = prepare_image(decode_image(astronaut_jpeg, Limits()), "high", ImageSettings(), 49, MediaVocabulary(10))
+    a = prepare_image(
+        decode_image(astronaut_jpeg, Limits()), "high", ImageSettings(), 49, MediaVocabulary(10)
+    )
+    b = prepare_image(
+        decode_image(astronaut_jpeg, Limits()), "high", ImageSettings(), 49, MediaVocabulary(10)
+    )
     assert a.content_hash == b.content_hash
     ta, tb = a.tiles(), b.tiles()
     assert torch.equal(ta, tb)

@@ -14,22 +14,34 @@ REFERENCE = json.loads((Path(__file__).parents[1] / "data" / "token_math.json").
 SIZES = [tuple(map(int, s.split("x"))) for s in REFERENCE["OpenAI gpt-4o-mini (detail=high)"]]
 
 CASES = {
-    "OpenAI gpt-4o / gpt-4.1 / gpt-4.5 (detail=high)": lambda w, h: pt.openai_tiles(w, h, "high", 85, 170),
-    "OpenAI gpt-4o / gpt-4.1 / gpt-4.5 (detail=low)": lambda w, h: pt.openai_tiles(w, h, "low", 85, 170),
+    "OpenAI gpt-4o / gpt-4.1 / gpt-4.5 (detail=high)": lambda w, h: pt.openai_tiles(
+        w, h, "high", 85, 170
+    ),
+    "OpenAI gpt-4o / gpt-4.1 / gpt-4.5 (detail=low)": lambda w, h: pt.openai_tiles(
+        w, h, "low", 85, 170
+    ),
     "OpenAI gpt-4o-mini (detail=high)": lambda w, h: pt.openai_tiles(w, h, "high", 2833, 5667),
     "OpenAI o1 / o1-pro / o3 (detail=high)": lambda w, h: pt.openai_tiles(w, h, "high", 75, 150),
-    "OpenAI gpt-5 / gpt-5-chat-latest (detail=high)": lambda w, h: pt.openai_tiles(w, h, "high", 70, 140),
-    "OpenAI computer-use-preview (detail=high)": lambda w, h: pt.openai_tiles(w, h, "high", 65, 129),
+    "OpenAI gpt-5 / gpt-5-chat-latest (detail=high)": lambda w, h: pt.openai_tiles(
+        w, h, "high", 70, 140
+    ),
+    "OpenAI computer-use-preview (detail=high)": lambda w, h: pt.openai_tiles(
+        w, h, "high", 65, 129
+    ),
     "OpenAI patch image_tokens (before multiplier)": lambda w, h: pt.openai_patches(w, h, 1),
-    "OpenAI gpt-4.1-mini (image_tokens x 1.62, unrounded)": lambda w, h: pt.openai_patches(w, h, 1.62),
-    "OpenAI gpt-4.1-nano (image_tokens x 2.46, unrounded)": lambda w, h: pt.openai_patches(w, h, 2.46),
+    "OpenAI gpt-4.1-mini (image_tokens x 1.62, unrounded)": lambda w, h: pt.openai_patches(
+        w, h, 1.62
+    ),
+    "OpenAI gpt-4.1-nano (image_tokens x 2.46, unrounded)": lambda w, h: pt.openai_patches(
+        w, h, 2.46
+    ),
     "OpenAI o4-mini (image_tokens x 1.72, unrounded)": lambda w, h: pt.openai_patches(w, h, 1.72),
     "Claude (legacy docs: ceil(w*h/750) after resize)": pt.claude,
     "Claude (current docs: ceil(w/28)*ceil(h/28) after resize)": pt.claude_patches,
     "Gemini 2.x (crop-unit rule)": pt.gemini,
     "Qwen2/2.5-VL class defaults (min 3136, max 1003520)": pt.qwen2_vl,
-    "Qwen2-VL-7B / Qwen2.5-VL-7B-Instruct checkpoint (min 3136, max 12845056)": lambda w, h: pt.qwen2_vl(
-        w, h, max_pixels=12_845_056
+    "Qwen2-VL-7B / Qwen2.5-VL-7B-Instruct checkpoint (min 3136, max 12845056)": lambda w, h: (
+        pt.qwen2_vl(w, h, max_pixels=12_845_056)
     ),
     "InternVL2.5/3 (448 tiles, max 12, thumbnail; <IMG_CONTEXT> tokens)": pt.internvl,
     "Llama 3.2 Vision cross-attn vision tokens (tiles x 1601)": pt.llama32_vision,
@@ -59,7 +71,14 @@ def test_issue_examples():
 # Sizes for the transformers cross-check: the reference sizes that are cheap to process plus
 # odd aspect ratios and sizes near the rounding boundaries.
 OPEN_SIZES = [(w, h) for w, h in SIZES if w * h <= 2048 * 1536] + [
-    (97, 1013), (1013, 97), (333, 777), (1400, 1000), (56, 56), (29, 900), (1234, 567), (448, 896),
+    (97, 1013),
+    (1013, 97),
+    (333, 777),
+    (1400, 1000),
+    (56, 56),
+    (29, 900),
+    (1234, 567),
+    (448, 896),
 ]
 
 
@@ -80,7 +99,9 @@ def test_qwen2_vl_matches_transformers(w, h):
 def test_internvl_matches_transformers(w, h):
     from transformers import GotOcr2ImageProcessor
 
-    proc = GotOcr2ImageProcessor(crop_to_patches=True, max_patches=12, size={"height": 448, "width": 448})
+    proc = GotOcr2ImageProcessor(
+        crop_to_patches=True, max_patches=12, size={"height": 448, "width": 448}
+    )
     patches = int(proc(images=[_blank(w, h)], return_tensors="np")["num_patches"][0])
     assert pt.internvl(w, h).tokens == 256 * patches
 

@@ -12,7 +12,19 @@ from omniloom.processing.media_tokens import MediaVocabulary, count_image_tokens
 from omniloom.processing.tiling import candidate_grids, choose_grid, plan_image, render_tiles
 
 CFG = ImageSettings()
-SIZES = [(1, 1), (64, 64), (224, 224), (300, 3000), (3000, 300), (1920, 1080), (1080, 1920), (640, 480), (1000, 333), (449, 450), (5000, 20)]
+SIZES = [
+    (1, 1),
+    (64, 64),
+    (224, 224),
+    (300, 3000),
+    (3000, 300),
+    (1920, 1080),
+    (1080, 1920),
+    (640, 480),
+    (1000, 333),
+    (449, 450),
+    (5000, 20),
+]
 
 
 def test_candidate_grids_respect_max_tiles():
@@ -21,7 +33,16 @@ def test_candidate_grids_respect_max_tiles():
     assert (3, 2) in grids and (2, 3) in grids and (6, 1) in grids and (4, 2) not in grids
 
 
-@pytest.mark.parametrize(("size", "grid"), [((1920, 1080), (2, 1)), ((1080, 1920), (1, 2)), ((300, 3000), (1, 6)), ((512, 512), (2, 2)), ((100, 100), (1, 1))])
+@pytest.mark.parametrize(
+    ("size", "grid"),
+    [
+        ((1920, 1080), (2, 1)),
+        ((1080, 1920), (1, 2)),
+        ((300, 3000), (1, 6)),
+        ((512, 512), (2, 2)),
+        ((100, 100), (1, 1)),
+    ],
+)
 def test_grid_follows_aspect_ratio(size, grid):
     assert choose_grid(*size, max_tiles=6, tile_size=224) == grid
 

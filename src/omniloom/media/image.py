@@ -46,6 +46,11 @@ def _open_checked(data: bytes, limits: Limits) -> Image.Image:
         )
     try:
         img = Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)
+    except Image.DecompressionBombError as exc:
+        raise MediaError(
+            f"The image declares more pixels than the limit of {limits.max_image_pixels} pixels.",
+            param="image_url",
+        ) from exc
     except (UnidentifiedImageError, OSError, ValueError) as exc:
         raise MediaError(
             "The image could not be decoded: its bytes are not a supported image "

@@ -54,7 +54,9 @@ def _openai_detail(detail: str) -> str:
     return "low" if detail == "low" else "high"  # auto is costed as high: the worst case
 
 
-def model_counters(detail: str, settings: Settings) -> dict[str, Callable[[int, int], pt.TokenCount]]:
+def model_counters(
+    detail: str, settings: Settings
+) -> dict[str, Callable[[int, int], pt.TokenCount]]:
     od = _openai_detail(detail)
     return {
         "omniloom-smol": lambda w, h: omniloom_tokens(w, h, detail, settings),

@@ -34,7 +34,9 @@ def openai_tiles(width: int, height: int, detail: str, base: int, per_tile: int)
     shrink = min(Fraction(1), Fraction(768) / min(w, h))
     w, h = w * shrink, h * shrink
     cols, rows = _ceil_frac(w / 512), _ceil_frac(h / 512)
-    return TokenCount(base + per_tile * cols * rows, f"{float(w):.1f}×{float(h):.1f} → {cols}×{rows} tiles")
+    return TokenCount(
+        base + per_tile * cols * rows, f"{float(w):.1f}×{float(h):.1f} → {cols}×{rows} tiles"
+    )
 
 
 def openai_patches(width: int, height: int, multiplier: float) -> TokenCount:
@@ -57,7 +59,9 @@ def _claude_patches(width: int, height: int) -> int:
     return math.ceil(width / 28) * math.ceil(height / 28)
 
 
-def claude_resize(width: int, height: int, max_edge: int = 1568, max_patches: int = 1568) -> tuple[int, int]:
+def claude_resize(
+    width: int, height: int, max_edge: int = 1568, max_patches: int = 1568
+) -> tuple[int, int]:
     """Largest aspect-preserving size with long edge ≤ 1568 and ≤ 1568 patches of 28 px."""
     if max(width, height) <= max_edge and _claude_patches(width, height) <= max_patches:
         return width, height
@@ -123,7 +127,12 @@ def internvl(width: int, height: int, max_tiles: int = 12) -> TokenCount:
 
 def mllama_canvas(width: int, height: int, max_tiles: int = 4, tile: int = 560) -> tuple[int, int]:
     """Llama 3.2 Vision: (rows, cols) of the canvas — smallest upscale, else largest downscale."""
-    grids = [(r, c) for r in range(1, max_tiles + 1) for c in range(1, max_tiles + 1) if r * c <= max_tiles]
+    grids = [
+        (r, c)
+        for r in range(1, max_tiles + 1)
+        for c in range(1, max_tiles + 1)
+        if r * c <= max_tiles
+    ]
     scales = [min(Fraction(r * tile, height), Fraction(c * tile, width)) for r, c in grids]
     ups = [s for s in scales if s >= 1]
     chosen = min(ups) if ups else max(scales)
@@ -156,7 +165,9 @@ def smolvlm_grid(width: int, height: int, longest_edge: int, tile: int) -> tuple
     return h // tile, w // tile
 
 
-def smolvlm(width: int, height: int, longest_edge: int = 1536, tile: int = 384, seq_len: int = 81) -> TokenCount:
+def smolvlm(
+    width: int, height: int, longest_edge: int = 1536, tile: int = 384, seq_len: int = 81
+) -> TokenCount:
     rows, cols = smolvlm_grid(width, height, longest_edge, tile)
     images = rows * cols + 1 if rows * cols > 1 else 1
     return TokenCount(images * seq_len, f"{rows}×{cols} tiles + global, {seq_len} each")

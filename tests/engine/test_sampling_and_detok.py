@@ -1,0 +1,63 @@
+"""Sampling reproducibility and the stop-string-aware incremental detokenizer."""
+
+from __future__ import annotations
+
+import torch
+
+from omniloom.engine.detokenizer import IncrementalDetokenizer
+from omniloom.engine.sampling import Sampler, SamplingParams
+
+
+class ByteDecoder:
+    """Each id is one byte of UTF-8: lets tests split characters across tokens."""
+
+    def decode(self, ids, skip_special=True):
+        return bytes(ids).decode("utf-8", errors="replace")
+
+
+def _stream(text: str, stop=()):
+    detok = IncrementalDetokenizer(ByteDecoder(), stop)
+    pieces = []
+    for b in text.encode():
+        pieces.append(detok.push(b))
+        if detok.stopped:
+            break
+    pieces.append(detok.flush())
+    return pieces, detok
+
+
+def test_multibyte_characters_are_never_split():
+    pieces, _ = _stream("héllo 東京")
+    assert "".join(pieces) == "héllo 東京"
+    assert all("\ufffd" not in p for p in pieces)
+
+
+def test_stop_string_truncates_and_is_never_shown():
+    pieces, detok = _stream("Hello END world", stop=("END",))
+    assert "".join(pieces) == "Hello "
+    assert detok.stopped
+    assert not any("E" in p for p in pieces)
+
+
+def test_held_back_prefix_is_released_when_it_is_not_a_stop():
+    pieces, detok = _stream("a EN b", stop=("END",))
+    assert "".join(pieces) == "a EN b" and not detok.stopped
+
+
+def test_same_seed_same_samples():
+    logits = torch.randn(2, 50, generator=torch.Generator().manual_seed(0))
+    params = SamplingParams(temperature=0.9, top_p=0.8, seed=42, n=2)
+    a = [Sampler(params, 2)(logits) for _ in range(3)]
+    b = [Sampler(params, 2)(logits) for _ in range(3)]
+    assert a == b
+
+
+def test_top_p_keeps_only_the_nucleus():
+    logits = torch.tensor([[10.0, 9.0, -5.0, -5.0]])
+    sampler = Sampler(SamplingParams(temperature=1.0, top_p=0.5, seed=0), 1)
+    assert {sampler(logits)[0] for _ in range(50)} == {0}
+
+
+def test_greedy_is_argmax():
+    logits = torch.tensor([[0.1, 3.0, 2.0]])
+    assert Sampler(SamplingParams(temperature=0.0), 1)(logits) == [1]

@@ -1,0 +1,230 @@
+"""End to end: the real server on a loopback port, driven by the official openai client and httpx."""
+
+from __future__ import annotations
+
+import httpx
+import openai
+import pytest
+
+from tests.conftest import data_url
+
+pytestmark = pytest.mark.slow
+MODEL = "omniloom-smol"
+
+
+@pytest.fixture(scope="module")
+def client(server_url):
+    return openai.OpenAI(base_url=f"{server_url}/v1", api_key="unused", max_retries=0)
+
+
+@pytest.fixture(scope="module")
+def photo_url(astronaut_jpeg):
+    return data_url(astronaut_jpeg, "image/jpeg")
+
+
+def _image_messages(url: str, detail: str, question: str = "What is in this picture?"):
+    return [
+        {
+            "role": "user",
+            "content": [
+                {"type": "text", "text": question},
+                {"type": "image_url", "image_url": {"url": url, "detail": detail}},
+            ],
+        }
+    ]
+
+
+def test_text_completion(client):
+    r = client.chat.completions.create(
+        model=MODEL,
+        messages=[{"role": "user", "content": "What is the capital of France?"}],
+        max_tokens=24,
+        temperature=0,
+    )
+    assert "Paris" in r.choices[0].message.content
+    assert r.choices[0].finish_reason == "stop"
+    u = r.usage
+    assert u.total_tokens == u.prompt_tokens + u.completion_tokens
+    assert u.prompt_tokens_details.text_tokens == u.prompt_tokens
+    assert u.prompt_tokens_details.image_tokens == 0
+
+
+@pytest.mark.parametrize(("detail", "image_tokens"), [("low", 51), ("high", 252), ("auto", 252)])
+def test_photo_each_detail_and_tokenize_agrees(client, server_url, photo_url, detail, image_tokens):
+    messages = _image_messages(photo_url, detail)
+    r = client.chat.completions.create(model=MODEL, messages=messages, max_tokens=8, temperature=0)
+    details = r.usage.prompt_tokens_details
+    assert details.image_tokens == image_tokens  # 512×512: low 2+49; high 2×2 grid: 3+5·49+4
+    assert details.text_tokens + details.image_tokens == r.usage.prompt_tokens
+    counted = httpx.post(
+        f"{server_url}/tokenize", json={"model": MODEL, "messages": messages}
+    ).json()
+    assert counted["count"] == r.usage.prompt_tokens
+    assert counted["prompt_tokens_details"]["image_tokens"] == image_tokens
+    assert r.choices[0].message.content
+
+
+def test_stream_matches_non_stream_and_reports_usage(client, photo_url):
+    messages = _image_messages(photo_url, "low", "Describe it in one sentence.")
+    full = client.chat.completions.create(
+        model=MODEL, messages=messages, max_tokens=20, temperature=0
+    )
+    stream = client.chat.completions.create(
+        model=MODEL,
+        messages=messages,
+        max_tokens=20,
+        temperature=0,
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    text, usage, reasons = "", None, []
+    for chunk in stream:
+        for choice in chunk.choices:
+            text += choice.delta.content or ""
+            reasons.append(choice.finish_reason)
+        usage = chunk.usage or usage
+    assert text == full.choices[0].message.content
+    assert usage.prompt_tokens == full.usage.prompt_tokens
+    assert usage.completion_tokens == full.usage.completion_tokens
+    assert reasons[-1] in ("stop", "length")
+
+
+def test_sampling_n_seed_stop_and_length(client):
+    ask = dict(
+        model=MODEL, messages=[{"role": "user", "content": "Tell me a story."}], max_tokens=12
+    )
+    a = client.chat.completions.create(**ask, n=2, temperature=1.0, seed=7)
+    b = client.chat.completions.create(**ask, n=2, temperature=1.0, seed=7)
+    assert len(a.choices) == 2
+    assert [c.message.content for c in a.choices] == [c.message.content for c in b.choices]
+    assert all(c.finish_reason == "length" for c in a.choices)
+    assert a.usage.completion_tokens == 24
+    greedy = client.chat.completions.create(**ask, temperature=0)
+    word = greedy.choices[0].message.content.split()[2]
+    stopped = client.chat.completions.create(**ask, temperature=0, stop=[word])
+    assert word not in stopped.choices[0].message.content
+    assert stopped.choices[0].finish_reason == "stop"
+
+
+def test_models_health_metrics(client, server_url):
+    assert [m.id for m in client.models.list().data] == [MODEL]
+    assert httpx.get(f"{server_url}/health").json()["status"] == "ok"
+    metrics = httpx.get(f"{server_url}/metrics").text
+    for name in (
+        "omniloom_requests_total",
+        "omniloom_time_to_first_token_seconds_bucket",
+        'omniloom_prompt_tokens_total{modality="image"}',
+        "omniloom_encoder_seconds_bucket",
+    ):
+        assert name in metrics
+
+
+BAD_REQUESTS = [
+    ({"model": "gpt-9", "messages": [{"role": "user", "content": "hi"}]}, 404, "does not exist"),
+    ({"model": MODEL, "messages": []}, 400, "messages"),
+    ({"model": MODEL}, 400, "messages"),
+    ({"model": MODEL, "messages": [{"role": "wizard", "content": "x"}]}, 400, "role"),
+    (
+        {"model": MODEL, "messages": [{"role": "user", "content": [{"type": "hologram"}]}]},
+        400,
+        "unsupported content part type",
+    ),
+    (
+        {
+            "model": MODEL,
+            "messages": [{"role": "user", "content": [{"type": "input_audio", "input_audio": {}}]}],
+        },
+        400,
+        "audio input",
+    ),
+    (
+        {"model": MODEL, "messages": _image_messages("data:image/png;base64,%%%", "low")},
+        400,
+        "base64",
+    ),
+    (
+        {"model": MODEL, "messages": _image_messages("data:image/png;base64,aGVsbG8=", "low")},
+        400,
+        "could not be decoded",
+    ),
+    (
+        {"model": MODEL, "messages": _image_messages("http://127.0.0.1:1/x.png", "low")},
+        400,
+        "non-public",
+    ),
+    (
+        {"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 100000},
+        400,
+        "context length",
+    ),
+    (
+        {"model": MODEL, "messages": [{"role": "user", "content": "hi " * 9000}]},
+        400,
+        "context length",
+    ),
+    (
+        {"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "temperature": 5},
+        400,
+        "temperature",
+    ),
+    (
+        {
+            "model": MODEL,
+            "messages": [{"role": "user", "content": "hi"}],
+            "response_format": {"type": "json_object"},
+        },
+        400,
+        "response_format",
+    ),
+]
+
+
+@pytest.mark.parametrize(("body", "status", "message"), BAD_REQUESTS)
+def test_bad_requests_get_clear_4xx_and_server_keeps_serving(server_url, body, status, message):
+    r = httpx.post(f"{server_url}/v1/chat/completions", json=body, timeout=60)
+    assert r.status_code == status, r.text
+    error = r.json()["error"]
+    assert message.lower() in error["message"].lower()
+    assert error["type"] == "invalid_request_error"
+    assert httpx.get(f"{server_url}/health").status_code == 200
+
+
+def test_invalid_json_and_unknown_route(server_url):
+    r = httpx.post(
+        f"{server_url}/v1/chat/completions",
+        content=b"{not json",
+        headers={"content-type": "application/json"},
+    )
+    assert r.status_code == 400 and "JSON" in r.json()["error"]["message"]
+    assert httpx.get(f"{server_url}/v1/nothing").status_code == 404
+
+
+def test_invalid_detail_is_named(server_url, photo_url):
+    body = {"model": MODEL, "messages": _image_messages(photo_url, "ultra")}
+    r = httpx.post(f"{server_url}/v1/chat/completions", json=body)
+    assert r.status_code == 400 and r.json()["error"]["param"] == "detail"
+
+
+def test_openai_client_raises_typed_errors(client):
+    with pytest.raises(openai.NotFoundError):
+        client.chat.completions.create(model="nope", messages=[{"role": "user", "content": "x"}])
+    with pytest.raises(openai.BadRequestError):
+        client.chat.completions.create(model=MODEL, messages=_image_messages("data:x", "low"))
+
+
+def test_client_disconnect_mid_stream_does_not_break_server(client, server_url):
+    with httpx.stream(
+        "POST",
+        f"{server_url}/v1/chat/completions",
+        json={
+            "model": MODEL,
+            "messages": [{"role": "user", "content": "Count to 100."}],
+            "max_tokens": 200,
+            "stream": True,
+        },
+    ) as r:
+        next(r.iter_lines())
+    r = client.chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": "Say hi."}], max_tokens=5, temperature=0
+    )
+    assert r.choices[0].message.content

@@ -1,0 +1,81 @@
+"""The command line: ``tokens`` prints per-model counts and costs; ``chat`` answers offline."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from omniloom.cli import main
+from tests.conftest import png_bytes
+
+
+def test_tokens_prints_every_model(tmp_path, capsys):
+    path = tmp_path / "wide.png"
+    path.write_bytes(png_bytes(np.zeros((1080, 1920, 3), np.uint8)))
+    assert main(["tokens", str(path), "--detail", "high"]) == 0
+    out = capsys.readouterr().out
+    rows = {line.split()[0]: line.split()[1] for line in out.splitlines()[2:-1]}
+    assert rows["gpt-4o"] == "1105"
+    assert rows["omniloom-smol"] == "152"  # 2×1 grid + thumbnail: 3 + 3·49 + 2
+    assert rows["claude-sonnet-4.5"] == "1590"
+    assert rows["qwen2-vl-7b"] == "2691"
+    assert {
+        "gemini-2.5-pro",
+        "internvl3-8b",
+        "llama-3.2-11b-vision",
+        "smolvlm-instruct",
+    } <= rows.keys()
+    assert "prices as of" in out
+
+
+def test_tokens_low_detail(tmp_path, capsys):
+    path = tmp_path / "sq.png"
+    path.write_bytes(png_bytes(np.zeros((1024, 1024, 3), np.uint8)))
+    main(["tokens", str(path), "--detail", "low"])
+    rows = {line.split()[0]: line.split()[1] for line in capsys.readouterr().out.splitlines()[2:-1]}
+    assert rows["gpt-4o"] == "85" and rows["omniloom-smol"] == "51"
+
+
+@pytest.mark.slow
+def test_chat_answers_once_without_server(tmp_path, astronaut_jpeg):
+    photo = tmp_path / "astronaut.jpg"
+    photo.write_bytes(astronaut_jpeg)
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "omniloom.cli",
+            "chat",
+            "What is the capital of France?",
+            "--dtype",
+            "float32",
+            "--max-tokens",
+            "16",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert run.returncode == 0, run.stderr
+    assert "Paris" in run.stdout
+    with_image = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "omniloom.cli",
+            "chat",
+            "Describe this.",
+            "--image",
+            str(photo),
+            "--max-tokens",
+            "8",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert with_image.returncode == 0, with_image.stderr
+    assert with_image.stdout.strip()
