@@ -73,9 +73,12 @@ def cmd_chat(args: argparse.Namespace) -> int:
     except OmniloomError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
         return 2
-    job = Job(prepared.prompt, prepared.params, emit=lambda ev: None)
-    job.emit = lambda ev: print(ev.text, end="", flush=True) if isinstance(ev, Delta) else None
-    state.engine.generate(job)
+
+    def show(event) -> None:
+        if isinstance(event, Delta):
+            print(event.text, end="", flush=True)
+
+    state.engine.generate(Job(prepared.prompt, prepared.params, emit=show))
     print()
     return 0
 
