@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from omniloom.models.backbones.llama import LlamaForCausalLM
+from omniloom.models.backbones.llama import LlamaForCausalLM, RotaryEmbedding
 from omniloom.models.encoders.efficientnet_lite import EfficientNetLite0Encoder
 from omniloom.models.projectors import build_projector
 from omniloom.models.tokenizer import TextTokenizer
@@ -75,9 +75,8 @@ def build_backbone(ckpt: Checkpoint, dtype: torch.dtype, device: str = "cpu") ->
     with torch.device("meta"):
         model = LlamaForCausalLM(ckpt.config)
     model.load_state_dict(ckpt.state_dict, strict=True, assign=True)
-    model.rope = type(model.rope)(
-        ckpt.config.dim_per_head, ckpt.config.max_position, ckpt.config.rope_theta
-    )
+    cfg = ckpt.config
+    model.rope = RotaryEmbedding(cfg.dim_per_head, cfg.max_position, cfg.rope_theta)  # off meta
     if ckpt.config.tie_embeddings:
         model.lm_head.weight = model.model.embed_tokens.weight
     return model.to(device=device, dtype=dtype).eval()
