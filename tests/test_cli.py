@@ -39,43 +39,18 @@ def test_tokens_low_detail(tmp_path, capsys):
     assert rows["gpt-4o"] == "85" and rows["omniloom-smol"] == "51"
 
 
+def _chat(*args: str) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "omniloom.cli", "chat", *args]
+    run = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    return run
+
+
 @pytest.mark.slow
 def test_chat_answers_once_without_server(tmp_path, astronaut_jpeg):
     photo = tmp_path / "astronaut.jpg"
     photo.write_bytes(astronaut_jpeg)
-    run = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "omniloom.cli",
-            "chat",
-            "What is the capital of France?",
-            "--dtype",
-            "float32",
-            "--max-tokens",
-            "16",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert run.returncode == 0, run.stderr
-    assert "Paris" in run.stdout
-    with_image = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "omniloom.cli",
-            "chat",
-            "Describe this.",
-            "--image",
-            str(photo),
-            "--max-tokens",
-            "8",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert with_image.returncode == 0, with_image.stderr
+    text = _chat("What is the capital of France?", "--dtype", "float32", "--max-tokens", "16")
+    assert "Paris" in text.stdout
+    with_image = _chat("Describe this.", "--image", str(photo), "--max-tokens", "8")
     assert with_image.stdout.strip()

@@ -106,8 +106,11 @@ def test_sampling_n_seed_stop_and_length(client):
     assert stopped.choices[0].finish_reason == "stop"
 
 
-def test_models_health_metrics(client, server_url):
+def test_models_health_metrics(client, server_url, photo_url):
     assert [m.id for m in client.models.list().data] == [MODEL]
+    client.chat.completions.create(
+        model=MODEL, messages=_image_messages(photo_url, "low"), max_tokens=2
+    )
     assert httpx.get(f"{server_url}/health").json()["status"] == "ok"
     metrics = httpx.get(f"{server_url}/metrics").text
     for name in (

@@ -10,45 +10,31 @@ _LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 12
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
-        r = self.registry
-        self.requests = Counter(
-            "omniloom_requests",
-            "HTTP API requests by endpoint and status",
-            ["endpoint", "status"],
-            registry=r,
+        self.requests = self._counter(
+            "requests", "HTTP API requests by endpoint and status", "endpoint", "status"
         )
-        self.request_seconds = Histogram(
-            "omniloom_request_seconds",
-            "End-to-end request latency",
-            ["endpoint"],
-            buckets=_LATENCY_BUCKETS,
-            registry=r,
+        self.request_seconds = self._latency("request_seconds", "End-to-end latency", "endpoint")
+        self.ttft = self._latency(
+            "time_to_first_token_seconds", "Time from request to first generated token"
         )
-        self.ttft = Histogram(
-            "omniloom_time_to_first_token_seconds",
-            "Time from request to first generated token",
-            buckets=_LATENCY_BUCKETS,
-            registry=r,
+        self.prompt_tokens = self._counter(
+            "prompt_tokens", "Prompt tokens processed, by modality", "modality"
         )
-        self.prompt_tokens = Counter(
-            "omniloom_prompt_tokens",
-            "Prompt tokens processed, by modality",
-            ["modality"],
-            registry=r,
+        self.completion_tokens = self._counter("completion_tokens", "Completion tokens generated")
+        self.encoder_seconds = self._latency(
+            "encoder_seconds", "Time spent in media encoders per request"
         )
-        self.completion_tokens = Counter(
-            "omniloom_completion_tokens", "Completion tokens generated", registry=r
+        self.encoder_items = self._counter(
+            "encoder_items", "Media items run through an encoder, by modality", "modality"
         )
-        self.encoder_seconds = Histogram(
-            "omniloom_encoder_seconds",
-            "Time spent in media encoders per request",
-            buckets=_LATENCY_BUCKETS,
-            registry=r,
+        self.queue_depth = Gauge(
+            "omniloom_queue_depth", "Jobs waiting for the engine", registry=self.registry
         )
-        self.encoder_items = Counter(
-            "omniloom_encoder_items",
-            "Media items run through an encoder, by modality",
-            ["modality"],
-            registry=r,
+
+    def _counter(self, name: str, doc: str, *labels: str) -> Counter:
+        return Counter(f"omniloom_{name}", doc, labels, registry=self.registry)
+
+    def _latency(self, name: str, doc: str, *labels: str) -> Histogram:
+        return Histogram(
+            f"omniloom_{name}", doc, labels, buckets=_LATENCY_BUCKETS, registry=self.registry
         )
-        self.queue_depth = Gauge("omniloom_queue_depth", "Jobs waiting for the engine", registry=r)
