@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import logging
 import time
 
 from fastapi import APIRouter, Request
@@ -9,12 +11,14 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from omniloom.engine.engine import Delta, Done, Finished
+from omniloom.errors import OmniloomError
 from omniloom.serving import responses
 from omniloom.serving.requests import PreparedRequest, prepare
 from omniloom.serving.schemas import ChatCompletionRequest
 from omniloom.serving.state import ServerState
 
 router = APIRouter()
+log = logging.getLogger(__name__)
 
 
 @router.post("/v1/chat/completions")
@@ -55,14 +59,19 @@ async def _stream(state: ServerState, prepared: PreparedRequest, include_usage: 
         for i in range(prepared.params.n)
     ]
     yield responses.chunk(cid, model, created, first)
-    async for event in state.run_job(prepared.prompt, prepared.params):
-        if isinstance(event, Delta):
-            choice = responses.delta_choice(event.index, {"content": event.text})
-            yield responses.chunk(cid, model, created, [choice])
-        elif isinstance(event, Finished):
-            choice = responses.delta_choice(event.index, {}, event.reason)
-            yield responses.chunk(cid, model, created, [choice])
-        elif isinstance(event, Done) and include_usage:
-            usage = responses.usage(prepared.prompt, event.stats.completion_tokens)
-            yield responses.chunk(cid, model, created, [], usage)
+    try:
+        async for event in state.run_job(prepared.prompt, prepared.params):
+            if isinstance(event, Delta):
+                choice = responses.delta_choice(event.index, {"content": event.text})
+                yield responses.chunk(cid, model, created, [choice])
+            elif isinstance(event, Finished):
+                choice = responses.delta_choice(event.index, {}, event.reason)
+                yield responses.chunk(cid, model, created, [choice])
+            elif isinstance(event, Done) and include_usage:
+                usage = responses.usage(prepared.prompt, event.stats.completion_tokens)
+                yield responses.chunk(cid, model, created, [], usage)
+    except Exception:  # headers are sent: report in-band, as OpenAI's streams do
+        log.exception("generation failed mid-stream")
+        error = OmniloomError("The server had an internal error while generating.")
+        yield f"data: {json.dumps(error.to_dict())}\n\n"
     yield "data: [DONE]\n\n"
