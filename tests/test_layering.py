@@ -11,7 +11,16 @@ from pathlib import Path
 import omniloom
 
 ROOT = Path(omniloom.__file__).parent
-LAYER = {"media": 0, "processing": 1, "models": 2, "engine": 3, "serving": 4}
+LAYER = {
+    "media": 0,
+    "processing": 1,
+    "models": 2,
+    "perception": 3,
+    "engine": 3,
+    "serving": 4,
+    "eval": 5,
+    "training": 5,
+}
 TOP_LEVEL_ALLOWED_EVERYWHERE = {"config", "errors"}
 
 

@@ -93,6 +93,50 @@ def cmd_tokens(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    import shutil
+
+    import torch
+
+    from omniloom.models.registry import ADAPTER, load_model
+    from omniloom.training.trainer import QUICK_RECIPE, Recipe, Trainer
+
+    torch.set_num_threads(args.threads or torch.get_num_threads())
+    model = load_model(dtype="float32", fresh_adapter=True)
+    recipe = QUICK_RECIPE if args.quick else Recipe()
+    progress = Trainer(model, recipe, Path(args.out)).run()
+    print(f"validation loss: {progress.val_loss}; loss curve: {Path(args.out) / 'loss.png'}")
+    if args.install:
+        shutil.copy(Path(args.out) / "adapter.safetensors", ADAPTER)
+        print(f"installed {ADAPTER}")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    import openai
+
+    from omniloom.eval import vision
+    from omniloom.runtime import BackgroundServer, build_state
+
+    items = (
+        vision.jsonl_items(Path(args.jsonl)) if args.jsonl else vision.synthetic_items(args.limit)
+    )
+    conditions = tuple(args.conditions.split(","))
+    state = build_state(Settings.from_env(dtype=args.dtype))
+    with BackgroundServer(state) as server:
+        client = openai.OpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0)
+        results = vision.run_suite(client, state.model.name, items, conditions, _print_progress)
+    title = f"omniloom eval — {args.jsonl or 'vision suite (synthetic test split)'}"
+    vision.write_report(results, Path(args.out), title)
+    print("\n" + (Path(args.out) / "report.md").read_text())
+    return 0
+
+
+def _print_progress(condition: str, done: int, total: int) -> None:
+    if done % 25 == 0 or done == total:
+        print(f"{condition}: {done}/{total}", file=sys.stderr, flush=True)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="omniloom", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -118,6 +162,24 @@ def build_parser() -> argparse.ArgumentParser:
     tokens.add_argument("images", nargs="+")
     tokens.add_argument("--detail", choices=["low", "high", "auto"], default="auto")
     tokens.set_defaults(func=cmd_tokens)
+
+    train = sub.add_parser(
+        "train", help="train the vision adapter (stage 1 align, stage 2 instruct)"
+    )
+    train.add_argument("--out", default="runs/train", help="run directory (resumes if present)")
+    train.add_argument("--quick", action="store_true", help="a tiny recipe, for smoke tests")
+    train.add_argument("--install", action="store_true", help="copy the result into the package")
+    train.add_argument("--threads", type=int, default=None)
+    train.set_defaults(func=cmd_train)
+
+    ev = sub.add_parser("eval", help="evaluate through the real server and write a report")
+    ev.add_argument("--suite", choices=["vision"], default="vision")
+    ev.add_argument("--limit", type=int, default=300, help="questions per condition")
+    ev.add_argument("--jsonl", help="a user set of {image, question, answer} lines instead")
+    ev.add_argument("--conditions", default="native,cascade,blind")
+    ev.add_argument("--out", default="runs/eval")
+    ev.add_argument("--dtype", choices=["auto", "float32", "bfloat16"], default=None)
+    ev.set_defaults(func=cmd_eval)
     return parser
 
 

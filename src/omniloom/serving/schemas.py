@@ -55,3 +55,4 @@ class ChatCompletionRequest(BaseModel):
     response_format: dict[str, Any] | None = None
     tools: list[Any] | None = None
     logprobs: bool | None = None
+    perception: Literal["native", "cascade", "hybrid"] | None = None

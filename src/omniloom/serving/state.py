@@ -7,6 +7,7 @@ and leaving the iterator early (a client that disconnected) cancels the job.
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
@@ -14,6 +15,8 @@ from omniloom.config import Settings
 from omniloom.engine.engine import Done, Engine, Event, Failed, Job
 from omniloom.engine.sampling import SamplingParams
 from omniloom.models.registry import LoadedModel
+from omniloom.perception.cascade import PerceptionCascade
+from omniloom.perception.ocr import OcrEngine
 from omniloom.processing.prompt import Prompt
 from omniloom.serving.metrics import Metrics
 
@@ -24,6 +27,17 @@ class ServerState:
     model: LoadedModel
     engine: Engine
     metrics: Metrics = field(default_factory=Metrics)
+    _cascade: PerceptionCascade | None = None
+    _cascade_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def cascade_for(self, requested: str | None) -> PerceptionCascade | None:
+        """The perception cascade, built on first use, if this request's mode needs it."""
+        if (requested or self.settings.perception) == "native":
+            return None
+        with self._cascade_lock:
+            if self._cascade is None:
+                self._cascade = PerceptionCascade(self.model.vlm.encoder, OcrEngine())
+        return self._cascade
 
     async def run_job(self, prompt: Prompt, params: SamplingParams) -> AsyncIterator[Event]:
         loop = asyncio.get_running_loop()

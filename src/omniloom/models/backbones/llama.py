@@ -149,12 +149,19 @@ class LlamaForCausalLM(nn.Module):
         last_only: bool = False,
     ) -> torch.Tensor:
         """Run ``embeds`` (B, T, H) starting at the cache's length; return logits (B, T or 1, V)."""
+        x = self.hidden_states(embeds, cache)
+        if last_only:
+            x = x[:, -1:]
+        return self.lm_head(x).float()
+
+    def hidden_states(
+        self, embeds: torch.Tensor, cache: StaticKVCache | None = None
+    ) -> torch.Tensor:
+        """Final-norm hidden states (B, T, H); training applies ``lm_head`` where it needs to."""
         start = cache.length if cache is not None else 0
         x = embeds
         for i, layer in enumerate(self.model.layers):
             x = layer(x, self.rope, start, cache, i)
         if cache is not None:
             cache.advance(embeds.shape[1])
-        if last_only:
-            x = x[:, -1:]
-        return self.lm_head(self.model.norm(x)).float()
+        return self.model.norm(x)

@@ -24,15 +24,22 @@ log = logging.getLogger(__name__)
 @router.post("/v1/chat/completions")
 async def chat_completions(body: ChatCompletionRequest, request: Request):
     state: ServerState = request.app.state.omniloom
-    prepared = await run_in_threadpool(prepare, body, state.model, state.settings)
+    cascade = await run_in_threadpool(state.cascade_for, body.perception)
+    prepared = await run_in_threadpool(prepare, body, state.model, state.settings, cascade)
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         return StreamingResponse(
             _stream(state, prepared, include_usage),
             media_type="text/event-stream",
-            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+            headers={
+                "Cache-Control": "no-cache",
+                "X-Accel-Buffering": "no",
+                "X-Omniloom-Perception": prepared.perception,
+            },
         )
-    return JSONResponse(await _complete(state, prepared))
+    return JSONResponse(
+        await _complete(state, prepared), headers={"X-Omniloom-Perception": prepared.perception}
+    )
 
 
 async def _complete(state: ServerState, prepared: PreparedRequest) -> dict:
@@ -47,9 +54,11 @@ async def _complete(state: ServerState, prepared: PreparedRequest) -> dict:
         elif isinstance(event, Done):
             completion_tokens = event.stats.completion_tokens
     usage = responses.usage(prepared.prompt, completion_tokens)
-    return responses.completion_body(
+    body = responses.completion_body(
         responses.completion_id(), state.model.name, texts, reasons, usage
     )
+    body["perception"] = prepared.perception
+    return body
 
 
 async def _stream(state: ServerState, prepared: PreparedRequest, include_usage: bool):

@@ -20,7 +20,10 @@ router = APIRouter()
 @router.post("/tokenize")
 async def tokenize(body: ChatCompletionRequest, request: Request) -> dict:
     state: ServerState = request.app.state.omniloom
-    prompt = await run_in_threadpool(build_request_prompt, body, state.model, state.settings)
+    cascade = await run_in_threadpool(state.cascade_for, body.perception)
+    prompt = await run_in_threadpool(
+        build_request_prompt, body, state.model, state.settings, cascade
+    )
     by_modality = prompt.tokens_by_modality()
     return {
         "count": len(prompt.token_ids),

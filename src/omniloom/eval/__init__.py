@@ -1,0 +1,1 @@
+"""Evaluation: the synthetic image–text data set, metrics, suites and reports."""

@@ -1,0 +1,99 @@
+"""Scoring free-text answers: normalisation per question kind, VQA accuracy and POPE metrics."""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from dataclasses import dataclass
+
+from omniloom.eval.synthetic import COLOURS, SHAPES
+
+_NUMBER_WORDS = {
+    "zero": "0",
+    "one": "1",
+    "two": "2",
+    "three": "3",
+    "four": "4",
+    "five": "5",
+    "six": "6",
+    "seven": "7",
+    "eight": "8",
+    "nine": "9",
+}
+_VOCAB = {"shape": SHAPES, "colour": COLOURS, "size": ("large", "small"), "yesno": ("yes", "no")}
+YES_NO_KINDS = ("position", "exists")
+
+
+def words(text: str) -> list[str]:
+    return re.findall(r"[a-z0-9]+", text.lower())
+
+
+def extract(kind: str, prediction: str) -> str:
+    """The answer a prediction gives for a question of ``kind`` (first matching word)."""
+    if kind == "ocr":
+        quoted = re.search(r'["“\']([^"”\']+)["”\']', prediction)
+        return " ".join(words(quoted.group(1) if quoted else prediction))
+    if kind == "count":
+        for w in words(prediction):
+            if w.isdigit() or w in _NUMBER_WORDS:
+                return _NUMBER_WORDS.get(w, w)
+        return ""
+    vocab = (
+        _VOCAB["yesno" if kind in YES_NO_KINDS else kind]
+        if kind in (*_VOCAB, *YES_NO_KINDS)
+        else None
+    )
+    found = words(prediction)
+    if vocab is None:
+        return " ".join(found)
+    return next((w for w in found if w in vocab), "")
+
+
+def is_correct(kind: str, prediction: str, answer: str) -> bool:
+    return extract(kind, prediction) == " ".join(words(answer))
+
+
+@dataclass(frozen=True)
+class Scored:
+    kind: str
+    answer: str
+    prediction: str
+    correct: bool
+    latency: float
+    image_tokens: int
+
+
+def pope(scored: list[Scored]) -> dict[str, float]:
+    """POPE-style metrics over yes/no existence questions (half are about absent objects)."""
+    items = [s for s in scored if s.kind == "exists"]
+    said_yes = [extract("exists", s.prediction) == "yes" for s in items]
+    truth_yes = [s.answer == "yes" for s in items]
+    tp = sum(p and t for p, t in zip(said_yes, truth_yes, strict=True))
+    fp = sum(p and not t for p, t in zip(said_yes, truth_yes, strict=True))
+    fn = sum(not p and t for p, t in zip(said_yes, truth_yes, strict=True))
+    tn = len(items) - tp - fp - fn
+    precision = tp / (tp + fp) if tp + fp else 0.0
+    recall = tp / (tp + fn) if tp + fn else 0.0
+    return {
+        "n": len(items),
+        "accuracy": (tp + tn) / len(items) if items else 0.0,
+        "precision": precision,
+        "recall": recall,
+        "f1": 2 * precision * recall / (precision + recall) if precision + recall else 0.0,
+        "yes_ratio": sum(said_yes) / len(items) if items else 0.0,
+        "hallucination_rate": fp / (fp + tn) if fp + tn else 0.0,
+    }
+
+
+def accuracy_by_kind(scored: list[Scored]) -> dict[str, float]:
+    groups: dict[str, list[bool]] = defaultdict(list)
+    for s in scored:
+        groups[s.kind].append(s.correct)
+    return {kind: sum(v) / len(v) for kind, v in sorted(groups.items())}
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]

@@ -1,0 +1,170 @@
+"""The vision suite: held-out synthetic questions (or a user's JSONL) through the real server.
+
+Each item is asked three ways over HTTP with the official ``openai`` client: ``native`` (image
+tokens from the trained projector), ``cascade`` (the image replaced by OCR text and encoder
+labels) and ``blind`` (the image removed — the gap to blind shows the image is used). The report
+has VQA accuracy by question type, OCR exact match, POPE metrics, hallucination rate, latency
+percentiles and image tokens per request, as Markdown, JSON and a PNG chart.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from omniloom.eval import scoring
+from omniloom.eval.synthetic import make_sample
+
+CONDITIONS = {"native": ("native", True), "cascade": ("cascade", True), "blind": ("native", False)}
+
+
+@dataclass(frozen=True)
+class EvalItem:
+    image_url: str
+    question: str
+    answer: str
+    kind: str
+
+
+def _png_url(image) -> str:
+    buf = io.BytesIO()
+    image.save(buf, "PNG")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def synthetic_items(limit: int) -> list[EvalItem]:
+    """Questions from the test split (unseen seeds, fonts and shades), in sample order."""
+    items: list[EvalItem] = []
+    index = 0
+    while len(items) < limit:
+        sample = make_sample("test", index)
+        url = _png_url(sample.image)
+        items += [EvalItem(url, q.question, q.answer, q.kind) for q in sample.questions]
+        index += 1
+    return items[:limit]
+
+
+def jsonl_items(path: Path) -> list[EvalItem]:
+    """``{"image": path or URL, "question", "answer", "kind"?}`` per line."""
+    items = []
+    for line in path.read_text().splitlines():
+        if not line.strip():
+            continue
+        row = json.loads(line)
+        image = row["image"]
+        if not image.startswith(("http://", "https://", "data:")):
+            from PIL import Image
+
+            image = _png_url(Image.open(path.parent / image))
+        items.append(
+            EvalItem(image, row["question"], str(row["answer"]), row.get("kind", "custom"))
+        )
+    return items
+
+
+def ask(client, model: str, item: EvalItem, condition: str) -> scoring.Scored:
+    perception, with_image = CONDITIONS[condition]
+    content: list[dict] = [{"type": "text", "text": item.question}]
+    if with_image:
+        content.insert(
+            0, {"type": "image_url", "image_url": {"url": item.image_url, "detail": "low"}}
+        )
+    start = time.perf_counter()
+    r = client.chat.completions.create(
+        model=model,
+        messages=[{"role": "user", "content": content}],
+        max_tokens=16,
+        temperature=0,
+        extra_body={"perception": perception},
+    )
+    latency = time.perf_counter() - start
+    prediction = r.choices[0].message.content or ""
+    image_tokens = r.usage.prompt_tokens_details.image_tokens or 0
+    correct = scoring.is_correct(item.kind, prediction, item.answer)
+    return scoring.Scored(item.kind, item.answer, prediction, correct, latency, image_tokens)
+
+
+def summarize(scored: list[scoring.Scored]) -> dict:
+    latencies = [s.latency for s in scored]
+    vqa = [s for s in scored if s.kind != "ocr"]
+    return {
+        "n": len(scored),
+        "accuracy_by_type": scoring.accuracy_by_kind(scored),
+        "vqa_accuracy": sum(s.correct for s in vqa) / len(vqa) if vqa else None,
+        "ocr_exact_match": scoring.accuracy_by_kind(scored).get("ocr"),
+        "pope": scoring.pope(scored),
+        "latency_p50_s": scoring.percentile(latencies, 0.5),
+        "latency_p95_s": scoring.percentile(latencies, 0.95),
+        "image_tokens_per_request": sum(s.image_tokens for s in scored) / max(1, len(scored)),
+    }
+
+
+def run_suite(
+    client, model: str, items: list[EvalItem], conditions=tuple(CONDITIONS), progress=None
+) -> dict:
+    results = {}
+    for condition in conditions:
+        scored = []
+        for item in items:
+            scored.append(ask(client, model, item, condition))
+            if progress:
+                progress(condition, len(scored), len(items))
+        results[condition] = {"summary": summarize(scored), "items": [asdict(s) for s in scored]}
+    return results
+
+
+def render_markdown(results: dict, title: str) -> str:
+    conditions = list(results)
+    kinds = sorted({k for r in results.values() for k in r["summary"]["accuracy_by_type"]})
+    head = "| metric | " + " | ".join(conditions) + " |\n|---|" + "---|" * len(conditions) + "\n"
+    rows = []
+
+    def row(name, get, fmt="{:.1%}"):
+        cells = [get(results[c]["summary"]) for c in conditions]
+        rows.append(
+            f"| {name} | " + " | ".join("—" if v is None else fmt.format(v) for v in cells) + " |"
+        )
+
+    for kind in kinds:
+        row(f"accuracy: {kind}", lambda s, k=kind: s["accuracy_by_type"].get(k))
+    row("VQA accuracy (all but OCR)", lambda s: s["vqa_accuracy"])
+    row("OCR exact match", lambda s: s["ocr_exact_match"])
+    for key in ("accuracy", "precision", "recall", "f1", "yes_ratio", "hallucination_rate"):
+        row(f"POPE {key}", lambda s, k=key: s["pope"][k] if s["pope"]["n"] else None)
+    row("latency p50 (s)", lambda s: s["latency_p50_s"], "{:.2f}")
+    row("latency p95 (s)", lambda s: s["latency_p95_s"], "{:.2f}")
+    row("image tokens / request", lambda s: s["image_tokens_per_request"], "{:.1f}")
+    n = results[conditions[0]]["summary"]["n"]
+    return f"# {title}\n\n{n} questions per condition.\n\n" + head + "\n".join(rows) + "\n"
+
+
+def plot(results: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    kinds = sorted({k for r in results.values() for k in r["summary"]["accuracy_by_type"]})
+    fig, ax = plt.subplots(figsize=(8, 4))
+    width = 0.8 / len(results)
+    for i, (condition, r) in enumerate(results.items()):
+        values = [r["summary"]["accuracy_by_type"].get(k, 0) for k in kinds]
+        ax.bar([x + i * width for x in range(len(kinds))], values, width, label=condition)
+    ax.set_xticks([x + width * (len(results) - 1) / 2 for x in range(len(kinds))], kinds)
+    ax.set_ylabel("accuracy")
+    ax.set_ylim(0, 1)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def write_report(results: dict, out_dir: Path, title: str) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "report.json").write_text(json.dumps(results, indent=1))
+    (out_dir / "report.md").write_text(render_markdown(results, title))
+    plot(results, out_dir / "accuracy_by_type.png")

@@ -1,0 +1,274 @@
+"""The two-stage LLaVA recipe on the CPU, resumable, with a loss curve.
+
+Stage ``align`` trains the projector and the media-token embeddings on captions with the LLM
+frozen; stage ``instruct`` adds LoRA adapters on the attention projections and trains on
+question–answer pairs. Only answer tokens carry loss. A checkpoint is written every
+``checkpoint_every`` steps and at each stage's end; running again resumes from it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import save_file
+from tqdm import tqdm
+
+from omniloom.eval.synthetic import Sample, make_sample, make_split
+from omniloom.models.lora import attach_lora, lora_state
+from omniloom.models.registry import LoadedModel
+from omniloom.training.data import Example, build_examples, encode_samples
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str  # align | instruct
+    images: int
+    steps: int
+    lr: float
+    lora: bool
+
+
+@dataclass(frozen=True)
+class Recipe:
+    stages: tuple[Stage, ...] = (
+        Stage("align", images=1200, steps=150, lr=2e-3, lora=False),
+        Stage("instruct", images=1200, steps=450, lr=1e-3, lora=True),
+    )
+    batch_size: int = 8
+    val_images: int = 120
+    lora_rank: int = 16
+    lora_alpha: float = 32.0
+    lora_targets: tuple[str, ...] = ("q_proj", "v_proj")
+    seed: int = 0
+    checkpoint_every: int = 50
+
+
+QUICK_RECIPE = Recipe(
+    stages=(Stage("align", 16, 6, 2e-3, False), Stage("instruct", 16, 6, 1e-3, True)),
+    batch_size=4,
+    val_images=8,
+    checkpoint_every=4,
+)
+
+
+@dataclass
+class Progress:
+    stage: int = 0
+    step: int = 0
+    losses: list[list[float]] = field(default_factory=list)  # per stage
+    val_loss: dict[str, float] = field(default_factory=dict)
+
+
+def batch_loss(model: LoadedModel, examples: list[Example], features: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy over answer tokens of a right-padded batch (padding never attends back)."""
+    vlm = model.vlm
+    length = max(len(e.ids) for e in examples)
+    pad = model.tokenizer.eos_id
+    ids = torch.tensor([e.ids + [pad] * (length - len(e.ids)) for e in examples])
+    embeds = vlm.embed_ids(ids.flatten()).view(len(examples), length, -1)
+    is_placeholder = torch.isin(ids, vlm.placeholder_ids)
+    projected = vlm.projector(features[[e.image for e in examples]])
+    embeds = embeds.masked_scatter(is_placeholder.unsqueeze(-1), projected.to(embeds.dtype))
+    hidden = vlm.backbone.hidden_states(embeds)
+    rows, cols, targets = [], [], []
+    for b, e in enumerate(examples):
+        for pos in range(e.answer_start, len(e.ids)):
+            rows.append(b)
+            cols.append(pos - 1)
+            targets.append(e.ids[pos])
+    logits = vlm.backbone.lm_head(hidden[rows, cols]).float()
+    return F.cross_entropy(logits, torch.tensor(targets))
+
+
+@torch.no_grad()
+def mean_loss(
+    model: LoadedModel, examples: list[Example], features: torch.Tensor, batch: int = 8
+) -> float:
+    """Answer-token loss averaged over ``examples`` (validation)."""
+    total = 0.0
+    for start in range(0, len(examples), batch):
+        chunk = examples[start : start + batch]
+        total += float(batch_loss(model, chunk, features)) * len(chunk)
+    return total / len(examples)
+
+
+def _lr(stage: Stage, step: int) -> float:
+    warmup = max(1, stage.steps // 20)
+    if step < warmup:
+        return stage.lr * (step + 1) / warmup
+    return stage.lr * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, stage.steps - warmup)))
+
+
+class Trainer:
+    def __init__(
+        self, model: LoadedModel, recipe: Recipe, out_dir: Path, progress_bar: bool = True
+    ):
+        self.model, self.recipe, self.out = model, recipe, Path(out_dir)
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.progress_bar = progress_bar
+        self.state = Progress()
+        for p in model.vlm.parameters():
+            p.requires_grad_(False)
+        torch.manual_seed(recipe.seed)
+        attach_lora(model.vlm.backbone, recipe.lora_targets, recipe.lora_rank, recipe.lora_alpha)
+
+    def trainable(self, stage: Stage) -> list[torch.nn.Parameter]:
+        vlm = self.model.vlm
+        params = [*vlm.projector.parameters(), vlm.media_embed.weight]
+        if stage.lora:
+            params += [p for n, p in vlm.backbone.named_parameters() if ".lora_" in n]
+        return params
+
+    def run(self) -> Progress:
+        self._resume()
+        val = make_split("val", self.recipe.val_images)
+        val_feats = encode_samples(val, self.model)
+        for index in range(self.state.stage, len(self.recipe.stages)):
+            stage = self.recipe.stages[index]
+            self._run_stage(index, stage)
+            val_examples = build_examples(val, self.model, stage.name, seed=1)
+            self.state.val_loss[stage.name] = self.evaluate(val_examples, val_feats)
+            self.state.stage, self.state.step = index + 1, 0
+            self._checkpoint(None)
+        self.save_adapter(self.out / "adapter.safetensors")
+        self.plot_losses(self.out / "loss.png")
+        return self.state
+
+    def _run_stage(self, index: int, stage: Stage) -> None:
+        samples = _train_samples(index, stage.images)
+        features = encode_samples(samples, self.model)
+        examples = build_examples(samples, self.model, stage.name, seed=self.recipe.seed + index)
+        params = self.trainable(stage)
+        for p in params:
+            p.requires_grad_(True)
+        optimizer = torch.optim.AdamW(params, lr=stage.lr, weight_decay=0.0)
+        self._load_optimizer(optimizer, index)
+        while len(self.state.losses) <= index:
+            self.state.losses.append([])
+        rng = random.Random(self.recipe.seed * 7919 + index)
+        order = _epoch_order(len(examples), self.recipe.batch_size, stage.steps, rng)
+        bar = tqdm(
+            total=stage.steps,
+            initial=self.state.step,
+            desc=stage.name,
+            disable=not self.progress_bar,
+        )
+        while self.state.step < stage.steps:
+            batch = [examples[i] for i in order[self.state.step]]
+            for group in optimizer.param_groups:
+                group["lr"] = _lr(stage, self.state.step)
+            loss = batch_loss(self.model, batch, features)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            optimizer.step()
+            self.state.losses[index].append(loss.item())
+            self.state.step += 1
+            bar.set_postfix(loss=f"{self.state.losses[index][-1]:.3f}")
+            bar.update(1)
+            if self.state.step % self.recipe.checkpoint_every == 0:
+                self._checkpoint(optimizer)
+        bar.close()
+        for p in params:
+            p.requires_grad_(False)
+
+    def evaluate(self, examples: list[Example], features: torch.Tensor) -> float:
+        return mean_loss(self.model, examples, features, self.recipe.batch_size)
+
+    def _trainable_state(self) -> dict[str, torch.Tensor]:
+        vlm = self.model.vlm
+        state = {
+            f"projector.{k}": v.detach().float().contiguous()
+            for k, v in vlm.projector.state_dict().items()
+        }
+        state["media_embed.weight"] = vlm.media_embed.weight.detach().float().contiguous()
+        state.update({f"lora.{k}": v for k, v in lora_state(vlm.backbone).items()})
+        return state
+
+    def save_adapter(self, path: Path) -> None:
+        meta = {
+            "recipe": json.dumps(asdict(self.recipe)),
+            "val_loss": json.dumps(self.state.val_loss),
+        }
+        save_file(self._trainable_state(), str(path), metadata=meta)
+
+    def _checkpoint(self, optimizer) -> None:
+        torch.save(
+            {
+                "progress": asdict(self.state),
+                "weights": self._trainable_state(),
+                "optimizer": optimizer.state_dict() if optimizer else None,
+                "recipe": asdict(self.recipe),
+            },
+            self.out / "checkpoint.pt",
+        )
+        self.plot_losses(self.out / "loss.png")
+
+    def _resume(self) -> None:
+        path = self.out / "checkpoint.pt"
+        if not path.exists():
+            return
+        ckpt = torch.load(path, weights_only=False)
+        if ckpt["recipe"] != asdict(self.recipe):
+            raise ValueError(f"{path} was written by a different recipe; use another --out")
+        self.state = Progress(**ckpt["progress"])
+        self._load_weights(ckpt["weights"])
+        self._pending_optimizer = ckpt["optimizer"]
+
+    def _load_weights(self, state: dict[str, torch.Tensor]) -> None:
+        vlm = self.model.vlm
+        vlm.projector.load_state_dict(
+            {k[10:]: v for k, v in state.items() if k.startswith("projector.")}
+        )
+        vlm.media_embed.weight.data.copy_(state["media_embed.weight"])
+        params = dict(vlm.backbone.named_parameters())
+        for key, value in state.items():
+            if key.startswith("lora.") and not key.endswith(".scale"):
+                params[key[5:]].data.copy_(value)
+
+    def _load_optimizer(self, optimizer, index: int) -> None:
+        pending = getattr(self, "_pending_optimizer", None)
+        if pending is not None and self.state.stage == index and self.state.step > 0:
+            optimizer.load_state_dict(pending)
+        self._pending_optimizer = None
+
+    def plot_losses(self, path: Path) -> None:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(7, 4))
+        offset = 0
+        for stage, losses in zip(self.recipe.stages, self.state.losses, strict=False):
+            ax.plot(range(offset, offset + len(losses)), losses, label=stage.name)
+            offset += len(losses)
+        ax.set_xlabel("step")
+        ax.set_ylabel("answer-token cross-entropy")
+        ax.set_yscale("log")
+        ax.legend()
+        ax.set_title(f"val loss: {self.state.val_loss}")
+        fig.tight_layout()
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+
+
+def _train_samples(stage_index: int, count: int) -> list[Sample]:
+    """Each stage draws its own images: stage k uses train indices from k·100000."""
+    return [make_sample("train", stage_index * 100_000 + i) for i in range(count)]
+
+
+def _epoch_order(n: int, batch: int, steps: int, rng: random.Random) -> list[list[int]]:
+    """Batches of example indices for ``steps`` steps, reshuffling at each pass."""
+    order: list[int] = []
+    while len(order) < steps * batch:
+        perm = list(range(n))
+        rng.shuffle(perm)
+        order += perm
+    return [order[i * batch : (i + 1) * batch] for i in range(steps)]

@@ -1,0 +1,54 @@
+"""The synthetic data set is deterministic and its splits are disjoint; scoring is strict."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from omniloom.eval import scoring
+from omniloom.eval.synthetic import FONTS, make_sample, make_split
+
+
+def test_same_index_same_sample():
+    a, b = make_sample("train", 7), make_sample("train", 7)
+    assert a.caption == b.caption and a.questions == b.questions
+    assert np.array_equal(np.asarray(a.image), np.asarray(b.image))
+
+
+def test_splits_differ_and_test_fonts_are_unseen():
+    train = {s.caption for s in make_split("train", 40)}
+    test = {s.caption for s in make_split("test", 40)}
+    assert train != test
+    assert not set(FONTS["test"]) & set(FONTS["train"])
+
+
+def test_questions_are_unambiguous_and_pope_is_balanced():
+    samples = make_split("train", 400)
+    exists = [q for s in samples for q in s.questions if q.kind == "exists"]
+    yes = sum(q.answer == "yes" for q in exists) / len(exists)
+    assert 0.4 < yes < 0.6
+    for s in samples:
+        for q in s.questions:
+            if q.kind == "colour":
+                shape = q.question.split()[-1].rstrip("?")
+                assert s.caption.count(f" {shape} ") == 1, (s.caption, q)
+    kinds = {q.kind for s in samples for q in s.questions}
+    assert kinds == {"count", "colour", "shape", "size", "position", "exists", "ocr"}
+
+
+def test_extraction_by_kind():
+    assert scoring.is_correct("count", "There are three shapes.", "3")
+    assert scoring.is_correct("exists", "Yes, there is.", "yes")
+    assert not scoring.is_correct("exists", "No.", "yes")
+    assert scoring.is_correct("colour", "The triangle is blue.", "blue")
+    assert scoring.is_correct("ocr", 'The text says "Stop".', "stop")
+    assert scoring.is_correct("ocr", "stop", "stop")
+    assert not scoring.is_correct("ocr", "The text says stop.", "stop")  # exact match, not contains
+
+
+def test_pope_metrics():
+    def s(answer, pred):
+        return scoring.Scored("exists", answer, pred, answer == pred, 0.1, 51)
+
+    m = scoring.pope([s("yes", "yes"), s("yes", "no"), s("no", "yes"), s("no", "no")])
+    assert m["accuracy"] == 0.5 and m["yes_ratio"] == 0.5
+    assert m["precision"] == 0.5 and m["recall"] == 0.5 and m["hallucination_rate"] == 0.5
