@@ -1,7 +1,8 @@
-"""Command line: ``omniloom serve | chat | tokens``.
+"""Command line: ``omniloom serve | chat | tokens | train | eval``.
 
 ``serve`` runs the HTTP server; ``chat`` answers one question (with optional images) without a
-server; ``tokens`` prints what images cost in tokens and money across models and providers.
+server; ``tokens`` prints what images cost in tokens and money across models and providers;
+``train`` runs the vision-adapter recipe; ``eval`` runs an evaluation suite through the server.
 """
 
 from __future__ import annotations
@@ -21,6 +22,12 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--dtype", choices=["auto", "float32", "bfloat16"], default=None)
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
+    p.add_argument(
+        "--perception",
+        choices=["native", "cascade", "hybrid"],
+        default=None,
+        help="default image path: projector tokens, OCR/label text instead, or both",
+    )
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -57,7 +64,7 @@ def cmd_chat(args: argparse.Namespace) -> int:
     from omniloom.serving.requests import prepare
     from omniloom.serving.schemas import ChatCompletionRequest
 
-    settings = Settings.from_env(dtype=args.dtype, threads=args.threads)
+    settings = Settings.from_env(dtype=args.dtype, threads=args.threads, perception=args.perception)
     state = build_state(settings, weights=args.weights)
     content = [{"type": "text", "text": args.question}]
     content += [_image_part(p, args.detail) for p in args.image]
@@ -69,7 +76,7 @@ def cmd_chat(args: argparse.Namespace) -> int:
         seed=args.seed,
     )
     try:
-        prepared = prepare(body, state.model, settings)
+        prepared = prepare(body, state.model, settings, state.cascade_for(None))
     except OmniloomError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
         return 2
