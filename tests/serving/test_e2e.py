@@ -261,3 +261,27 @@ def test_cascade_replaces_image_with_untrusted_text(client, server_url):
     native = client.chat.completions.create(model=MODEL, messages=messages, max_tokens=4)
     assert native.model_extra["perception"] == "native"
     assert native.usage.prompt_tokens_details.image_tokens == 51
+
+
+def test_repeated_image_hits_encoder_cache(client, server_url):
+    from tests.conftest import png_bytes
+
+    rng = np.random.default_rng(123)
+    url = data_url(png_bytes(rng.integers(0, 256, (100, 120, 3), dtype=np.uint8)))
+
+    def metric(name):
+        lines = httpx.get(f"{server_url}/metrics").text.splitlines()
+        return sum(float(line.split()[-1]) for line in lines if line.startswith(name))
+
+    runs, hits = metric("omniloom_encoder_items_total"), metric("omniloom_encoder_cache_hits_total")
+    answers = [
+        client.chat.completions.create(
+            model=MODEL, messages=_image_messages(url, "low"), max_tokens=6, temperature=0
+        )
+        .choices[0]
+        .message.content
+        for _ in range(2)
+    ]
+    assert metric("omniloom_encoder_items_total") == runs + 1  # the second request ran no encoder
+    assert metric("omniloom_encoder_cache_hits_total") == hits + 1
+    assert answers[0] == answers[1]  # cached embeddings give the same output

@@ -12,12 +12,14 @@ import logging
 import queue
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
 
 from omniloom.engine.detokenizer import IncrementalDetokenizer
+from omniloom.engine.encoder_cache import EncoderCache
 from omniloom.engine.sampling import Sampler, SamplingParams
 from omniloom.models.registry import LoadedModel
 from omniloom.processing.prompt import Prompt
@@ -43,6 +45,8 @@ class JobStats:
     prompt_tokens: int
     completion_tokens: int = 0
     encoder_seconds: float = 0.0
+    encoder_runs: Counter[str] = field(default_factory=Counter)  # per modality
+    encoder_cache_hits: Counter[str] = field(default_factory=Counter)
     prefill_seconds: float = 0.0
     time_to_first_token: float = 0.0
     total_seconds: float = 0.0
@@ -71,8 +75,9 @@ class Job:
 
 
 class Engine:
-    def __init__(self, model: LoadedModel, threads: int = 0):
+    def __init__(self, model: LoadedModel, threads: int = 0, encoder_cache_bytes: int = 256 << 20):
         self.model = model
+        self.encoder_cache = EncoderCache(encoder_cache_bytes)
         if threads > 0:
             torch.set_num_threads(threads)
         self._jobs: queue.Queue[Job | None] = queue.Queue()
@@ -99,8 +104,19 @@ class Engine:
                 log.exception("generation failed")
                 job.emit(Failed(exc))
 
-    def encode_media(self, prompt: Prompt) -> list[torch.Tensor]:
-        return [self.model.vlm.encode_tiles(span.item.tiles()) for span in prompt.spans]
+    def encode_media(self, prompt: Prompt, stats: JobStats) -> list[torch.Tensor]:
+        """Projected embeddings per media span, from the cache when the same item was seen."""
+        out = []
+        for span in prompt.spans:
+            embeddings = self.encoder_cache.get(span.key)
+            if embeddings is None:
+                embeddings = self.model.vlm.encode_tiles(span.item.tiles())
+                self.encoder_cache.put(span.key, embeddings)
+                stats.encoder_runs[span.modality] += 1
+            else:
+                stats.encoder_cache_hits[span.modality] += 1
+            out.append(embeddings)
+        return out
 
     @torch.inference_mode()
     def generate(self, job: Job) -> JobStats:
@@ -108,7 +124,7 @@ class Engine:
         vlm, params = self.model.vlm, job.params
         stats = JobStats(prompt_tokens=len(job.prompt.token_ids))
         t0 = time.perf_counter()
-        media = self.encode_media(job.prompt)
+        media = self.encode_media(job.prompt, stats)
         stats.encoder_seconds = time.perf_counter() - t0
         embeds = vlm.embed_prompt(job.prompt, media).unsqueeze(0)
         cache = vlm.backbone.new_cache(1, embeds.shape[1] + params.max_tokens)

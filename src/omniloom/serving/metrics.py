@@ -27,6 +27,11 @@ class Metrics:
         self.encoder_items = self._counter(
             "encoder_items", "Media items run through an encoder, by modality", "modality"
         )
+        self.encoder_cache_hits = self._counter(
+            "encoder_cache_hits",
+            "Media items served from the encoder cache, by modality",
+            "modality",
+        )
         self.queue_depth = Gauge(
             "omniloom_queue_depth", "Jobs waiting for the engine", registry=self.registry
         )

@@ -64,6 +64,8 @@ class ServerState:
         m.completion_tokens.inc(stats.completion_tokens)
         for modality, count in prompt.tokens_by_modality().items():
             m.prompt_tokens.labels(modality).inc(count)
-        for span in prompt.spans:
-            m.encoder_items.labels(span.modality).inc()
+        for modality, runs in stats.encoder_runs.items():
+            m.encoder_items.labels(modality).inc(runs)
+        for modality, hits in stats.encoder_cache_hits.items():
+            m.encoder_cache_hits.labels(modality).inc(hits)
         m.queue_depth.set(self.engine.queue_depth())
