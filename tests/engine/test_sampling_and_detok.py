@@ -61,3 +61,23 @@ def test_top_p_keeps_only_the_nucleus():
 def test_greedy_is_argmax():
     logits = torch.tensor([[0.1, 3.0, 2.0]])
     assert Sampler(SamplingParams(temperature=0.0), 1)(logits) == [1]
+
+
+def test_top_k_and_min_p_filter():
+    logits = torch.tensor([[5.0, 4.9, 4.8, 0.0]])
+    top1 = Sampler(SamplingParams(temperature=1.0, top_k=1, seed=0), 1)
+    assert {top1(logits)[0] for _ in range(30)} == {0}
+    min_p = Sampler(SamplingParams(temperature=1.0, min_p=0.5, seed=0), 1)
+    assert {min_p(logits)[0] for _ in range(60)} <= {0, 1, 2}
+
+
+def test_penalties_discourage_repeats():
+    logits = torch.tensor([[3.0, 2.9, 0.0]])
+    plain = Sampler(SamplingParams(temperature=0.0), 1)
+    assert [plain(logits)[0] for _ in range(3)] == [0, 0, 0]
+    presence = Sampler(SamplingParams(temperature=0.0, presence_penalty=0.5), 1)
+    assert [presence(logits)[0] for _ in range(2)] == [0, 1]
+    repetition = Sampler(SamplingParams(temperature=0.0, repetition_penalty=1.2), 1, prompt_ids=[0])
+    assert repetition(logits) == [1]  # 3.0 / 1.2 < 2.9
+    frequency = Sampler(SamplingParams(temperature=0.0, frequency_penalty=0.06), 1)
+    assert [frequency(logits)[0] for _ in range(3)] == [0, 0, 1]  # 3.0 - 2·0.06 < 2.9

@@ -139,7 +139,7 @@ class Engine:
 
     def _decode(self, job: Job, cache, logits: torch.Tensor, stats: JobStats) -> None:
         params, backbone = job.params, self.model.vlm.backbone
-        sampler = Sampler(params, params.n, logits.device)
+        sampler = Sampler(params, params.n, logits.device, job.prompt.token_ids)
         detoks = [
             IncrementalDetokenizer(self.model.tokenizer, params.stop) for _ in range(params.n)
         ]

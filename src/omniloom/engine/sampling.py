@@ -1,7 +1,9 @@
-"""Turn logits into next tokens: greedy, temperature and nucleus (top-p) sampling.
+"""Turn logits into next tokens.
 
-Each choice row has its own generator seeded from the request's ``seed`` plus the row index,
-so a given seed always gives the same output, whatever else runs.
+Order of operations (as vLLM): repetition, presence and frequency penalties on the raw logits;
+then greedy argmax, or temperature, top-k, top-p and min-p filtering and a draw. Each choice
+row has its own generator seeded from the request's ``seed`` plus the row index, so a given
+seed always gives the same output, whatever else runs.
 """
 
 from __future__ import annotations
@@ -17,6 +19,11 @@ class SamplingParams:
     max_tokens: int = 256
     temperature: float = 1.0
     top_p: float = 1.0
+    top_k: int = 0  # 0: off
+    min_p: float = 0.0
+    repetition_penalty: float = 1.0
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
     seed: int | None = None
     stop: tuple[str, ...] = ()
     n: int = 1
@@ -26,29 +33,73 @@ class SamplingParams:
     def greedy(self) -> bool:
         return self.temperature <= 1e-5
 
+    @property
+    def penalised(self) -> bool:
+        return (
+            self.repetition_penalty != 1.0
+            or self.presence_penalty != 0.0
+            or self.frequency_penalty != 0.0
+        )
+
 
 class Sampler:
-    def __init__(self, params: SamplingParams, rows: int, device: torch.device | str = "cpu"):
+    def __init__(
+        self,
+        params: SamplingParams,
+        rows: int,
+        device: torch.device | str = "cpu",
+        prompt_ids: list[int] | None = None,
+    ):
         self.params = params
         base = params.seed if params.seed is not None else secrets.randbits(63)
         self.generators = [
             torch.Generator(device=device).manual_seed(base + i) for i in range(rows)
         ]
+        self.prompt_ids = torch.tensor(prompt_ids or [], dtype=torch.long, device=device)
+        self.outputs: list[list[int]] = [[] for _ in range(rows)]
 
     def __call__(self, logits: torch.Tensor) -> list[int]:
-        """``logits`` (rows, vocab) float32 → one token id per row."""
+        """``logits`` (rows, vocab) float32 → one token id per row (remembered for penalties)."""
+        if self.params.penalised:
+            logits = self._penalise(logits.clone())
         if self.params.greedy:
-            return logits.argmax(dim=-1).tolist()
-        probs = self._filtered_probs(logits / self.params.temperature)
-        return [
-            int(torch.multinomial(probs[i], 1, generator=g)) for i, g in enumerate(self.generators)
-        ]
+            tokens = logits.argmax(dim=-1).tolist()
+        else:
+            probs = self._filtered_probs(logits / self.params.temperature)
+            tokens = [
+                int(torch.multinomial(probs[i], 1, generator=g))
+                for i, g in enumerate(self.generators)
+            ]
+        for row, token in zip(self.outputs, tokens, strict=True):
+            row.append(token)
+        return tokens
+
+    def _penalise(self, logits: torch.Tensor) -> torch.Tensor:
+        p = self.params
+        for row, output in enumerate(self.outputs):
+            out = torch.tensor(output, dtype=torch.long, device=logits.device)
+            if p.repetition_penalty != 1.0:
+                seen = torch.unique(torch.cat([self.prompt_ids, out]))
+                picked = logits[row, seen]
+                logits[row, seen] = torch.where(
+                    picked > 0, picked / p.repetition_penalty, picked * p.repetition_penalty
+                )
+            if len(output):
+                counts = torch.bincount(out, minlength=logits.shape[-1]).to(logits.dtype)
+                logits[row] -= p.frequency_penalty * counts + p.presence_penalty * (counts > 0)
+        return logits
 
     def _filtered_probs(self, logits: torch.Tensor) -> torch.Tensor:
+        p = self.params
+        if p.top_k > 0:
+            kth = logits.topk(min(p.top_k, logits.shape[-1]), dim=-1).values[:, -1:]
+            logits = logits.masked_fill(logits < kth, float("-inf"))
         probs = torch.softmax(logits, dim=-1)
-        if self.params.top_p >= 1.0:
-            return probs
-        sorted_probs, order = probs.sort(dim=-1, descending=True)
-        before = sorted_probs.cumsum(dim=-1) - sorted_probs
-        sorted_probs[before >= self.params.top_p] = 0.0
-        return torch.zeros_like(probs).scatter_(-1, order, sorted_probs)
+        if p.min_p > 0:
+            probs = probs.masked_fill(probs < p.min_p * probs.max(dim=-1, keepdim=True).values, 0)
+        if p.top_p < 1.0:
+            sorted_probs, order = probs.sort(dim=-1, descending=True)
+            before = sorted_probs.cumsum(dim=-1) - sorted_probs
+            sorted_probs[before >= p.top_p * sorted_probs.sum(-1, keepdim=True)] = 0.0
+            probs = torch.zeros_like(probs).scatter_(-1, order, sorted_probs)
+        return probs
