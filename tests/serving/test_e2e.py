@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
+
 import httpx
 import numpy as np
 import openai
 import pytest
+from pydantic import BaseModel
 
 from tests.conftest import data_url
 
@@ -175,10 +178,19 @@ BAD_REQUESTS = [
         {
             "model": MODEL,
             "messages": [{"role": "user", "content": "hi"}],
-            "response_format": {"type": "json_object"},
+            "response_format": {"type": "xml"},
         },
         400,
         "response_format",
+    ),
+    (
+        {
+            "model": MODEL,
+            "messages": [{"role": "user", "content": "hi"}],
+            "response_format": {"type": "json_schema", "json_schema": {"name": "x"}},
+        },
+        400,
+        "schema",
     ),
 ]
 
@@ -285,3 +297,44 @@ def test_repeated_image_hits_encoder_cache(client, server_url):
     assert metric("omniloom_encoder_items_total") == runs + 1  # the second request ran no encoder
     assert metric("omniloom_encoder_cache_hits_total") == hits + 1
     assert answers[0] == answers[1]  # cached embeddings give the same output
+
+
+class LineItem(BaseModel):
+    description: str
+    amount: float
+
+
+class Invoice(BaseModel):
+    vendor: str
+    invoice_number: str
+    total: float
+    items: list[LineItem]
+
+
+def test_json_schema_output_always_parses(client):
+    for seed in range(3):
+        r = client.chat.completions.parse(
+            model=MODEL,
+            messages=[
+                {
+                    "role": "user",
+                    "content": "Extract the invoice: ACME Corp, #42, 2 pens at $3, total $6.",
+                }
+            ],
+            response_format=Invoice,
+            max_tokens=300,
+            temperature=0.7,
+            seed=seed,
+        )
+        assert isinstance(r.choices[0].message.parsed, Invoice)
+
+
+def test_json_object_output_is_json(client):
+    r = client.chat.completions.create(
+        model=MODEL,
+        messages=[{"role": "user", "content": "Give me a JSON object describing a cat."}],
+        response_format={"type": "json_object"},
+        max_tokens=200,
+        temperature=0,
+    )
+    assert isinstance(json.loads(r.choices[0].message.content), dict)

@@ -20,6 +20,7 @@ import torch
 
 from omniloom.engine.detokenizer import IncrementalDetokenizer
 from omniloom.engine.encoder_cache import EncoderCache
+from omniloom.engine.grammar import GrammarCompiler
 from omniloom.engine.sampling import Sampler, SamplingParams
 from omniloom.models.registry import LoadedModel
 from omniloom.processing.prompt import Prompt
@@ -78,6 +79,11 @@ class Engine:
     def __init__(self, model: LoadedModel, threads: int = 0, encoder_cache_bytes: int = 256 << 20):
         self.model = model
         self.encoder_cache = EncoderCache(encoder_cache_bytes)
+        self.grammars = GrammarCompiler(
+            model.tokenizer.vocab_list(),
+            sorted(model.tokenizer.stop_ids),
+            model.vlm.backbone.config.vocab_size,
+        )
         if threads > 0:
             torch.set_num_threads(threads)
         self._jobs: queue.Queue[Job | None] = queue.Queue()
@@ -139,7 +145,7 @@ class Engine:
 
     def _decode(self, job: Job, cache, logits: torch.Tensor, stats: JobStats) -> None:
         params, backbone = job.params, self.model.vlm.backbone
-        sampler = Sampler(params, params.n, logits.device, job.prompt.token_ids)
+        sampler = Sampler(params, params.n, logits.device, job.prompt.token_ids, logits.shape[-1])
         detoks = [
             IncrementalDetokenizer(self.model.tokenizer, params.stop) for _ in range(params.n)
         ]

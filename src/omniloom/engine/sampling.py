@@ -12,6 +12,9 @@ import secrets
 from dataclasses import dataclass, field
 
 import torch
+import xgrammar as xgr
+
+from omniloom.engine.grammar import GrammarConstraint
 
 
 @dataclass(frozen=True)
@@ -28,6 +31,7 @@ class SamplingParams:
     stop: tuple[str, ...] = ()
     n: int = 1
     stop_token_ids: frozenset[int] = field(default_factory=frozenset)
+    grammar: xgr.CompiledGrammar | None = field(default=None, compare=False)
 
     @property
     def greedy(self) -> bool:
@@ -49,6 +53,7 @@ class Sampler:
         rows: int,
         device: torch.device | str = "cpu",
         prompt_ids: list[int] | None = None,
+        vocab_size: int = 0,
     ):
         self.params = params
         base = params.seed if params.seed is not None else secrets.randbits(63)
@@ -57,11 +62,16 @@ class Sampler:
         ]
         self.prompt_ids = torch.tensor(prompt_ids or [], dtype=torch.long, device=device)
         self.outputs: list[list[int]] = [[] for _ in range(rows)]
+        self.constraint = None
+        if params.grammar is not None:
+            self.constraint = GrammarConstraint(params.grammar, rows, vocab_size)
 
     def __call__(self, logits: torch.Tensor) -> list[int]:
         """``logits`` (rows, vocab) float32 → one token id per row (remembered for penalties)."""
         if self.params.penalised:
             logits = self._penalise(logits.clone())
+        if self.constraint is not None:
+            logits = self.constraint.mask(logits.clone())
         if self.params.greedy:
             tokens = logits.argmax(dim=-1).tolist()
         else:
@@ -72,6 +82,8 @@ class Sampler:
             ]
         for row, token in zip(self.outputs, tokens, strict=True):
             row.append(token)
+        if self.constraint is not None:
+            self.constraint.accept(tokens)
         return tokens
 
     def _penalise(self, logits: torch.Tensor) -> torch.Tensor:

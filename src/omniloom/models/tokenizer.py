@@ -41,6 +41,10 @@ class TextTokenizer:
     def id_to_token(self, token_id: int) -> str | None:
         return self._tok.id_to_token(token_id)
 
+    def vocab_list(self) -> list[str]:
+        """Token strings by id (byte-level encoded), as grammar engines want them."""
+        return [self._tok.id_to_token(i) or "" for i in range(self.vocab_size)]
+
 
 def _build(spec: TokenizerSpec) -> Tokenizer:
     if spec.kind == "tokenizer.json":

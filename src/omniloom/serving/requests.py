@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from omniloom.config import Settings
+from omniloom.engine.grammar import GrammarCompiler
 from omniloom.engine.sampling import SamplingParams
 from omniloom.errors import ContextLengthExceeded, InvalidRequest, ModelNotFound
 from omniloom.media.fetch import load_image_bytes
@@ -51,12 +52,6 @@ def check_model(req_model: str, model: LoadedModel) -> None:
 
 
 def _check_unsupported_options(req: ChatCompletionRequest) -> None:
-    fmt = (req.response_format or {}).get("type", "text")
-    if fmt != "text":
-        raise InvalidRequest(
-            f"response_format type '{fmt}' is not supported yet; only 'text'.",
-            param="response_format",
-        )
     if req.tools:
         raise InvalidRequest("Tool calling is not supported yet.", param="tools")
     if req.logprobs:
@@ -167,8 +162,20 @@ def _stop_strings(stop: str | list[str] | None) -> tuple[str, ...]:
     return tuple(s for s in stops if s)
 
 
+def _grammar(req: ChatCompletionRequest, grammars: GrammarCompiler | None):
+    if (req.response_format or {}).get("type", "text") == "text":
+        return None
+    if grammars is None:
+        raise InvalidRequest("Structured output is not available here.", param="response_format")
+    return grammars.compile(req.response_format)
+
+
 def sampling_params(
-    req: ChatCompletionRequest, prompt_len: int, model: LoadedModel, settings: Settings
+    req: ChatCompletionRequest,
+    prompt_len: int,
+    model: LoadedModel,
+    settings: Settings,
+    grammars: GrammarCompiler | None = None,
 ) -> SamplingParams:
     """Decide the completion budget against the context window and limits."""
     _check_unsupported_options(req)
@@ -205,6 +212,7 @@ def sampling_params(
         seed=req.seed,
         stop=_stop_strings(req.stop),
         n=req.n,
+        grammar=_grammar(req, grammars),
     )
 
 
@@ -213,8 +221,9 @@ def prepare(
     model: LoadedModel,
     settings: Settings,
     cascade: PerceptionCascade | None = None,
+    grammars: GrammarCompiler | None = None,
 ) -> PreparedRequest:
     ctx = _media_context(req, model, settings, cascade)
     prompt = _build(req, ctx)
-    params = sampling_params(req, len(prompt.token_ids), model, settings)
+    params = sampling_params(req, len(prompt.token_ids), model, settings, grammars)
     return PreparedRequest(prompt, params, ctx.perception)

@@ -25,7 +25,9 @@ log = logging.getLogger(__name__)
 async def chat_completions(body: ChatCompletionRequest, request: Request):
     state: ServerState = request.app.state.omniloom
     cascade = await run_in_threadpool(state.cascade_for, body.perception)
-    prepared = await run_in_threadpool(prepare, body, state.model, state.settings, cascade)
+    prepared = await run_in_threadpool(
+        prepare, body, state.model, state.settings, cascade, state.engine.grammars
+    )
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         return StreamingResponse(
