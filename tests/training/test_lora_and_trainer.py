@@ -11,26 +11,28 @@ from torch import nn
 from torch.testing import assert_close
 
 from omniloom.eval.synthetic import make_split
-from omniloom.models.lora import attach_lora, lora_state, merge_lora
+from omniloom.models.lora import attach_lora, load_lora, lora_state, set_lora_active
 from omniloom.models.registry import ADAPTER, load_model
 from omniloom.training.data import build_examples, encode_samples
 from omniloom.training.trainer import QUICK_RECIPE, Trainer, mean_loss
 
 
-def test_merged_lora_equals_adapter_forward():
+def test_loaded_lora_equals_trained_and_switches_off():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 4))
     plain = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 4))
     plain.load_state_dict(model.state_dict())
+    x = torch.randn(5, 8)
+    base_out = plain(x)
     attach_lora(model, ("0", "2"), rank=2, alpha=4)
     for name, p in model.named_parameters():
         if "lora_b" in name:
             nn.init.normal_(p)
-    x = torch.randn(5, 8)
     expected = model(x)
-    state = lora_state(model)
-    assert merge_lora(plain, state) == 2
+    assert load_lora(plain, lora_state(model)) == 2
     assert_close(plain(x), expected)
+    set_lora_active(plain, False)
+    assert_close(plain(x), base_out)
 
 
 @pytest.mark.slow

@@ -22,6 +22,7 @@ from omniloom.engine.detokenizer import IncrementalDetokenizer
 from omniloom.engine.encoder_cache import EncoderCache
 from omniloom.engine.grammar import GrammarCompiler
 from omniloom.engine.sampling import Sampler, SamplingParams
+from omniloom.models.lora import set_lora_active
 from omniloom.models.registry import LoadedModel
 from omniloom.processing.prompt import Prompt
 
@@ -132,6 +133,7 @@ class Engine:
         t0 = time.perf_counter()
         media = self.encode_media(job.prompt, stats)
         stats.encoder_seconds = time.perf_counter() - t0
+        set_lora_active(vlm.backbone, bool(job.prompt.spans))  # the vision adapter
         embeds = vlm.embed_prompt(job.prompt, media).unsqueeze(0)
         cache = vlm.backbone.new_cache(1, embeds.shape[1] + params.max_tokens)
         logits = vlm.backbone(embeds, cache, last_only=True)[:, -1]

@@ -1,7 +1,9 @@
-"""Low-rank adapters for the backbone's linear layers, and merging them back for serving.
+"""Low-rank adapters on the backbone's linear layers, switchable per request.
 
-Training wraps chosen ``nn.Linear`` modules; shipping stores only the A/B matrices; loading
-merges ``W += scale · B @ A`` into the plain weights, so serving pays nothing for them.
+Training wraps chosen ``nn.Linear`` modules; shipping stores only the A/B matrices. Serving
+keeps them unmerged and switches them on only for prompts that carry media, so the vision
+adapter can never change how the model answers plain text (text-only output stays identical
+to the base checkpoint's).
 """
 
 from __future__ import annotations
@@ -15,11 +17,15 @@ class LoRALinear(nn.Module):
         super().__init__()
         self.base = base
         self.scale = alpha / rank
+        self.active = True
         self.lora_a = nn.Parameter(torch.randn(rank, base.in_features) / rank**0.5 * 0.1)
         self.lora_b = nn.Parameter(torch.zeros(base.out_features, rank))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.base(x) + (x @ self.lora_a.T @ self.lora_b.T) * self.scale
+        out = self.base(x)
+        if self.active:
+            out = out + (x @ self.lora_a.T.to(x.dtype) @ self.lora_b.T.to(x.dtype)) * self.scale
+        return out
 
 
 def attach_lora(model: nn.Module, targets: tuple[str, ...], rank: int, alpha: float) -> list[str]:
@@ -44,17 +50,27 @@ def lora_state(model: nn.Module) -> dict[str, torch.Tensor]:
     return state
 
 
-def merge_lora(model: nn.Module, state: dict[str, torch.Tensor]) -> int:
-    """Add each adapter's ``scale · B @ A`` into the matching plain linear; return how many."""
+def load_lora(model: nn.Module, state: dict[str, torch.Tensor]) -> int:
+    """Wrap each linear named in ``state`` with an adapter holding its A/B; return how many."""
     modules = dict(model.named_modules())
-    merged = 0
+    loaded = 0
     for key in state:
         if not key.endswith(".lora_a"):
             continue
         name = key[: -len(".lora_a")]
+        parent_name, _, child_name = name.rpartition(".")
         linear = modules[name]
-        delta = state[f"{name}.lora_b"] @ state[key] * float(state[f"{name}.scale"])
-        with torch.no_grad():
-            linear.weight += delta.to(linear.weight.dtype)
-        merged += 1
-    return merged
+        a, b = state[key], state[f"{name}.lora_b"]
+        adapter = LoRALinear(linear, a.shape[0], float(state[f"{name}.scale"]) * a.shape[0])
+        adapter.lora_a.data = a.to(linear.weight.dtype)
+        adapter.lora_b.data = b.to(linear.weight.dtype)
+        adapter.requires_grad_(False)
+        setattr(modules[parent_name] if parent_name else model, child_name, adapter)
+        loaded += 1
+    return loaded
+
+
+def set_lora_active(model: nn.Module, active: bool) -> None:
+    for module in model.modules():
+        if isinstance(module, LoRALinear):
+            module.active = active

@@ -17,7 +17,7 @@ from safetensors.torch import load_file
 
 from omniloom.models.backbones.llama import LlamaForCausalLM, RotaryEmbedding
 from omniloom.models.encoders.efficientnet_lite import EfficientNetLite0Encoder
-from omniloom.models.lora import merge_lora
+from omniloom.models.lora import load_lora
 from omniloom.models.projectors import build_projector
 from omniloom.models.tokenizer import TextTokenizer
 from omniloom.models.vlm import VisionLanguageModel
@@ -117,7 +117,7 @@ def build_vlm(
 def load_adapter(vlm: VisionLanguageModel, path: Path = ADAPTER) -> bool:
     """Load trained projector, media-token and LoRA weights if shipped; return whether they were.
 
-    LoRA adapters are merged into the backbone's linear weights, so serving runs plain layers.
+    LoRA adapters stay unmerged: the engine switches them on only for prompts with media.
     """
     if not path.exists():
         return False
@@ -127,7 +127,7 @@ def load_adapter(vlm: VisionLanguageModel, path: Path = ADAPTER) -> bool:
     )
     vlm.media_embed.weight.data.copy_(state["media_embed.weight"])
     lora = {k.removeprefix("lora."): v for k, v in state.items() if k.startswith("lora.")}
-    merge_lora(vlm.backbone, lora)
+    load_lora(vlm.backbone, lora)
     return True
 
 
