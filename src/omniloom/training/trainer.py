@@ -27,7 +27,8 @@ from omniloom.training.data import Example, build_examples, encode_samples
 
 @dataclass(frozen=True)
 class Stage:
-    name: str  # align | instruct
+    name: str
+    task: str  # align (captions) | instruct (question–answer pairs)
     images: int
     steps: int
     lr: float
@@ -37,8 +38,9 @@ class Stage:
 @dataclass(frozen=True)
 class Recipe:
     stages: tuple[Stage, ...] = (
-        Stage("align", images=1200, steps=150, lr=2e-3, lora=False),
-        Stage("instruct", images=1200, steps=450, lr=1e-3, lora=True),
+        Stage("align", "align", images=1200, steps=150, lr=2e-3, lora=False),
+        Stage("instruct", "instruct", images=1200, steps=450, lr=1e-3, lora=True),
+        Stage("instruct-more", "instruct", images=1200, steps=300, lr=5e-4, lora=True),
     )
     batch_size: int = 8
     val_images: int = 120
@@ -50,7 +52,10 @@ class Recipe:
 
 
 QUICK_RECIPE = Recipe(
-    stages=(Stage("align", 16, 6, 2e-3, False), Stage("instruct", 16, 6, 1e-3, True)),
+    stages=(
+        Stage("align", "align", 16, 6, 2e-3, False),
+        Stage("instruct", "instruct", 16, 6, 1e-3, True),
+    ),
     batch_size=4,
     val_images=8,
     checkpoint_every=4,
@@ -132,7 +137,7 @@ class Trainer:
         for index in range(self.state.stage, len(self.recipe.stages)):
             stage = self.recipe.stages[index]
             self._run_stage(index, stage)
-            val_examples = build_examples(val, self.model, stage.name, seed=1)
+            val_examples = build_examples(val, self.model, stage.task, seed=1)
             self.state.val_loss[stage.name] = self.evaluate(val_examples, val_feats)
             self.state.stage, self.state.step = index + 1, 0
             self._checkpoint(None)
@@ -143,7 +148,7 @@ class Trainer:
     def _run_stage(self, index: int, stage: Stage) -> None:
         samples = _train_samples(index, stage.images)
         features = encode_samples(samples, self.model)
-        examples = build_examples(samples, self.model, stage.name, seed=self.recipe.seed + index)
+        examples = build_examples(samples, self.model, stage.task, seed=self.recipe.seed + index)
         params = self.trainable(stage)
         for p in params:
             p.requires_grad_(True)
