@@ -258,7 +258,9 @@ class Trainer:
         ax.set_ylabel("answer-token cross-entropy")
         ax.set_yscale("log")
         ax.legend()
-        ax.set_title(f"val loss: {self.state.val_loss}")
+        ax.set_title(
+            "val loss: " + ", ".join(f"{k} {v:.3f}" for k, v in self.state.val_loss.items())
+        )
         fig.tight_layout()
         fig.savefig(path, dpi=100)
         plt.close(fig)
