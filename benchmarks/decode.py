@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from omniloom.engine.engine import Engine, Job
+from omniloom.engine.engine import Done, Engine, Job
 from omniloom.engine.sampling import SamplingParams
 from omniloom.models.registry import load_model, smollm2_gguf_path
 from omniloom.processing.prompt import Message, TextPart, build_prompt
@@ -27,11 +27,12 @@ def omniloom_rate(dtype: str, tokens: int, runs: int) -> float:
     model = load_model(dtype=dtype)
     engine = Engine(model)
     prompt = build_prompt([Message("user", [TextPart(PROMPT)])], model.template, model.tokenizer)
-    params = SamplingParams(max_tokens=tokens, temperature=0.0, stop_token_ids=frozenset())
+    params = SamplingParams(max_tokens=tokens, temperature=0.0, ignore_eos=True)
     rates = []
     for _ in range(runs):
-        job = Job(prompt, params, emit=lambda ev: None)
-        stats = engine.generate(job)
+        events: list = []
+        engine.run_to_completion(Job(prompt, params, emit=events.append))
+        stats = next(ev for ev in events if isinstance(ev, Done)).stats
         decode_s = stats.total_seconds - stats.time_to_first_token
         rates.append((stats.completion_tokens - 1) / decode_s)
     engine.shutdown()

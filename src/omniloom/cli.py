@@ -87,7 +87,7 @@ def cmd_chat(args: argparse.Namespace) -> int:
         if isinstance(event, Delta):
             print(event.text, end="", flush=True)
 
-    state.engine.generate(Job(prepared.prompt, prepared.params, emit=show))
+    state.engine.run_to_completion(Job(prepared.prompt, prepared.params, emit=show))
     print()
     return 0
 

@@ -37,6 +37,17 @@ class Limits:
 
 
 @dataclass(frozen=True)
+class EngineSettings:
+    """Scheduler and cache sizes (continuous batching over a paged KV pool)."""
+
+    max_batch: int = 32  # sequences running at once
+    step_tokens: int = 256  # tokens per forward pass: decodes first, then prefill chunks
+    block_size: int = 16  # tokens per KV block
+    kv_cache_mb: int = 512  # the KV pool (at least one full context is always allocated)
+    encoder_cache_mb: int = 256
+
+
+@dataclass(frozen=True)
 class Settings:
     """Server-wide settings."""
 
@@ -49,6 +60,7 @@ class Settings:
     port: int = 8000
     image: ImageSettings = field(default_factory=ImageSettings)
     limits: Limits = field(default_factory=Limits)
+    engine: EngineSettings = field(default_factory=EngineSettings)
 
     @classmethod
     def from_env(cls, **overrides: Any) -> Settings:

@@ -23,7 +23,9 @@ def build_state(settings: Settings, weights: str | None = None) -> ServerState:
     os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
     model = load_model(settings.model_name, weights=weights, dtype=settings.dtype)
     log.info("loaded %s (%s)", model.name, model.vlm.dtype)
-    return ServerState(settings, model, Engine(model, threads=default_threads(settings)))
+    return ServerState(
+        settings, model, Engine(model, settings.engine, threads=default_threads(settings))
+    )
 
 
 class BackgroundServer:

@@ -44,40 +44,44 @@ def test_held_back_prefix_is_released_when_it_is_not_a_stop():
     assert "".join(pieces) == "a EN b" and not detok.stopped
 
 
-def test_same_seed_same_samples():
-    logits = torch.randn(2, 50, generator=torch.Generator().manual_seed(0))
+def test_same_seed_same_samples_and_choices_differ():
+    logits = torch.randn(1, 50, generator=torch.Generator().manual_seed(0))
     params = SamplingParams(temperature=0.9, top_p=0.8, seed=42, n=2)
-    a = [Sampler(params, 2)(logits) for _ in range(3)]
-    b = [Sampler(params, 2)(logits) for _ in range(3)]
-    assert a == b
+
+    def draws(index: int) -> list[int]:
+        sampler = Sampler(params, index)
+        return [sampler(logits) for _ in range(8)]
+
+    assert draws(0) == draws(0) and draws(1) == draws(1)
+    assert draws(0) != draws(1)  # each choice has its own generator (seed + index)
 
 
 def test_top_p_keeps_only_the_nucleus():
     logits = torch.tensor([[10.0, 9.0, -5.0, -5.0]])
-    sampler = Sampler(SamplingParams(temperature=1.0, top_p=0.5, seed=0), 1)
-    assert {sampler(logits)[0] for _ in range(50)} == {0}
+    sampler = Sampler(SamplingParams(temperature=1.0, top_p=0.5, seed=0))
+    assert {sampler(logits) for _ in range(50)} == {0}
 
 
 def test_greedy_is_argmax():
     logits = torch.tensor([[0.1, 3.0, 2.0]])
-    assert Sampler(SamplingParams(temperature=0.0), 1)(logits) == [1]
+    assert Sampler(SamplingParams(temperature=0.0))(logits) == 1
 
 
 def test_top_k_and_min_p_filter():
     logits = torch.tensor([[5.0, 4.9, 4.8, 0.0]])
-    top1 = Sampler(SamplingParams(temperature=1.0, top_k=1, seed=0), 1)
-    assert {top1(logits)[0] for _ in range(30)} == {0}
-    min_p = Sampler(SamplingParams(temperature=1.0, min_p=0.5, seed=0), 1)
-    assert {min_p(logits)[0] for _ in range(60)} <= {0, 1, 2}
+    top1 = Sampler(SamplingParams(temperature=1.0, top_k=1, seed=0))
+    assert {top1(logits) for _ in range(30)} == {0}
+    min_p = Sampler(SamplingParams(temperature=1.0, min_p=0.5, seed=0))
+    assert {min_p(logits) for _ in range(60)} <= {0, 1, 2}
 
 
 def test_penalties_discourage_repeats():
     logits = torch.tensor([[3.0, 2.9, 0.0]])
-    plain = Sampler(SamplingParams(temperature=0.0), 1)
-    assert [plain(logits)[0] for _ in range(3)] == [0, 0, 0]
-    presence = Sampler(SamplingParams(temperature=0.0, presence_penalty=0.5), 1)
-    assert [presence(logits)[0] for _ in range(2)] == [0, 1]
-    repetition = Sampler(SamplingParams(temperature=0.0, repetition_penalty=1.2), 1, prompt_ids=[0])
-    assert repetition(logits) == [1]  # 3.0 / 1.2 < 2.9
-    frequency = Sampler(SamplingParams(temperature=0.0, frequency_penalty=0.06), 1)
-    assert [frequency(logits)[0] for _ in range(3)] == [0, 0, 1]  # 3.0 - 2·0.06 < 2.9
+    plain = Sampler(SamplingParams(temperature=0.0))
+    assert [plain(logits) for _ in range(3)] == [0, 0, 0]
+    presence = Sampler(SamplingParams(temperature=0.0, presence_penalty=0.5))
+    assert [presence(logits) for _ in range(2)] == [0, 1]
+    repetition = Sampler(SamplingParams(temperature=0.0, repetition_penalty=1.2), prompt_ids=[0])
+    assert repetition(logits) == 1  # 3.0 / 1.2 < 2.9
+    frequency = Sampler(SamplingParams(temperature=0.0, frequency_penalty=0.06))
+    assert [frequency(logits) for _ in range(3)] == [0, 0, 1]  # 3.0 - 2·0.06 < 2.9

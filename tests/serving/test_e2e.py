@@ -286,17 +286,38 @@ def test_repeated_image_hits_encoder_cache(client, server_url):
         return sum(float(line.split()[-1]) for line in lines if line.startswith(name))
 
     runs, hits = metric("omniloom_encoder_items_total"), metric("omniloom_encoder_cache_hits_total")
-    answers = [
+    replies = [
         client.chat.completions.create(
             model=MODEL, messages=_image_messages(url, "low"), max_tokens=6, temperature=0
         )
-        .choices[0]
-        .message.content
         for _ in range(2)
     ]
     assert metric("omniloom_encoder_items_total") == runs + 1  # the second request ran no encoder
     assert metric("omniloom_encoder_cache_hits_total") == hits + 1
-    assert answers[0] == answers[1]  # cached embeddings give the same output
+    first, second = (r.choices[0].message.content for r in replies)
+    assert first == second  # cached embeddings and cached KV give the same output
+    details = [r.usage.prompt_tokens_details for r in replies]
+    assert details[0].cached_tokens < details[1].cached_tokens  # the image's KV was re-used
+    assert details[1].cached_tokens >= details[1].image_tokens
+    assert metric("omniloom_cached_prompt_tokens_total") >= details[1].cached_tokens
+
+
+def test_logprobs_match_the_completion(client):
+    r = client.chat.completions.create(
+        model=MODEL,
+        messages=[{"role": "user", "content": "Say hello."}],
+        max_tokens=6,
+        temperature=0,
+        logprobs=True,
+        top_logprobs=2,
+    )
+    content = r.choices[0].logprobs.content
+    assert len(content) == r.usage.completion_tokens
+    for entry in content:
+        assert entry.logprob <= 0 and len(entry.top_logprobs) == 2
+        assert entry.token == entry.top_logprobs[0].token  # greedy picks the most likely
+    text = "".join(e.token for e in content)
+    assert text.startswith(r.choices[0].message.content)
 
 
 class LineItem(BaseModel):

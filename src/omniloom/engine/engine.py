@@ -1,9 +1,14 @@
-"""A single worker thread that runs generation jobs and streams their events back.
+"""The engine: continuous batching over a paged KV pool, on one worker thread.
 
-One job at a time: encode the request's media, prefill its prompt once, then decode its ``n``
-choices together as one batch sharing the prompt's KV cache. Callers submit a ``Job`` and read
-``Event``s through the job's ``emit`` callback; a cancelled job stops at the next step.
-(Continuous batching across requests replaces this loop in the engine issue.)
+Every step the scheduler (1) drops cancelled work, (2) admits waiting sequences first come
+first served while the batch and the KV pool have room — encoding the media of everything
+admitted together in one encoder call, and re-using cached KV blocks for any prefix already
+seen — (3) plans one forward pass: every decoding sequence adds its last token, then prompts
+add chunks until ``step_tokens`` is spent, so a long image prompt never stalls the decodes,
+(4) runs it and samples the sequences that reached the end of their pending tokens. When a
+sequence needs a block and none is left, the most recently admitted sequence is preempted: it
+gives its blocks back and later recomputes (its full blocks usually come back from the cache).
+A request with ``n`` choices prefills once; its other choices then join and hit that KV.
 """
 
 from __future__ import annotations
@@ -12,74 +17,41 @@ import logging
 import queue
 import threading
 import time
-from collections import Counter
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections import deque
 
 import torch
 
-from omniloom.engine.detokenizer import IncrementalDetokenizer
+from omniloom.config import EngineSettings
+from omniloom.engine.blocks import BlockAllocator, chain_hash, root_hash
 from omniloom.engine.encoder_cache import EncoderCache
 from omniloom.engine.grammar import GrammarCompiler
-from omniloom.engine.sampling import Sampler, SamplingParams
+from omniloom.engine.sequence import (
+    Delta,
+    Done,
+    Event,
+    Failed,
+    Finished,
+    Job,
+    JobRun,
+    Sequence,
+    TokenLogprob,
+)
+from omniloom.models.backbones.paged_kv import KVPool, PagedBatch, SequenceChunk
 from omniloom.models.lora import set_lora_active
 from omniloom.models.registry import LoadedModel
-from omniloom.processing.prompt import Prompt
+
+__all__ = ["Delta", "Done", "Engine", "Event", "Failed", "Finished", "Job"]
 
 log = logging.getLogger(__name__)
 
 
-@dataclass
-class Delta:
-    index: int
-    text: str
-
-
-@dataclass
-class Finished:
-    index: int
-    reason: str  # "stop" | "length" | "cancelled"
-    completion_tokens: int
-
-
-@dataclass
-class JobStats:
-    prompt_tokens: int
-    completion_tokens: int = 0
-    encoder_seconds: float = 0.0
-    encoder_runs: Counter[str] = field(default_factory=Counter)  # per modality
-    encoder_cache_hits: Counter[str] = field(default_factory=Counter)
-    prefill_seconds: float = 0.0
-    time_to_first_token: float = 0.0
-    total_seconds: float = 0.0
-
-
-@dataclass
-class Done:
-    stats: JobStats
-
-
-@dataclass
-class Failed:
-    error: BaseException
-
-
-Event = Delta | Finished | Done | Failed
-
-
-@dataclass
-class Job:
-    prompt: Prompt
-    params: SamplingParams
-    emit: Callable[[Event], None]
-    cancelled: threading.Event = field(default_factory=threading.Event)
-    submitted_at: float = field(default_factory=time.perf_counter)
-
-
 class Engine:
-    def __init__(self, model: LoadedModel, threads: int = 0, encoder_cache_bytes: int = 256 << 20):
+    def __init__(
+        self, model: LoadedModel, settings: EngineSettings | None = None, threads: int = 0
+    ):
         self.model = model
-        self.encoder_cache = EncoderCache(encoder_cache_bytes)
+        self.settings = settings or EngineSettings()
+        self.encoder_cache = EncoderCache(self.settings.encoder_cache_mb << 20)
         self.grammars = GrammarCompiler(
             model.tokenizer.vocab_list(),
             sorted(model.tokenizer.stop_ids),
@@ -87,103 +59,309 @@ class Engine:
         )
         if threads > 0:
             torch.set_num_threads(threads)
-        self._jobs: queue.Queue[Job | None] = queue.Queue()
+        self.pool = self._make_pool()
+        self.blocks = BlockAllocator(self.pool.num_blocks)
+        self._inbox: queue.Queue[Job | None] = queue.Queue()
+        self._waiting: deque[Sequence] = deque()
+        self._running: list[Sequence] = []
+        self._stopping = False
         self._thread = threading.Thread(target=self._run, name="omniloom-engine", daemon=True)
         self._thread.start()
 
+    def _make_pool(self) -> KVPool:
+        cfg, dtype = self.model.vlm.backbone.config, self.model.vlm.dtype
+        bs = self.settings.block_size
+        per_block = KVPool.bytes_per_block(
+            cfg.num_layers, bs, cfg.num_kv_heads, cfg.dim_per_head, dtype
+        )
+        one_context = -(-self.model.context_length // bs) + 1
+        num_blocks = max((self.settings.kv_cache_mb << 20) // per_block, one_context)
+        return KVPool(
+            cfg.num_layers, num_blocks, bs, cfg.num_kv_heads, cfg.dim_per_head, dtype,
+            self.model.vlm.device,
+        )  # fmt: skip
+
+    # -- the outside world ------------------------------------------------------------------
+
     def submit(self, job: Job) -> Job:
-        self._jobs.put(job)
+        self._inbox.put(job)
         return job
 
     def queue_depth(self) -> int:
-        return self._jobs.qsize()
+        """Requests accepted but not yet running."""
+        return self._inbox.qsize() + len({id(s.run) for s in self._waiting})
+
+    def running(self) -> int:
+        return len(self._running)
+
+    def kv_usage(self) -> float:
+        return self.blocks.used() / self.blocks.num_blocks
 
     def shutdown(self) -> None:
-        self._jobs.put(None)
+        self._inbox.put(None)
         self._thread.join(timeout=30)
 
-    def _run(self) -> None:
-        while (job := self._jobs.get()) is not None:
-            try:
-                stats = self.generate(job)
-                job.emit(Done(stats))
-            except Exception as exc:
-                log.exception("generation failed")
-                job.emit(Failed(exc))
+    def run_to_completion(self, job: Job) -> None:
+        """Submit ``job`` and block until it is done (the CLI and benchmarks)."""
+        done = threading.Event()
+        emit = job.emit
 
-    def encode_media(self, prompt: Prompt, stats: JobStats) -> list[torch.Tensor]:
-        """Projected embeddings per media span, from the cache when the same item was seen."""
-        out = []
-        for span in prompt.spans:
-            embeddings = self.encoder_cache.get(span.key)
-            if embeddings is None:
-                embeddings = self.model.vlm.encode_tiles(span.item.tiles())
-                self.encoder_cache.put(span.key, embeddings)
-                stats.encoder_runs[span.modality] += 1
-            else:
-                stats.encoder_cache_hits[span.modality] += 1
-            out.append(embeddings)
-        return out
+        def relay(event: Event) -> None:
+            emit(event)
+            if isinstance(event, Done | Failed):
+                done.set()
+
+        job.emit = relay
+        self.submit(job)
+        done.wait()
+
+    # -- the loop ---------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while self._collect_jobs():
+            try:
+                self.step()
+            except Exception as exc:
+                log.exception("engine step failed; failing the requests in it")
+                self._fail_all(exc)
+
+    def _collect_jobs(self) -> bool:
+        """Move submitted jobs into the waiting queue; block only when there is nothing to do."""
+        idle = not (self._waiting or self._running)
+        while True:
+            try:
+                job = self._inbox.get(block=idle)
+            except queue.Empty:
+                return True
+            if job is None:
+                return False
+            run = JobRun(job)
+            self._waiting.append(self._new_sequence(run, 0))
+            idle = False
+
+    def _new_sequence(self, run: JobRun, index: int) -> Sequence:
+        vocab = self.model.vlm.backbone.config.vocab_size
+        return Sequence(run, index, self.model.tokenizer, vocab)
 
     @torch.inference_mode()
-    def generate(self, job: Job) -> JobStats:
-        """Run one job to completion, emitting deltas as they are decoded."""
-        vlm, params = self.model.vlm, job.params
-        stats = JobStats(prompt_tokens=len(job.prompt.token_ids))
-        t0 = time.perf_counter()
-        media = self.encode_media(job.prompt, stats)
-        stats.encoder_seconds = time.perf_counter() - t0
-        set_lora_active(vlm.backbone, bool(job.prompt.spans))  # the vision adapter
-        embeds = vlm.embed_prompt(job.prompt, media).unsqueeze(0)
-        cache = vlm.backbone.new_cache(1, embeds.shape[1] + params.max_tokens)
-        logits = vlm.backbone(embeds, cache, last_only=True)[:, -1]
-        stats.prefill_seconds = time.perf_counter() - t0 - stats.encoder_seconds
-        if params.n > 1:
-            cache = cache.expand(params.n)
-            logits = logits.expand(params.n, -1)
-        self._decode(job, cache, logits, stats)
-        stats.total_seconds = time.perf_counter() - job.submitted_at
-        return stats
+    def step(self) -> None:
+        self._drop_cancelled()
+        self._admit()
+        plan = self._plan()
+        if not plan:
+            return
+        logits = self._forward(plan)
+        for row, (seq, count) in enumerate(plan):
+            seq.computed += count
+            self._register_full_blocks(seq)
+            if seq.pending == 0:
+                self._sample(seq, logits[row : row + 1])
 
-    def _decode(self, job: Job, cache, logits: torch.Tensor, stats: JobStats) -> None:
-        params, backbone = job.params, self.model.vlm.backbone
-        sampler = Sampler(params, params.n, logits.device, job.prompt.token_ids, logits.shape[-1])
-        detoks = [
-            IncrementalDetokenizer(self.model.tokenizer, params.stop) for _ in range(params.n)
-        ]
-        generated = [0] * params.n
-        active = list(range(params.n))
-        stop_ids = self.model.tokenizer.stop_ids | params.stop_token_ids
-        for step in range(params.max_tokens):
-            tokens = sampler(logits)
-            if step == 0:
-                stats.time_to_first_token = time.perf_counter() - job.submitted_at
-            for i in list(active):
-                generated[i] += 1
-                reason = self._advance(job, detoks[i], i, tokens[i], stop_ids)
-                if reason:
-                    active.remove(i)
-                    job.emit(Finished(i, reason, generated[i]))
-            if not active:
+    # -- admission --------------------------------------------------------------------------
+
+    def _admit(self) -> None:
+        admitted: list[Sequence] = []
+        while self._waiting and len(self._running) + len(admitted) < self.settings.max_batch:
+            seq = self._waiting[0]
+            if not self._fits(seq, admitted):
                 break
-            next_ids = torch.tensor(tokens, device=logits.device).unsqueeze(1)
-            logits = backbone(backbone.embed(next_ids), cache)[:, -1]
-        for i in active:
-            self._emit_text(job, i, detoks[i].flush())
-            job.emit(Finished(i, "length", generated[i]))
-        stats.completion_tokens = sum(generated)
+            self._waiting.popleft()
+            admitted.append(seq)
+        self._embed_prompts([s for s in admitted if s.prompt_embeds is None])
+        for seq in admitted:
+            self._match_prefix(seq)
+            self._running.append(seq)
 
-    def _advance(self, job, detok, index, token, stop_ids) -> str | None:
-        """Feed one sampled token to a choice; return why it finished, if it did."""
-        if job.cancelled.is_set():
-            return "cancelled"
-        if token in stop_ids:
-            self._emit_text(job, index, detok.flush())
-            return "stop"
-        self._emit_text(job, index, detok.push(token))
-        return "stop" if detok.stopped else None
+    def _fits(self, seq: Sequence, admitted: list[Sequence]) -> bool:
+        """Room for the whole of its tokens, plus a block of growth for each running sequence."""
+        bs = self.settings.block_size
+        need = sum(-(-len(s.tokens) // bs) for s in (*admitted, seq))
+        return need + len(self._running) <= self.blocks.available() or not (
+            self._running or admitted
+        )
+
+    def _embed_prompts(self, seqs: list[Sequence]) -> None:
+        """Prompt embeddings; all media not in the encoder cache goes through one encoder call."""
+        if not seqs:
+            return
+        vlm, start = self.model.vlm, time.perf_counter()
+        spans = [span for s in seqs for span in s.job.prompt.spans]
+        missing = {sp.key: sp for sp in spans if self.encoder_cache.get(sp.key) is None}
+        if missing:
+            tiles = [sp.item.tiles() for sp in missing.values()]
+            encoded = vlm.encode_tiles(torch.cat(tiles))
+            sizes = [t.shape[0] * vlm.tokens_per_tile() for t in tiles]
+            for key, embeddings in zip(missing, encoded.split(sizes), strict=True):
+                self.encoder_cache.put(key, embeddings)
+        ran = set(missing)
+        for seq in seqs:
+            stats = seq.run.stats
+            for span in seq.job.prompt.spans:
+                counter = stats.encoder_runs if span.key in ran else stats.encoder_cache_hits
+                counter[span.modality] += 1
+                ran.discard(span.key)
+            media = [self.encoder_cache.get(span.key) for span in seq.job.prompt.spans]
+            seq.prompt_embeds = vlm.embed_prompt(seq.job.prompt, media)
+            stats.encoder_seconds = time.perf_counter() - start
+            stats.queue_seconds = time.perf_counter() - seq.job.submitted_at
+
+    def _match_prefix(self, seq: Sequence) -> None:
+        """Take every leading full block already in the cache (always leaving one token to run)."""
+        bs = self.settings.block_size
+        parent = seq.hashes[-1] if seq.hashes else root_hash("vision" if seq.lora else "base")
+        for index in range(len(seq.blocks), (len(seq.tokens) - 1) // bs):
+            block_hash = chain_hash(parent, seq.keys[index * bs : (index + 1) * bs])
+            block = self.blocks.lookup(block_hash)
+            if block is None:
+                break
+            seq.blocks.append(block)
+            seq.hashes.append(block_hash)
+            parent = block_hash
+        seq.computed = len(seq.blocks) * bs
+        stats = seq.run.stats
+        if seq.index == 0 and not stats.preemptions:  # a recompute's own blocks do not count
+            stats.cached_tokens = seq.computed
+
+    def _register_full_blocks(self, seq: Sequence) -> None:
+        bs = self.settings.block_size
+        parent = seq.hashes[-1] if seq.hashes else root_hash("vision" if seq.lora else "base")
+        for index in range(len(seq.hashes), seq.computed // bs):
+            parent = chain_hash(parent, seq.keys[index * bs : (index + 1) * bs])
+            self.blocks.register(seq.blocks[index], parent)
+            seq.hashes.append(parent)
+
+    # -- planning and preemption --------------------------------------------------------------
+
+    def _plan(self) -> list[tuple[Sequence, int]]:
+        """(sequence, tokens to run) for this step: decodes first, then prefill chunks, FCFS."""
+        budget = self.settings.step_tokens
+        plan: list[tuple[Sequence, int]] = []
+        ordered = sorted(self._running, key=lambda s: s.pending > 1)  # stable: FCFS within
+        for seq in ordered:
+            if seq not in self._running or budget == 0:
+                continue
+            count = min(seq.pending, budget)
+            if not self._reserve(seq, seq.computed + count, plan):
+                continue
+            plan.append((seq, count))
+            budget -= count
+        return plan
+
+    def _reserve(self, seq: Sequence, length: int, plan: list) -> bool:
+        """Blocks for ``length`` tokens of ``seq``, preempting later arrivals if need be."""
+        bs = self.settings.block_size
+        while len(seq.blocks) * bs < length:
+            block = self.blocks.allocate()
+            if block is not None:
+                seq.blocks.append(block)
+                continue
+            victim = self._running[-1]
+            self._preempt(victim, plan)
+            if victim is seq:
+                return False
+        return True
+
+    def _preempt(self, seq: Sequence, plan: list) -> None:
+        self._release_blocks(seq)
+        seq.computed = 0
+        self._running.remove(seq)
+        plan[:] = [(s, c) for s, c in plan if s is not seq]
+        self._waiting.appendleft(seq)
+        seq.run.stats.preemptions += 1
+
+    def _release_blocks(self, seq: Sequence) -> None:
+        for block in seq.blocks:
+            self.blocks.release(block)
+        seq.blocks, seq.hashes = [], []
+
+    # -- the forward pass and sampling --------------------------------------------------------
+
+    def _forward(self, plan: list[tuple[Sequence, int]]) -> torch.Tensor:
+        """Run the step's tokens as one packed row; next-token logits per planned sequence."""
+        backbone = self.model.vlm.backbone
+        embeds, chunks, lora = [], [], []
+        for seq, count in plan:
+            embeds.append(
+                seq.input_embeds(seq.computed, seq.computed + count, self.model.vlm.embed_ids)
+            )
+            slots = self.pool.slots(seq.blocks, seq.computed + count)
+            chunks.append(SequenceChunk(slots, count))
+            lora.append(torch.full((count,), float(seq.lora)))
+        batch = PagedBatch(self.pool, chunks)
+        mask = torch.cat(lora)
+        set_lora_active(
+            backbone, bool(mask[0]) if mask.min() == mask.max() else mask[None, :, None]
+        )
+        hidden = backbone.hidden_states(
+            torch.cat(embeds).unsqueeze(0).to(self.model.vlm.dtype), batch
+        )
+        return backbone.lm_head(hidden[0, batch.last_token_rows()]).float()
+
+    def _sample(self, seq: Sequence, logits: torch.Tensor) -> None:
+        run = seq.run
+        if not run.forks_made:  # the prompt is in the cache now: the other choices join
+            run.forks_made = True
+            for index in range(1, seq.job.params.n):
+                fork = self._new_sequence(run, index)
+                fork.prompt_embeds = seq.prompt_embeds
+                self._waiting.appendleft(fork)
+        token = seq.sampler(logits)
+        run.first_token()
+        seq.append(token)
+        logprobs = self._logprobs(seq, logits, token)
+        if token in seq.stop_ids:
+            self._emit_text(seq, seq.detok.flush(), logprobs)
+            return self._finish(seq, "stop")
+        self._emit_text(seq, seq.detok.push(token), logprobs)
+        if seq.detok.stopped:
+            return self._finish(seq, "stop")
+        if seq.generated >= seq.job.params.max_tokens:
+            self._emit_text(seq, seq.detok.flush(), [])
+            self._finish(seq, "length")
 
     @staticmethod
-    def _emit_text(job: Job, index: int, text: str) -> None:
-        if text:
-            job.emit(Delta(index, text))
+    def _logprobs(seq: Sequence, logits: torch.Tensor, token: int) -> list[TokenLogprob]:
+        k = seq.job.params.logprobs
+        if k is None:
+            return []
+        logprobs = torch.log_softmax(logits[0], dim=-1)
+        top = logprobs.topk(k) if k else None
+        pairs = list(zip(top.indices.tolist(), top.values.tolist(), strict=True)) if k else []
+        return [TokenLogprob(token, float(logprobs[token]), pairs)]
+
+    @staticmethod
+    def _emit_text(seq: Sequence, text: str, logprobs: list[TokenLogprob]) -> None:
+        if text or logprobs:
+            seq.job.emit(Delta(seq.index, text, logprobs))
+
+    def _finish(self, seq: Sequence, reason: str) -> None:
+        self._release_blocks(seq)
+        if seq in self._running:
+            self._running.remove(seq)
+        run = seq.run
+        run.stats.completion_tokens += seq.generated
+        seq.job.emit(Finished(seq.index, reason, seq.generated))
+        run.unfinished -= 1
+        if not run.forks_made and reason == "cancelled":
+            for index in range(1, seq.job.params.n):
+                seq.job.emit(Finished(index, reason, 0))
+            run.unfinished, run.forks_made = 0, True
+        if run.unfinished == 0:
+            run.stats.total_seconds = time.perf_counter() - seq.job.submitted_at
+            seq.job.emit(Done(run.stats))
+
+    def _drop_cancelled(self) -> None:
+        for seq in [*self._running, *self._waiting]:
+            if seq.job.cancelled.is_set():
+                if seq in self._waiting:
+                    self._waiting.remove(seq)
+                self._finish(seq, "cancelled")
+
+    def _fail_all(self, exc: BaseException) -> None:
+        failed = {id(s.run): s.job for s in [*self._running, *self._waiting]}
+        for seq in [*self._running, *self._waiting]:
+            self._release_blocks(seq)
+        self._running.clear()
+        self._waiting.clear()
+        for job in failed.values():
+            job.emit(Failed(exc))

@@ -61,19 +61,17 @@ class GrammarCompiler:
 
 
 class GrammarConstraint:
-    """One matcher per choice row: mask logits before sampling, advance after."""
+    """One choice's matcher: mask logits before sampling, advance after."""
 
-    def __init__(self, grammar: xgr.CompiledGrammar, rows: int, vocab_size: int):
-        self.matchers = [xgr.GrammarMatcher(grammar) for _ in range(rows)]
-        self.bitmask = xgr.allocate_token_bitmask(rows, vocab_size)
+    def __init__(self, grammar: xgr.CompiledGrammar, vocab_size: int):
+        self.matcher = xgr.GrammarMatcher(grammar)
+        self.bitmask = xgr.allocate_token_bitmask(1, vocab_size)
 
     def mask(self, logits: torch.Tensor) -> torch.Tensor:
-        for row, matcher in enumerate(self.matchers):
-            matcher.fill_next_token_bitmask(self.bitmask, row)
+        self.matcher.fill_next_token_bitmask(self.bitmask, 0)
         xgr.apply_token_bitmask_inplace(logits, self.bitmask)
         return logits
 
-    def accept(self, tokens: list[int]) -> None:
-        for matcher, token in zip(self.matchers, tokens, strict=True):
-            if not matcher.is_terminated():
-                matcher.accept_token(token)
+    def accept(self, token: int) -> None:
+        if not self.matcher.is_terminated():
+            self.matcher.accept_token(token)

@@ -2,8 +2,8 @@
 
 Order of operations (as vLLM): repetition, presence and frequency penalties on the raw logits;
 then greedy argmax, or temperature, top-k, top-p and min-p filtering and a draw. Each choice
-row has its own generator seeded from the request's ``seed`` plus the row index, so a given
-seed always gives the same output, whatever else runs.
+choice has its own sampler and generator seeded from the request's ``seed`` plus the choice
+index, so a given seed always gives the same output, whatever else runs beside it.
 """
 
 from __future__ import annotations
@@ -31,7 +31,9 @@ class SamplingParams:
     stop: tuple[str, ...] = ()
     n: int = 1
     stop_token_ids: frozenset[int] = field(default_factory=frozenset)
+    ignore_eos: bool = False  # benchmarks: run to max_tokens whatever the model says
     grammar: xgr.CompiledGrammar | None = field(default=None, compare=False)
+    logprobs: int | None = None  # None: off; k ≥ 0: the sampled token's plus the top k
 
     @property
     def greedy(self) -> bool:
@@ -47,58 +49,53 @@ class SamplingParams:
 
 
 class Sampler:
+    """One choice's sampler: its own generator (seed + choice index), penalties and grammar."""
+
     def __init__(
         self,
         params: SamplingParams,
-        rows: int,
+        index: int = 0,
         device: torch.device | str = "cpu",
         prompt_ids: list[int] | None = None,
         vocab_size: int = 0,
     ):
         self.params = params
         base = params.seed if params.seed is not None else secrets.randbits(63)
-        self.generators = [
-            torch.Generator(device=device).manual_seed(base + i) for i in range(rows)
-        ]
+        self.generator = torch.Generator(device=device).manual_seed(base + index)
         self.prompt_ids = torch.tensor(prompt_ids or [], dtype=torch.long, device=device)
-        self.outputs: list[list[int]] = [[] for _ in range(rows)]
+        self.output: list[int] = []
         self.constraint = None
         if params.grammar is not None:
-            self.constraint = GrammarConstraint(params.grammar, rows, vocab_size)
+            self.constraint = GrammarConstraint(params.grammar, vocab_size)
 
-    def __call__(self, logits: torch.Tensor) -> list[int]:
-        """``logits`` (rows, vocab) float32 → one token id per row (remembered for penalties)."""
+    def __call__(self, logits: torch.Tensor) -> int:
+        """``logits`` (1, vocab) float32 → the next token id (remembered for penalties)."""
         if self.params.penalised:
             logits = self._penalise(logits.clone())
         if self.constraint is not None:
             logits = self.constraint.mask(logits.clone())
         if self.params.greedy:
-            tokens = logits.argmax(dim=-1).tolist()
+            token = int(logits[0].argmax())
         else:
             probs = self._filtered_probs(logits / self.params.temperature)
-            tokens = [
-                int(torch.multinomial(probs[i], 1, generator=g))
-                for i, g in enumerate(self.generators)
-            ]
-        for row, token in zip(self.outputs, tokens, strict=True):
-            row.append(token)
+            token = int(torch.multinomial(probs[0], 1, generator=self.generator))
+        self.output.append(token)
         if self.constraint is not None:
-            self.constraint.accept(tokens)
-        return tokens
+            self.constraint.accept(token)
+        return token
 
     def _penalise(self, logits: torch.Tensor) -> torch.Tensor:
         p = self.params
-        for row, output in enumerate(self.outputs):
-            out = torch.tensor(output, dtype=torch.long, device=logits.device)
-            if p.repetition_penalty != 1.0:
-                seen = torch.unique(torch.cat([self.prompt_ids, out]))
-                picked = logits[row, seen]
-                logits[row, seen] = torch.where(
-                    picked > 0, picked / p.repetition_penalty, picked * p.repetition_penalty
-                )
-            if len(output):
-                counts = torch.bincount(out, minlength=logits.shape[-1]).to(logits.dtype)
-                logits[row] -= p.frequency_penalty * counts + p.presence_penalty * (counts > 0)
+        out = torch.tensor(self.output, dtype=torch.long, device=logits.device)
+        if p.repetition_penalty != 1.0:
+            seen = torch.unique(torch.cat([self.prompt_ids, out]))
+            picked = logits[0, seen]
+            logits[0, seen] = torch.where(
+                picked > 0, picked / p.repetition_penalty, picked * p.repetition_penalty
+            )
+        if len(self.output):
+            counts = torch.bincount(out, minlength=logits.shape[-1]).to(logits.dtype)
+            logits[0] -= p.frequency_penalty * counts + p.presence_penalty * (counts > 0)
         return logits
 
     def _filtered_probs(self, logits: torch.Tensor) -> torch.Tensor:

@@ -17,15 +17,18 @@ class LoRALinear(nn.Module):
         super().__init__()
         self.base = base
         self.scale = alpha / rank
-        self.active = True
+        self.active: bool | torch.Tensor = True  # or a (…, tokens, 1) 0/1 mask per token
         self.lora_a = nn.Parameter(torch.randn(rank, base.in_features) / rank**0.5 * 0.1)
         self.lora_b = nn.Parameter(torch.zeros(base.out_features, rank))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.base(x)
-        if self.active:
-            out = out + (x @ self.lora_a.T.to(x.dtype) @ self.lora_b.T.to(x.dtype)) * self.scale
-        return out
+        if self.active is False:
+            return out
+        delta = (x @ self.lora_a.T.to(x.dtype) @ self.lora_b.T.to(x.dtype)) * self.scale
+        if isinstance(self.active, torch.Tensor):
+            delta = delta * self.active.to(x.dtype)
+        return out + delta
 
 
 def attach_lora(model: nn.Module, targets: tuple[str, ...], rank: int, alpha: float) -> list[str]:
@@ -70,7 +73,8 @@ def load_lora(model: nn.Module, state: dict[str, torch.Tensor]) -> int:
     return loaded
 
 
-def set_lora_active(model: nn.Module, active: bool) -> None:
+def set_lora_active(model: nn.Module, active: bool | torch.Tensor) -> None:
+    """On, off, or per token: a 0/1 mask shaped like the input's token dims plus one."""
     for module in model.modules():
         if isinstance(module, LoRALinear):
             module.active = active

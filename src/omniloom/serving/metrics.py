@@ -32,9 +32,18 @@ class Metrics:
             "Media items served from the encoder cache, by modality",
             "modality",
         )
-        self.queue_depth = Gauge(
-            "omniloom_queue_depth", "Jobs waiting for the engine", registry=self.registry
+        self.cached_prompt_tokens = self._counter(
+            "cached_prompt_tokens", "Prompt tokens whose KV came from the prefix cache"
         )
+        self.preemptions = self._counter(
+            "preemptions", "Times a sequence gave back its KV blocks to be recomputed later"
+        )
+        self.queue_depth = self._gauge("queue_depth", "Requests waiting for the engine")
+        self.running = self._gauge("running_sequences", "Sequences in the running batch")
+        self.kv_usage = self._gauge("kv_cache_usage_ratio", "Fraction of KV blocks in use")
+
+    def _gauge(self, name: str, doc: str) -> Gauge:
+        return Gauge(f"omniloom_{name}", doc, registry=self.registry)
 
     def _counter(self, name: str, doc: str, *labels: str) -> Counter:
         return Counter(f"omniloom_{name}", doc, labels, registry=self.registry)

@@ -54,8 +54,8 @@ def check_model(req_model: str, model: LoadedModel) -> None:
 def _check_unsupported_options(req: ChatCompletionRequest) -> None:
     if req.tools:
         raise InvalidRequest("Tool calling is not supported yet.", param="tools")
-    if req.logprobs:
-        raise InvalidRequest("logprobs are not supported yet.", param="logprobs")
+    if req.top_logprobs is not None and not req.logprobs:
+        raise InvalidRequest("top_logprobs needs logprobs set to true.", param="top_logprobs")
 
 
 def _convert_image(part: ContentPart, where: str, ctx: MediaContext) -> list:
@@ -213,6 +213,7 @@ def sampling_params(
         stop=_stop_strings(req.stop),
         n=req.n,
         grammar=_grammar(req, grammars),
+        logprobs=(req.top_logprobs or 0) if req.logprobs else None,
     )
 
 

@@ -6,6 +6,7 @@ import json
 import time
 import uuid
 
+from omniloom.engine.sequence import TokenLogprob
 from omniloom.processing.prompt import Prompt
 
 MODALITIES = ("text", "image", "audio", "video")
@@ -29,8 +30,26 @@ def usage(prompt: Prompt, completion_tokens: int, cached_tokens: int = 0) -> dic
     }
 
 
+def logprobs_content(entries: list[TokenLogprob], tokenizer) -> list[dict]:
+    """OpenAI's ``choices[].logprobs.content`` items for sampled tokens."""
+
+    def item(token_id: int, logprob: float) -> dict:
+        text = tokenizer.decode([token_id], skip_special=False)
+        return {"token": text, "logprob": logprob, "bytes": list(text.encode())}
+
+    return [
+        {**item(e.token_id, e.logprob), "top_logprobs": [item(t, lp) for t, lp in e.top]}
+        for e in entries
+    ]
+
+
 def completion_body(
-    cid: str, model: str, texts: list[str], reasons: list[str], usage_: dict
+    cid: str,
+    model: str,
+    texts: list[str],
+    reasons: list[str],
+    usage_: dict,
+    logprobs: list[list[dict]] | None = None,
 ) -> dict:
     return {
         "id": cid,
@@ -42,7 +61,7 @@ def completion_body(
                 "index": i,
                 "message": {"role": "assistant", "content": text},
                 "finish_reason": reasons[i],
-                "logprobs": None,
+                "logprobs": {"content": logprobs[i]} if logprobs else None,
             }
             for i, text in enumerate(texts)
         ],
@@ -65,5 +84,12 @@ def chunk(
     return f"data: {json.dumps(body, ensure_ascii=False)}\n\n"
 
 
-def delta_choice(index: int, delta: dict, finish_reason: str | None = None) -> dict:
-    return {"index": index, "delta": delta, "finish_reason": finish_reason, "logprobs": None}
+def delta_choice(
+    index: int, delta: dict, finish_reason: str | None = None, logprobs: list[dict] | None = None
+) -> dict:
+    return {
+        "index": index,
+        "delta": delta,
+        "finish_reason": finish_reason,
+        "logprobs": {"content": logprobs} if logprobs else None,
+    }

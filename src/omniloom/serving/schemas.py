@@ -60,4 +60,5 @@ class ChatCompletionRequest(BaseModel):
     response_format: dict[str, Any] | None = None
     tools: list[Any] | None = None
     logprobs: bool | None = None
+    top_logprobs: int | None = Field(default=None, ge=0, le=20)
     perception: Literal["native", "cascade", "hybrid"] | None = None

@@ -44,7 +44,7 @@ class ServerState:
         events: asyncio.Queue[Event] = asyncio.Queue()
         job = Job(prompt, params, emit=lambda ev: loop.call_soon_threadsafe(events.put_nowait, ev))
         self.engine.submit(job)
-        self.metrics.queue_depth.set(self.engine.queue_depth())
+        self.refresh_engine_gauges()
         try:
             while True:
                 event = await events.get()
@@ -62,10 +62,18 @@ class ServerState:
         m.ttft.observe(stats.time_to_first_token)
         m.encoder_seconds.observe(stats.encoder_seconds)
         m.completion_tokens.inc(stats.completion_tokens)
+        m.cached_prompt_tokens.inc(stats.cached_tokens)
+        m.preemptions.inc(stats.preemptions)
         for modality, count in prompt.tokens_by_modality().items():
             m.prompt_tokens.labels(modality).inc(count)
         for modality, runs in stats.encoder_runs.items():
             m.encoder_items.labels(modality).inc(runs)
         for modality, hits in stats.encoder_cache_hits.items():
             m.encoder_cache_hits.labels(modality).inc(hits)
+        self.refresh_engine_gauges()
+
+    def refresh_engine_gauges(self) -> None:
+        m = self.metrics
         m.queue_depth.set(self.engine.queue_depth())
+        m.running.set(self.engine.running())
+        m.kv_usage.set(self.engine.kv_usage())

@@ -1,12 +1,36 @@
-"""A preallocated key/value cache for one batch of sequences that advance in lockstep.
+"""Key/value caches as the decoder sees them, and the dense one for lockstep batches.
 
-All rows share one length, which is what a single request (with ``n`` choices sharing its
-prompt) needs. The paged, block-table cache for continuous batching replaces this in the engine.
+The decoder asks a cache for the absolute positions of the tokens it is about to run and hands
+it each layer's new keys and values to store and attend over (``KVCache``). ``StaticKVCache``
+is the simple dense form, all rows one length: parity tests and benchmarks against
+``transformers`` use it. The serving engine uses the paged cache in ``paged_kv``.
 """
 
 from __future__ import annotations
 
+from typing import Protocol
+
 import torch
+import torch.nn.functional as F
+
+
+class KVCache(Protocol):
+    def positions(self, num_tokens: int) -> torch.Tensor: ...
+
+    def attend(
+        self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor
+    ) -> torch.Tensor: ...
+
+    def advance(self, num_tokens: int) -> None: ...
+
+
+def causal_mask(q_len: int, kv_len: int, device: torch.device) -> torch.Tensor | None:
+    """Boolean mask letting query i (at absolute kv_len - q_len + i) see keys up to itself."""
+    if q_len == 1:
+        return None
+    offset = kv_len - q_len
+    rows = torch.arange(q_len, device=device)[:, None] + offset
+    return torch.arange(kv_len, device=device)[None, :] <= rows
 
 
 class StaticKVCache:
@@ -41,8 +65,16 @@ class StaticKVCache:
         self.values[layer, :, :, start:end] = v
         return self.keys[layer, :, :, :end], self.values[layer, :, :, :end]
 
-    def advance(self, steps: int) -> None:
-        self.length += steps
+    def advance(self, num_tokens: int) -> None:
+        self.length += num_tokens
+
+    def positions(self, num_tokens: int) -> torch.Tensor:
+        return torch.arange(self.length, self.length + num_tokens)
+
+    def attend(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        k, v = self.append(layer, k, v)
+        mask = causal_mask(q.shape[2], k.shape[2], q.device)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=True)
 
     def expand(self, batch: int) -> StaticKVCache:
         """Copy a one-row cache (a prefilled prompt) into ``batch`` rows for parallel sampling."""

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from omniloom.models.backbones.config import DecoderConfig
-from omniloom.models.backbones.kv_cache import StaticKVCache
+from omniloom.models.backbones.kv_cache import KVCache, StaticKVCache
 
 
 class RMSNorm(nn.Module):
@@ -38,13 +38,17 @@ class RotaryEmbedding(nn.Module):
         self.register_buffer("cos", angles.cos(), persistent=False)
         self.register_buffer("sin", angles.sin(), persistent=False)
 
-    def forward(self, x: torch.Tensor, start: int) -> torch.Tensor:
-        seq = x.shape[-2]
-        cos = self.cos[start : start + seq].to(x.dtype)
-        sin = self.sin[start : start + seq].to(x.dtype)
-        half = x.shape[-1] // 2
-        rotated = torch.cat([-x[..., half:], x[..., :half]], dim=-1)
-        return x * cos + rotated * sin
+    def table(
+        self, positions: torch.Tensor, dtype: torch.dtype
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos and sin rows (T, head_dim) for absolute ``positions`` (T,), once per forward."""
+        return self.cos[positions].to(dtype), self.sin[positions].to(dtype)
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    half = x.shape[-1] // 2
+    rotated = torch.cat([-x[..., half:], x[..., :half]], dim=-1)
+    return x * cos + rotated * sin
 
 
 class Attention(nn.Module):
@@ -61,31 +65,21 @@ class Attention(nn.Module):
     def forward(
         self,
         x: torch.Tensor,
-        rope: RotaryEmbedding,
-        start: int,
-        cache: StaticKVCache | None,
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+        cache: KVCache | None,
         layer: int,
     ) -> torch.Tensor:
         b, t, _ = x.shape
         q = self.q_proj(x).view(b, t, self.num_heads, self.head_dim).transpose(1, 2)
         k = self.k_proj(x).view(b, t, self.num_kv_heads, self.head_dim).transpose(1, 2)
         v = self.v_proj(x).view(b, t, self.num_kv_heads, self.head_dim).transpose(1, 2)
-        q, k = rope(q, start), rope(k, start)
-        if cache is not None:
-            k, v = cache.append(layer, k, v)
-        out = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=_causal_mask(t, k.shape[2], q.device), enable_gqa=True
-        )
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        if cache is None:
+            out = F.scaled_dot_product_attention(q, k, v, is_causal=t > 1, enable_gqa=True)
+        else:
+            out = cache.attend(layer, q, k, v)
         return self.o_proj(out.transpose(1, 2).reshape(b, t, -1))
-
-
-def _causal_mask(q_len: int, kv_len: int, device: torch.device) -> torch.Tensor | None:
-    """Boolean mask letting query i (at absolute kv_len - q_len + i) see keys up to itself."""
-    if q_len == 1:
-        return None
-    offset = kv_len - q_len
-    rows = torch.arange(q_len, device=device)[:, None] + offset
-    return torch.arange(kv_len, device=device)[None, :] <= rows
 
 
 class MLP(nn.Module):
@@ -107,8 +101,8 @@ class DecoderLayer(nn.Module):
         self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
         self.mlp = MLP(cfg)
 
-    def forward(self, x, rope, start, cache, layer):
-        x = x + self.self_attn(self.input_layernorm(x), rope, start, cache, layer)
+    def forward(self, x, cos, sin, cache, layer):
+        x = x + self.self_attn(self.input_layernorm(x), cos, sin, cache, layer)
         return x + self.mlp(self.post_attention_layernorm(x))
 
 
@@ -145,7 +139,7 @@ class LlamaForCausalLM(nn.Module):
     def forward(
         self,
         embeds: torch.Tensor,
-        cache: StaticKVCache | None = None,
+        cache: KVCache | None = None,
         last_only: bool = False,
     ) -> torch.Tensor:
         """Run ``embeds`` (B, T, H) starting at the cache's length; return logits (B, T or 1, V)."""
@@ -154,14 +148,14 @@ class LlamaForCausalLM(nn.Module):
             x = x[:, -1:]
         return self.lm_head(x).float()
 
-    def hidden_states(
-        self, embeds: torch.Tensor, cache: StaticKVCache | None = None
-    ) -> torch.Tensor:
+    def hidden_states(self, embeds: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
         """Final-norm hidden states (B, T, H); training applies ``lm_head`` where it needs to."""
-        start = cache.length if cache is not None else 0
+        t = embeds.shape[1]
+        positions = cache.positions(t) if cache is not None else torch.arange(t)
+        cos, sin = self.rope.table(positions.to(embeds.device), embeds.dtype)
         x = embeds
         for i, layer in enumerate(self.model.layers):
-            x = layer(x, self.rope, start, cache, i)
+            x = layer(x, cos, sin, cache, i)
         if cache is not None:
-            cache.advance(embeds.shape[1])
+            cache.advance(t)
         return self.model.norm(x)

@@ -45,22 +45,34 @@ async def chat_completions(body: ChatCompletionRequest, request: Request):
 
 
 async def _complete(state: ServerState, prepared: PreparedRequest) -> dict:
-    n = prepared.params.n
+    n, tokenizer = prepared.params.n, state.model.tokenizer
     texts, reasons = [""] * n, ["stop"] * n
-    completion_tokens = 0
+    logprobs: list[list[dict]] = [[] for _ in range(n)]
+    usage = {}
     async for event in state.run_job(prepared.prompt, prepared.params):
         if isinstance(event, Delta):
             texts[event.index] += event.text
+            logprobs[event.index] += responses.logprobs_content(event.logprobs, tokenizer)
         elif isinstance(event, Finished):
             reasons[event.index] = event.reason
         elif isinstance(event, Done):
-            completion_tokens = event.stats.completion_tokens
-    usage = responses.usage(prepared.prompt, completion_tokens)
+            usage = _usage(prepared, event)
+    wants_logprobs = prepared.params.logprobs is not None
     body = responses.completion_body(
-        responses.completion_id(), state.model.name, texts, reasons, usage
+        responses.completion_id(),
+        state.model.name,
+        texts,
+        reasons,
+        usage,
+        logprobs if wants_logprobs else None,
     )
     body["perception"] = prepared.perception
     return body
+
+
+def _usage(prepared: PreparedRequest, done: Done) -> dict:
+    stats = done.stats
+    return responses.usage(prepared.prompt, stats.completion_tokens, stats.cached_tokens)
 
 
 async def _stream(state: ServerState, prepared: PreparedRequest, include_usage: bool):
@@ -73,14 +85,18 @@ async def _stream(state: ServerState, prepared: PreparedRequest, include_usage: 
     try:
         async for event in state.run_job(prepared.prompt, prepared.params):
             if isinstance(event, Delta):
-                choice = responses.delta_choice(event.index, {"content": event.text})
+                logprobs = event.logprobs and responses.logprobs_content(
+                    event.logprobs, state.model.tokenizer
+                )
+                choice = responses.delta_choice(
+                    event.index, {"content": event.text}, None, logprobs
+                )
                 yield responses.chunk(cid, model, created, [choice])
             elif isinstance(event, Finished):
                 choice = responses.delta_choice(event.index, {}, event.reason)
                 yield responses.chunk(cid, model, created, [choice])
             elif isinstance(event, Done) and include_usage:
-                usage = responses.usage(prepared.prompt, event.stats.completion_tokens)
-                yield responses.chunk(cid, model, created, [], usage)
+                yield responses.chunk(cid, model, created, [], _usage(prepared, event))
     except Exception:  # headers are sent: report in-band, as OpenAI's streams do
         log.exception("generation failed mid-stream")
         error = OmniloomError("The server had an internal error while generating.")

@@ -19,4 +19,5 @@ async def health(request: Request) -> dict:
 @router.get("/metrics")
 async def metrics(request: Request) -> Response:
     state: ServerState = request.app.state.omniloom
+    state.refresh_engine_gauges()
     return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)

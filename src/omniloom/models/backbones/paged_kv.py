@@ -1,0 +1,135 @@
+"""The paged key/value cache: one preallocated pool of fixed-size blocks shared by all sequences.
+
+``KVPool`` holds every layer's keys and values as ``(blocks · block_size)`` slots. Which block
+belongs to which sequence is the engine's business (its block tables and prefix cache); the
+decoder only sees a ``PagedBatch``: the tokens of one engine step packed into a single row,
+where each token's key/value goes (its slot), and for each sequence the slots of its whole
+context. Sequences that add one token (decodes) attend together as one padded batch; each
+sequence that adds a chunk (prefill) attends on its own with a causal mask, so a long prompt
+and many decodes share one forward pass through the weights.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from omniloom.models.backbones.kv_cache import causal_mask
+
+
+class KVPool:
+    def __init__(
+        self,
+        num_layers: int,
+        num_blocks: int,
+        block_size: int,
+        num_kv_heads: int,
+        head_dim: int,
+        dtype: torch.dtype,
+        device: torch.device | str = "cpu",
+    ):
+        self.num_blocks, self.block_size = num_blocks, block_size
+        shape = (num_layers, num_blocks * block_size, num_kv_heads, head_dim)
+        self.keys = torch.empty(shape, dtype=dtype, device=device)  # pages touched on first use
+        self.values = torch.empty(shape, dtype=dtype, device=device)
+
+    @staticmethod
+    def bytes_per_block(
+        num_layers: int, block_size: int, num_kv_heads: int, head_dim: int, dtype: torch.dtype
+    ) -> int:
+        itemsize = torch.empty((), dtype=dtype).element_size()
+        return 2 * num_layers * block_size * num_kv_heads * head_dim * itemsize
+
+    def slots(self, block_table: list[int], length: int) -> torch.Tensor:
+        """Slot index of each of the first ``length`` tokens of a sequence."""
+        bs = self.block_size
+        blocks = torch.tensor(block_table, dtype=torch.long)
+        return (blocks[:, None] * bs + torch.arange(bs)).flatten()[:length]
+
+    def copy_block(self, src: int, dst: int) -> None:
+        bs = self.block_size
+        self.keys[:, dst * bs : (dst + 1) * bs] = self.keys[:, src * bs : (src + 1) * bs]
+        self.values[:, dst * bs : (dst + 1) * bs] = self.values[:, src * bs : (src + 1) * bs]
+
+
+@dataclass
+class SequenceChunk:
+    """One sequence's part of a step: ``num_new`` tokens appended to a context of ``length``."""
+
+    context_slots: torch.Tensor  # (length,) slots of the whole context, new tokens included
+    num_new: int
+
+
+class PagedBatch:
+    """A step's packed tokens (in chunk order) as a ``KVCache`` over a ``KVPool``."""
+
+    def __init__(self, pool: KVPool, chunks: list[SequenceChunk]):
+        self.pool = pool
+        self.chunks = chunks
+        self._positions = torch.cat(
+            [torch.arange(len(c.context_slots) - c.num_new, len(c.context_slots)) for c in chunks]
+        )
+        self._write_slots = torch.cat([c.context_slots[-c.num_new :] for c in chunks])
+        starts = torch.tensor([0, *[c.num_new for c in chunks]]).cumsum(0).tolist()
+        self.spans = list(itertools.pairwise(starts))
+        self._decode_rows = [i for i, c in enumerate(chunks) if c.num_new == 1]
+        self._prefill_rows = [i for i, c in enumerate(chunks) if c.num_new > 1]
+        self._decode_index = torch.tensor([self.spans[i][0] for i in self._decode_rows])
+        self._decode_slots, self._decode_mask = self._pad_decode_contexts()
+
+    @property
+    def num_tokens(self) -> int:
+        return self.spans[-1][1]
+
+    def last_token_rows(self) -> torch.Tensor:
+        """Packed index of each chunk's last token (where its next-token logits come from)."""
+        return torch.tensor([end - 1 for _, end in self.spans])
+
+    def positions(self, num_tokens: int) -> torch.Tensor:
+        return self._positions
+
+    def advance(self, num_tokens: int) -> None:
+        """The engine tracks each sequence's length; nothing to do here."""
+
+    def _pad_decode_contexts(self) -> tuple[torch.Tensor, torch.Tensor]:
+        contexts = [self.chunks[i].context_slots for i in self._decode_rows]
+        if not contexts:
+            return torch.empty(0, 0, dtype=torch.long), torch.empty(0, 0, dtype=torch.bool)
+        longest = max(len(c) for c in contexts)
+        slots = torch.zeros(len(contexts), longest, dtype=torch.long)
+        mask = torch.zeros(len(contexts), longest, dtype=torch.bool)
+        for row, context in enumerate(contexts):
+            slots[row, : len(context)] = context
+            mask[row, : len(context)] = True
+        return slots, mask[:, None, None, :]
+
+    def attend(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """q (1, heads, N, d), k/v (1, kv_heads, N, d) for the packed tokens → (1, heads, N, d)."""
+        keys, values = self.pool.keys[layer], self.pool.values[layer]
+        keys.index_copy_(0, self._write_slots, k[0].transpose(0, 1))
+        values.index_copy_(0, self._write_slots, v[0].transpose(0, 1))
+        out = torch.empty_like(q)
+        if self._decode_rows:
+            out[0, :, self._decode_index] = self._attend_decodes(q, keys, values)
+        for row in self._prefill_rows:
+            start, end = self.spans[row]
+            context = self.chunks[row].context_slots
+            k_ctx = keys[context].transpose(0, 1).unsqueeze(0)
+            v_ctx = values[context].transpose(0, 1).unsqueeze(0)
+            mask = causal_mask(end - start, len(context), q.device)
+            out[:, :, start:end] = F.scaled_dot_product_attention(
+                q[:, :, start:end], k_ctx, v_ctx, attn_mask=mask, enable_gqa=True
+            )
+        return out
+
+    def _attend_decodes(self, q, keys, values) -> torch.Tensor:
+        q_dec = q[0, :, self._decode_index].transpose(0, 1).unsqueeze(2)  # (D, heads, 1, d)
+        k_dec = keys[self._decode_slots].permute(0, 2, 1, 3)  # (D, kv_heads, L, d)
+        v_dec = values[self._decode_slots].permute(0, 2, 1, 3)
+        out = F.scaled_dot_product_attention(
+            q_dec, k_dec, v_dec, attn_mask=self._decode_mask, enable_gqa=True
+        )
+        return out.squeeze(2).transpose(0, 1)  # (heads, D, d)
