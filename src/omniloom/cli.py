@@ -141,6 +141,18 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_keys_add(args: argparse.Namespace) -> int:
+    from omniloom.serving.auth import add_key
+
+    try:
+        key = add_key(Path(args.file), args.name, args.rpm, args.tpm)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(key)
+    return 0
+
+
 def _print_progress(condition: str, done: int, total: int) -> None:
     if done % 25 == 0 or done == total:
         print(f"{condition}: {done}/{total}", file=sys.stderr, flush=True)
@@ -180,6 +192,15 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--install", action="store_true", help="copy the result into the package")
     train.add_argument("--threads", type=int, default=None)
     train.set_defaults(func=cmd_train)
+
+    keys = sub.add_parser("keys", help="manage API keys (stored hashed)")
+    keys_sub = keys.add_subparsers(dest="keys_command", required=True)
+    add = keys_sub.add_parser("add", help="create a key; it is printed once, never stored")
+    add.add_argument("name")
+    add.add_argument("--file", required=True, help="the key file (OMNILOOM_API_KEYS_FILE)")
+    add.add_argument("--rpm", type=int, default=60, help="requests per minute")
+    add.add_argument("--tpm", type=int, default=100_000, help="tokens per minute")
+    add.set_defaults(func=cmd_keys_add)
 
     ev = sub.add_parser("eval", help="evaluate through the real server and write a report")
     ev.add_argument("--suite", choices=["vision"], default="vision")

@@ -34,6 +34,8 @@ class Limits:
     max_n: int = 8
     fetch_timeout_s: float = 10.0
     fetch_max_redirects: int = 3
+    max_queued_requests: int = 64  # beyond this, new requests get 429 with Retry-After
+    request_timeout_s: float = 300.0  # a generation still running after this is cut off
 
 
 @dataclass(frozen=True)
@@ -58,6 +60,7 @@ class Settings:
     perception: str = "native"  # native | cascade | hybrid (default for requests that omit it)
     host: str = "127.0.0.1"
     port: int = 8000
+    api_keys_file: str = ""  # JSON of hashed keys (``omniloom keys add``); empty: no auth
     image: ImageSettings = field(default_factory=ImageSettings)
     limits: Limits = field(default_factory=Limits)
     engine: EngineSettings = field(default_factory=EngineSettings)

@@ -68,3 +68,35 @@ class PayloadTooLarge(OmniloomError):
 
     status = 413
     type = "invalid_request_error"
+
+
+class AuthenticationFailed(OmniloomError):
+    """No API key, or one this server does not know (401)."""
+
+    status = 401
+    type = "invalid_request_error"
+
+    def __init__(self, message: str):
+        super().__init__(message, code="invalid_api_key")
+
+
+class RateLimited(OmniloomError):
+    """Too many requests or tokens for this key, or the queue is full (429, ``Retry-After``)."""
+
+    status = 429
+    type = "rate_limit_error"
+
+    def __init__(self, message: str, retry_after: float, code: str = "rate_limit_exceeded"):
+        super().__init__(message, code=code)
+        self.retry_after = max(1, round(retry_after))
+
+
+class ServiceUnavailable(OmniloomError):
+    """The server is shutting down and takes no new work (503, ``Retry-After``)."""
+
+    status = 503
+    type = "server_error"
+
+    def __init__(self, message: str, retry_after: float = 5):
+        super().__init__(message, code="service_unavailable")
+        self.retry_after = max(1, round(retry_after))

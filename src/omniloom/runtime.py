@@ -10,6 +10,7 @@ import time
 from omniloom.config import Settings
 from omniloom.engine.engine import Engine
 from omniloom.models.registry import load_model
+from omniloom.serving.auth import KeyStore
 from omniloom.serving.state import ServerState
 
 log = logging.getLogger(__name__)
@@ -23,9 +24,8 @@ def build_state(settings: Settings, weights: str | None = None) -> ServerState:
     os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
     model = load_model(settings.model_name, weights=weights, dtype=settings.dtype)
     log.info("loaded %s (%s)", model.name, model.vlm.dtype)
-    return ServerState(
-        settings, model, Engine(model, settings.engine, threads=default_threads(settings))
-    )
+    engine = Engine(model, settings.engine, threads=default_threads(settings))
+    return ServerState(settings, model, engine, keys=KeyStore.from_file(settings.api_keys_file))
 
 
 class BackgroundServer:

@@ -16,7 +16,7 @@ from omniloom.serving.routes.chat import _stream
 class FailingState:
     model = SimpleNamespace(name="m")
 
-    async def run_job(self, prompt, params):
+    async def events(self, submitted):
         yield Delta(0, "partial")
         raise RuntimeError("encoder crashed")
 
@@ -25,7 +25,10 @@ def test_mid_stream_failure_becomes_error_event():
     prepared = PreparedRequest(Prompt(token_ids=[1, 2]), SamplingParams())
 
     async def collect():
-        return [chunk async for chunk in _stream(FailingState(), prepared, include_usage=True)]
+        return [
+            chunk
+            async for chunk in _stream(FailingState(), prepared, include_usage=True, submitted=None)
+        ]
 
     chunks = asyncio.run(collect())
     assert chunks[-1] == "data: [DONE]\n\n"

@@ -22,7 +22,9 @@ log = logging.getLogger(__name__)
 
 
 def _error(exc: OmniloomError) -> JSONResponse:
-    return JSONResponse(exc.to_dict(), status_code=exc.status)
+    retry_after = getattr(exc, "retry_after", None)
+    headers = {"Retry-After": str(retry_after)} if retry_after else None
+    return JSONResponse(exc.to_dict(), status_code=exc.status, headers=headers)
 
 
 def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
@@ -62,14 +64,27 @@ def install_middleware(app: FastAPI, state: ServerState) -> None:
         start = time.perf_counter()
         declared = request.headers.get("content-length")
         limit = state.settings.limits.max_request_bytes
-        if declared and declared.isdigit() and int(declared) > limit:
-            response = _error(PayloadTooLarge(f"The request body exceeds {limit} bytes."))
-        else:
+        try:
+            if declared and declared.isdigit() and int(declared) > limit:
+                raise PayloadTooLarge(f"The request body exceeds {limit} bytes.")
+            _authorize(request, state)
             response = await call_next(request)
+        except OmniloomError as exc:
+            response = _error(exc)
         endpoint = getattr(request.scope.get("route"), "path", "unmatched")
         state.metrics.requests.labels(endpoint, str(response.status_code)).inc()
         state.metrics.request_seconds.labels(endpoint).observe(time.perf_counter() - start)
         return response
+
+
+def _authorize(request: Request, state: ServerState) -> None:
+    """API routes need a known key within its limits (when keys are configured)."""
+    request.state.api_key = None
+    if state.keys is None or not request.url.path.startswith("/v1/"):
+        return
+    record = state.keys.authenticate(request.headers.get("authorization"))
+    state.keys.admit(record)
+    request.state.api_key = record
 
 
 def create_app(state: ServerState) -> FastAPI:

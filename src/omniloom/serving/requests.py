@@ -214,6 +214,7 @@ def sampling_params(
         n=req.n,
         grammar=_grammar(req, grammars),
         logprobs=(req.top_logprobs or 0) if req.logprobs else None,
+        ignore_eos=req.ignore_eos,
     )
 
 

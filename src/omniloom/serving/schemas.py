@@ -61,4 +61,5 @@ class ChatCompletionRequest(BaseModel):
     tools: list[Any] | None = None
     logprobs: bool | None = None
     top_logprobs: int | None = Field(default=None, ge=0, le=20)
+    ignore_eos: bool = False  # vLLM's extension: generate max_tokens whatever (benchmarks)
     perception: Literal["native", "cascade", "hybrid"] | None = None

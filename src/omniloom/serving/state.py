@@ -1,7 +1,8 @@
 """What the routes share: settings, the loaded model, the engine and metrics.
 
-``run_job`` bridges the engine's worker thread to asyncio: events come back through a queue,
-and leaving the iterator early (a client that disconnected) cancels the job.
+``submit`` checks capacity and hands a job to the engine's worker thread; ``events`` bridges
+its events back to asyncio through a queue, and leaving that iterator early (a client that
+disconnected) cancels the job.
 """
 
 from __future__ import annotations
@@ -14,11 +15,20 @@ from dataclasses import dataclass, field
 from omniloom.config import Settings
 from omniloom.engine.engine import Done, Engine, Event, Failed, Job
 from omniloom.engine.sampling import SamplingParams
+from omniloom.errors import RateLimited
 from omniloom.models.registry import LoadedModel
 from omniloom.perception.cascade import PerceptionCascade
 from omniloom.perception.ocr import OcrEngine
 from omniloom.processing.prompt import Prompt
+from omniloom.serving.auth import KeyRecord, KeyStore
 from omniloom.serving.metrics import Metrics
+
+
+@dataclass
+class Submitted:
+    job: Job
+    queue: asyncio.Queue
+    key: KeyRecord | None
 
 
 @dataclass
@@ -27,6 +37,7 @@ class ServerState:
     model: LoadedModel
     engine: Engine
     metrics: Metrics = field(default_factory=Metrics)
+    keys: KeyStore | None = None
     _cascade: PerceptionCascade | None = None
     _cascade_lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -39,26 +50,47 @@ class ServerState:
                 self._cascade = PerceptionCascade(self.model.vlm.encoder, OcrEngine())
         return self._cascade
 
-    async def run_job(self, prompt: Prompt, params: SamplingParams) -> AsyncIterator[Event]:
+    def check_capacity(self) -> None:
+        """Refuse new work with 429 when the engine's queue is at its bound."""
+        waiting, bound = self.engine.queue_depth(), self.settings.limits.max_queued_requests
+        if waiting >= bound:
+            per_batch = max(1, self.settings.engine.max_batch)
+            raise RateLimited(
+                f"The server is at capacity ({waiting} requests queued); retry shortly.",
+                retry_after=1 + waiting / per_batch,
+                code="queue_full",
+            )
+
+    def submit(
+        self, prompt: Prompt, params: SamplingParams, key: KeyRecord | None = None
+    ) -> Submitted:
+        """Queue a job now (or refuse it with 429); its events are read with ``events``."""
+        self.check_capacity()  # no await between this check and the submit: no race
         loop = asyncio.get_running_loop()
-        events: asyncio.Queue[Event] = asyncio.Queue()
-        job = Job(prompt, params, emit=lambda ev: loop.call_soon_threadsafe(events.put_nowait, ev))
+        queue: asyncio.Queue[Event] = asyncio.Queue()
+        job = Job(prompt, params, emit=lambda ev: loop.call_soon_threadsafe(queue.put_nowait, ev))
         self.engine.submit(job)
         self.refresh_engine_gauges()
+        return Submitted(job, queue, key)
+
+    async def events(self, submitted: Submitted) -> AsyncIterator[Event]:
+        """The job's events; leaving early (a client that disconnected) cancels the job."""
         try:
             while True:
-                event = await events.get()
+                event = await submitted.queue.get()
                 if isinstance(event, Failed):
                     raise event.error
                 yield event
                 if isinstance(event, Done):
-                    self._record(prompt, event)
+                    self._record(submitted, event)
                     return
         finally:
-            job.cancelled.set()
+            submitted.job.cancelled.set()
 
-    def _record(self, prompt: Prompt, done: Done) -> None:
-        stats, m = done.stats, self.metrics
+    def _record(self, submitted: Submitted, done: Done) -> None:
+        stats, m, prompt = done.stats, self.metrics, submitted.job.prompt
+        if submitted.key is not None and self.keys is not None:
+            self.keys.charge_tokens(submitted.key, stats.prompt_tokens + stats.completion_tokens)
         m.ttft.observe(stats.time_to_first_token)
         m.encoder_seconds.observe(stats.encoder_seconds)
         m.completion_tokens.inc(stats.completion_tokens)

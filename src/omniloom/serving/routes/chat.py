@@ -15,7 +15,7 @@ from omniloom.errors import OmniloomError
 from omniloom.serving import responses
 from omniloom.serving.requests import PreparedRequest, prepare
 from omniloom.serving.schemas import ChatCompletionRequest
-from omniloom.serving.state import ServerState
+from omniloom.serving.state import ServerState, Submitted
 
 router = APIRouter()
 log = logging.getLogger(__name__)
@@ -24,14 +24,16 @@ log = logging.getLogger(__name__)
 @router.post("/v1/chat/completions")
 async def chat_completions(body: ChatCompletionRequest, request: Request):
     state: ServerState = request.app.state.omniloom
+    state.check_capacity()
     cascade = await run_in_threadpool(state.cascade_for, body.perception)
     prepared = await run_in_threadpool(
         prepare, body, state.model, state.settings, cascade, state.engine.grammars
     )
+    submitted = state.submit(prepared.prompt, prepared.params, request.state.api_key)
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         return StreamingResponse(
-            _stream(state, prepared, include_usage),
+            _stream(state, prepared, include_usage, submitted),
             media_type="text/event-stream",
             headers={
                 "Cache-Control": "no-cache",
@@ -40,16 +42,17 @@ async def chat_completions(body: ChatCompletionRequest, request: Request):
             },
         )
     return JSONResponse(
-        await _complete(state, prepared), headers={"X-Omniloom-Perception": prepared.perception}
+        await _complete(state, prepared, submitted),
+        headers={"X-Omniloom-Perception": prepared.perception},
     )
 
 
-async def _complete(state: ServerState, prepared: PreparedRequest) -> dict:
+async def _complete(state: ServerState, prepared: PreparedRequest, submitted: Submitted) -> dict:
     n, tokenizer = prepared.params.n, state.model.tokenizer
     texts, reasons = [""] * n, ["stop"] * n
     logprobs: list[list[dict]] = [[] for _ in range(n)]
     usage = {}
-    async for event in state.run_job(prepared.prompt, prepared.params):
+    async for event in state.events(submitted):
         if isinstance(event, Delta):
             texts[event.index] += event.text
             logprobs[event.index] += responses.logprobs_content(event.logprobs, tokenizer)
@@ -75,7 +78,9 @@ def _usage(prepared: PreparedRequest, done: Done) -> dict:
     return responses.usage(prepared.prompt, stats.completion_tokens, stats.cached_tokens)
 
 
-async def _stream(state: ServerState, prepared: PreparedRequest, include_usage: bool):
+async def _stream(
+    state: ServerState, prepared: PreparedRequest, include_usage: bool, submitted: Submitted
+):
     cid, model, created = responses.completion_id(), state.model.name, int(time.time())
     first = [
         responses.delta_choice(i, {"role": "assistant", "content": ""})
@@ -83,7 +88,7 @@ async def _stream(state: ServerState, prepared: PreparedRequest, include_usage: 
     ]
     yield responses.chunk(cid, model, created, first)
     try:
-        async for event in state.run_job(prepared.prompt, prepared.params):
+        async for event in state.events(submitted):
             if isinstance(event, Delta):
                 logprobs = event.logprobs and responses.logprobs_content(
                     event.logprobs, state.model.tokenizer

@@ -1,0 +1,72 @@
+"""API keys (hashed at rest, per-key rate limits) and the bounded queue, on a real server."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+
+import httpx
+import openai
+import pytest
+
+from omniloom.config import EngineSettings, Limits, Settings
+from omniloom.engine.engine import Engine
+from omniloom.runtime import BackgroundServer
+from omniloom.serving.auth import KeyStore, add_key
+from omniloom.serving.state import ServerState
+
+MODEL = "omniloom-smol"
+HELLO = {"model": MODEL, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2}
+
+
+def _server(model, settings: Settings) -> BackgroundServer:
+    engine = Engine(model, settings.engine)
+    state = ServerState(settings, model, engine, keys=KeyStore.from_file(settings.api_keys_file))
+    return BackgroundServer(state)
+
+
+def test_keys_are_hashed_checked_and_rate_limited(default_model, tmp_path):
+    path = tmp_path / "keys.json"
+    key = add_key(path, "alice", rpm=2, tpm=100_000)
+    assert key not in path.read_text()  # only the hash is stored
+    settings = Settings(api_keys_file=str(path))
+    with _server(default_model, settings) as server:
+        url = f"{server.url}/v1/chat/completions"
+        missing = httpx.post(url, json=HELLO)
+        wrong = httpx.post(url, json=HELLO, headers={"Authorization": "Bearer sk-omni-nope"})
+        assert (missing.status_code, wrong.status_code) == (401, 401)
+        assert wrong.json()["error"]["code"] == "invalid_api_key"
+        client = openai.OpenAI(base_url=f"{server.url}/v1", api_key=key, max_retries=0)
+        for _ in range(2):
+            assert client.chat.completions.create(**HELLO).choices[0].message.content
+        limited = httpx.post(url, json=HELLO, headers={"Authorization": f"Bearer {key}"})
+        assert limited.status_code == 429 and int(limited.headers["Retry-After"]) >= 1
+        assert "alice" in limited.json()["error"]["message"]
+        with pytest.raises(openai.RateLimitError):
+            client.chat.completions.create(**HELLO)
+        assert httpx.get(f"{server.url}/health").status_code == 200  # health needs no key
+
+
+def test_full_queue_answers_429_with_retry_after_and_loses_nothing(default_model):
+    settings = dataclasses.replace(
+        Settings(),
+        limits=Limits(max_queued_requests=2),
+        engine=EngineSettings(max_batch=1),
+    )
+    body = {**HELLO, "max_tokens": 40, "ignore_eos": True}
+
+    async def burst(url: str) -> list[httpx.Response]:
+        async with httpx.AsyncClient(timeout=120) as client:
+            calls = [client.post(f"{url}/v1/chat/completions", json=body) for _ in range(10)]
+            return await asyncio.gather(*calls)
+
+    with _server(default_model, settings) as server:
+        replies = asyncio.run(burst(server.url))
+        codes = sorted(r.status_code for r in replies)
+        assert set(codes) == {200, 429}, codes
+        for r in replies:
+            if r.status_code == 429:
+                assert r.headers["Retry-After"] and r.json()["error"]["code"] == "queue_full"
+            else:
+                assert r.json()["usage"]["completion_tokens"] == 40  # served in full
+        assert httpx.post(f"{server.url}/v1/chat/completions", json=HELLO).status_code == 200
