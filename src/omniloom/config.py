@@ -58,6 +58,7 @@ class Settings:
     threads: int = 0  # 0: one per available core
     seed: int = 0
     perception: str = "native"  # native | cascade | hybrid (default for requests that omit it)
+    scan_media_text: bool = False  # OCR every image to flag prompt injection, native path too
     host: str = "127.0.0.1"
     port: int = 8000
     api_keys_file: str = ""  # JSON of hashed keys (``omniloom keys add``); empty: no auth

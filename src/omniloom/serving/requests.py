@@ -7,7 +7,7 @@ that cannot be fetched or decoded, and prompts that do not fit the context.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from omniloom.config import Settings
 from omniloom.engine.grammar import GrammarCompiler
@@ -17,6 +17,7 @@ from omniloom.media.fetch import load_image_bytes
 from omniloom.media.image import decode_image
 from omniloom.models.registry import LoadedModel
 from omniloom.perception.cascade import PerceptionCascade
+from omniloom.perception.injection import Finding
 from omniloom.processing.image_item import prepare_image
 from omniloom.processing.prompt import MediaPart, Message, Prompt, TextPart, build_prompt
 from omniloom.serving.schemas import ChatCompletionRequest, ChatMessage, ContentPart
@@ -34,6 +35,14 @@ class PreparedRequest:
     prompt: Prompt
     params: SamplingParams
     perception: str = "native"
+    scanned: bool = False  # whether text in the media was scanned for prompt injection
+    injection: list[Finding] = field(default_factory=list)
+
+    def media_safety(self) -> dict | None:
+        if not self.scanned:
+            return None
+        findings = [f.as_dict() for f in self.injection]
+        return {"prompt_injection": bool(findings), "findings": findings}
 
 
 @dataclass(frozen=True)
@@ -44,6 +53,13 @@ class MediaContext:
     settings: Settings
     perception: str = "native"
     cascade: PerceptionCascade | None = None
+    injection: list[Finding] = field(default_factory=list)  # filled while converting media
+
+    @property
+    def scans(self) -> bool:
+        return self.cascade is not None and (
+            self.perception != "native" or self.settings.scan_media_text
+        )
 
 
 def check_model(req_model: str, model: LoadedModel) -> None:
@@ -74,7 +90,11 @@ def _convert_image(part: ContentPart, where: str, ctx: MediaContext) -> list:
     )
     parts: list = [] if ctx.perception == "cascade" else [MediaPart(item)]
     if ctx.perception != "native":
-        parts.append(TextPart("\n" + ctx.cascade.describe(decoded.image).as_context() + "\n"))
+        seen = ctx.cascade.describe(decoded.image)
+        parts.append(TextPart("\n" + seen.as_context() + "\n"))
+        ctx.injection.extend(seen.injection)
+    elif ctx.scans:
+        ctx.injection.extend(ctx.cascade.read_text(decoded.image).injection)
     return parts
 
 
@@ -143,7 +163,7 @@ def _media_context(req, model, settings, cascade) -> MediaContext:
             param="messages",
         )
     mode = req.perception or settings.perception
-    if mode != "native" and cascade is None:
+    if (mode != "native" or settings.scan_media_text) and cascade is None:
         raise InvalidRequest(
             f"perception '{mode}' is not available on this server.", param="perception"
         )
@@ -228,4 +248,4 @@ def prepare(
     ctx = _media_context(req, model, settings, cascade)
     prompt = _build(req, ctx)
     params = sampling_params(req, len(prompt.token_ids), model, settings, grammars)
-    return PreparedRequest(prompt, params, ctx.perception)
+    return PreparedRequest(prompt, params, ctx.perception, ctx.scans, ctx.injection)

@@ -43,7 +43,8 @@ class ServerState:
 
     def cascade_for(self, requested: str | None) -> PerceptionCascade | None:
         """The perception cascade, built on first use, if this request's mode needs it."""
-        if (requested or self.settings.perception) == "native":
+        native = (requested or self.settings.perception) == "native"
+        if native and not self.settings.scan_media_text:
             return None
         with self._cascade_lock:
             if self._cascade is None:

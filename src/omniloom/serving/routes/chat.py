@@ -35,15 +35,11 @@ async def chat_completions(body: ChatCompletionRequest, request: Request):
         return StreamingResponse(
             _stream(state, prepared, include_usage, submitted),
             media_type="text/event-stream",
-            headers={
-                "Cache-Control": "no-cache",
-                "X-Accel-Buffering": "no",
-                "X-Omniloom-Perception": prepared.perception,
-            },
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no", **_headers(prepared)},
         )
     return JSONResponse(
         await _complete(state, prepared, submitted),
-        headers={"X-Omniloom-Perception": prepared.perception},
+        headers=_headers(prepared),
     )
 
 
@@ -70,7 +66,18 @@ async def _complete(state: ServerState, prepared: PreparedRequest, submitted: Su
         logprobs if wants_logprobs else None,
     )
     body["perception"] = prepared.perception
+    if (safety := prepared.media_safety()) is not None:
+        body["media_safety"] = safety
     return body
+
+
+def _headers(prepared: PreparedRequest) -> dict[str, str]:
+    """Which perception path ran, and whether text in the media looked like an injection."""
+    headers = {"X-Omniloom-Perception": prepared.perception}
+    if (safety := prepared.media_safety()) is not None:
+        flagged = safety["prompt_injection"]
+        headers["X-Omniloom-Prompt-Injection"] = "flagged" if flagged else "none"
+    return headers
 
 
 def _usage(prepared: PreparedRequest, done: Done) -> dict:
