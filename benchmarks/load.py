@@ -151,7 +151,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--probe-concurrency", type=int, default=16)
     p.add_argument("--probe-seconds", type=float, default=20)
     p.add_argument("--request-timeout", type=float, default=300)
-    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "int8"])
     p.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "load.json"))
     return p
 

@@ -54,7 +54,7 @@ class Settings:
     """Server-wide settings."""
 
     model_name: str = "omniloom-smol"
-    dtype: str = "auto"  # auto | float32 | bfloat16
+    dtype: str = "auto"  # auto | float32 | bfloat16 | int8 (int8 weights, bf16 activations)
     threads: int = 0  # 0: one per available core
     seed: int = 0
     perception: str = "native"  # native | cascade | hybrid (default for requests that omit it)

@@ -11,6 +11,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from omniloom.models.quantize import linear_dtype
+
 
 class LoRALinear(nn.Module):
     def __init__(self, base: nn.Linear, rank: int, alpha: float):
@@ -65,8 +67,8 @@ def load_lora(model: nn.Module, state: dict[str, torch.Tensor]) -> int:
         linear = modules[name]
         a, b = state[key], state[f"{name}.lora_b"]
         adapter = LoRALinear(linear, a.shape[0], float(state[f"{name}.scale"]) * a.shape[0])
-        adapter.lora_a.data = a.to(linear.weight.dtype)
-        adapter.lora_b.data = b.to(linear.weight.dtype)
+        adapter.lora_a.data = a.to(linear_dtype(linear))
+        adapter.lora_b.data = b.to(linear_dtype(linear))
         adapter.requires_grad_(False)
         setattr(modules[parent_name] if parent_name else model, child_name, adapter)
         loaded += 1

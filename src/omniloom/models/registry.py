@@ -19,6 +19,7 @@ from omniloom.models.backbones.llama import LlamaForCausalLM, RotaryEmbedding
 from omniloom.models.encoders.efficientnet_lite import EfficientNetLite0Encoder
 from omniloom.models.lora import load_lora
 from omniloom.models.projectors import build_projector
+from omniloom.models.quantize import quantize_int8
 from omniloom.models.tokenizer import TextTokenizer
 from omniloom.models.vlm import VisionLanguageModel
 from omniloom.models.weights.checkpoint import Checkpoint
@@ -59,6 +60,9 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
 
 
 def resolve_dtype(name: str) -> torch.dtype:
+    """The activation dtype; ``int8`` means int8 weights with bf16 activations."""
+    if name == "int8":
+        return torch.bfloat16
     if name == "auto":
         return torch.bfloat16 if _cpu_has_bf16() or torch.cuda.is_available() else torch.float32
     return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
@@ -109,8 +113,9 @@ def build_vlm(
         vlm = VisionLanguageModel(backbone, encoder, projector, MediaVocabulary(text_vocab_size))
         nn_std = backbone.model.embed_tokens.weight.float().std().item()
         torch.nn.init.normal_(vlm.media_embed.weight, std=nn_std)
-    vlm.projector.to(backbone.lm_head.weight.device)
-    vlm.media_embed.to(backbone.lm_head.weight.device)
+    device = backbone.model.embed_tokens.weight.device
+    vlm.projector.to(device)
+    vlm.media_embed.to(device)
     return vlm.eval()
 
 
@@ -142,6 +147,8 @@ def load_model(
     ckpt = load_checkpoint(weights or smollm2_gguf_path())
     tokenizer = TextTokenizer(ckpt.tokenizer)
     backbone = build_backbone(ckpt, resolve_dtype(dtype), device)
+    if dtype == "int8":  # the tied head gets its own int8 copy; the embedding stays bf16
+        quantize_int8(backbone)
     vlm = build_vlm(backbone, ckpt.config.vocab_size)
     if weights is None and not fresh_adapter:
         load_adapter(vlm)

@@ -39,11 +39,11 @@ class VisionLanguageModel(nn.Module):
 
     @property
     def dtype(self) -> torch.dtype:
-        return self.backbone.lm_head.weight.dtype
+        return self.backbone.model.embed_tokens.weight.dtype
 
     @property
     def device(self) -> torch.device:
-        return self.backbone.lm_head.weight.device
+        return self.backbone.model.embed_tokens.weight.device
 
     def tokens_per_tile(self) -> int:
         return self.projector.num_output_tokens(self.encoder.tokens_per_tile())

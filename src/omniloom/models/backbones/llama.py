@@ -131,7 +131,7 @@ class LlamaForCausalLM(nn.Module):
 
     def new_cache(self, batch: int, max_len: int) -> StaticKVCache:
         cfg = self.config
-        w = self.lm_head.weight
+        w = self.model.embed_tokens.weight
         return StaticKVCache(
             cfg.num_layers, batch, cfg.num_kv_heads, max_len, cfg.dim_per_head, w.dtype, w.device
         )
