@@ -34,6 +34,9 @@ class Limits:
     max_n: int = 8
     fetch_timeout_s: float = 10.0
     fetch_max_redirects: int = 3
+    fetch_allow_domains: str = ""  # comma-separated; non-empty: only these hosts (and subdomains)
+    fetch_deny_domains: str = ""  # comma-separated hosts (and subdomains) never fetched
+    local_media_dir: str = ""  # file:// URLs are served only from inside this directory
     max_queued_requests: int = 64  # beyond this, new requests get 429 with Retry-After
     request_timeout_s: float = 300.0  # a generation still running after this is cut off
 

@@ -26,6 +26,7 @@ class Outcome:
         self.reasons = [""] * n
         self.logprobs: list = []
         self.stats = None
+        self.error: BaseException | None = None
         self.done = threading.Event()
 
     def __call__(self, event) -> None:
@@ -38,7 +39,8 @@ class Outcome:
             self.stats = event.stats
             self.done.set()
         elif isinstance(event, Failed):
-            raise AssertionError(event.error)
+            self.error = event.error
+            self.done.set()
 
 
 def submit(engine: Engine, prompt, params=GREEDY) -> tuple[Job, Outcome]:
@@ -46,10 +48,11 @@ def submit(engine: Engine, prompt, params=GREEDY) -> tuple[Job, Outcome]:
     return engine.submit(Job(prompt, params, outcome)), outcome
 
 
-def run_all(engine: Engine, prompts, params=GREEDY) -> list[Outcome]:
+def run_all(engine: Engine, prompts, params=GREEDY, failures_ok=False) -> list[Outcome]:
     outcomes = [submit(engine, p, params)[1] for p in prompts]
     for o in outcomes:
         assert o.done.wait(180)
+        assert failures_ok or o.error is None, o.error
     return outcomes
 
 
@@ -143,3 +146,30 @@ def test_logprobs_are_log_probabilities_of_sampled_tokens(engine, default_model)
         best_id, best = entry.top[0]
         assert entry.token_id == best_id and entry.logprob == pytest.approx(best)
         assert all(lp <= 0 for _, lp in entry.top) and len(entry.top) == 3
+
+
+def test_encoder_fault_fails_only_its_request(engine, default_model, astronaut_jpeg, monkeypatch):
+    from tests.conftest import png_bytes
+
+    np = __import__("numpy")
+    poison = png_bytes(np.full((32, 32, 3), (255, 0, 255), dtype="uint8"))
+    vlm, real = default_model.vlm, default_model.vlm.encode_tiles
+
+    def crashing(tiles):
+        magenta = (tiles[:, 0] == 255) & (tiles[:, 1] == 0) & (tiles[:, 2] == 255)
+        if magenta.flatten(1).float().mean(1).max() > 0.5:
+            raise RuntimeError("encoder crashed")
+        return real(tiles)
+
+    monkeypatch.setattr(vlm, "encode_tiles", crashing)
+    prompts = [
+        image_prompt(default_model, poison, "What colour is this?"),
+        image_prompt(default_model, astronaut_jpeg, "Who is this?"),
+        text_prompt(default_model, "What is 2+2?"),
+    ]
+    bad, good_image, good_text = run_all(engine, prompts, failures_ok=True)
+    assert isinstance(bad.error, RuntimeError)
+    assert good_image.error is None and good_image.texts[0]
+    assert good_text.error is None and good_text.texts[0]
+    monkeypatch.undo()
+    assert run_all(engine, [text_prompt(default_model, "Hi")])[0].texts[0]  # still serving

@@ -21,6 +21,20 @@ def test_splits_differ_and_test_fonts_are_unseen():
     assert not set(FONTS["test"]) & set(FONTS["train"])
 
 
+def test_test_shades_are_new_but_in_family():
+    import random
+
+    from omniloom.eval.synthetic import COLOURS, _shade
+
+    for colour in COLOURS:
+        rng = random.Random(0)
+        train = {_shade(colour, "train", rng) for _ in range(400)}
+        test = {_shade(colour, "test", rng) for _ in range(400)}
+        assert len(train) > 300 and not train & test  # a wide spread, and disjoint
+        others = {c: {_shade(c, "train", rng) for _ in range(200)} for c in COLOURS if c != colour}
+        assert all(not test & shades for shades in others.values())
+
+
 def test_questions_are_unambiguous_and_pope_is_balanced():
     samples = make_split("train", 400)
     exists = [q for s in samples for q in s.questions if q.kind == "exists"]
@@ -43,6 +57,7 @@ def test_extraction_by_kind():
     assert scoring.is_correct("ocr", 'The text says "Stop".', "stop")
     assert scoring.is_correct("ocr", "stop", "stop")
     assert not scoring.is_correct("ocr", "The text says stop.", "stop")  # exact match, not contains
+    assert scoring.is_correct("ocr", 'The text says: "The North."', "north")  # articles dropped
 
 
 def test_pope_metrics():

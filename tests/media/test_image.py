@@ -114,10 +114,29 @@ def test_private_addresses_refused(url):
         load_image_bytes(url, LIMITS)
 
 
-@pytest.mark.parametrize("url", ["file:///etc/passwd", "ftp://example.com/x.png", "gopher://x"])
+@pytest.mark.parametrize("url", ["ftp://example.com/x.png", "gopher://x"])
 def test_other_schemes_refused(url):
     with pytest.raises(MediaError, match="Only https"):
         load_image_bytes(url, LIMITS)
+
+
+def test_local_files_only_from_the_configured_directory(tmp_path):
+    media, outside = tmp_path / "media", tmp_path / "secret.png"
+    media.mkdir()
+    (media / "ok.png").write_bytes(png_bytes(np.zeros((4, 4, 3), np.uint8)))
+    outside.write_bytes(b"secret")
+    (media / "link.png").symlink_to(outside)
+    limits = Limits(local_media_dir=str(media))
+    assert load_image_bytes(f"file://{media}/ok.png", limits).startswith(b"\x89PNG")
+    with pytest.raises(MediaError, match="not served"):
+        load_image_bytes("file:///etc/passwd", LIMITS)
+    for escape in (
+        f"file://{media}/../secret.png",
+        f"file://{media}/link.png",
+        "file:///etc/passwd",
+    ):
+        with pytest.raises(MediaError, match="not in the local media directory"):
+            load_image_bytes(escape, limits)
 
 
 def test_public_address_passes():

@@ -111,3 +111,17 @@ def test_type_is_judged_from_bytes_and_size_is_bounded(monkeypatch):
     finally:
         lying.shutdown()
         honest_png_as_text.shutdown()
+
+
+def test_domain_lists_are_checked_before_connecting(monkeypatch, target):
+    _treat_as_public(monkeypatch, target.port)
+    url = f"http://img.cdn.example:{target.port}/a.png"
+    for limits in (
+        Limits(fetch_deny_domains="cdn.example"),
+        Limits(fetch_allow_domains="images.example.org, other.example"),
+    ):
+        with pytest.raises(MediaError, match="not allowed"):
+            fetch.load_image_bytes(url, limits)
+    assert target.hits == 0
+    assert fetch.load_image_bytes(url, Limits(fetch_allow_domains="example")) == PNG
+    assert target.hits == 1

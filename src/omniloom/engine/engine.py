@@ -167,10 +167,28 @@ class Engine:
                 break
             self._waiting.popleft()
             admitted.append(seq)
-        self._embed_prompts([s for s in admitted if s.prompt_embeds is None])
+        admitted = self._embed_isolating_faults(admitted)
         for seq in admitted:
             self._match_prefix(seq)
             self._running.append(seq)
+
+    def _embed_isolating_faults(self, admitted: list[Sequence]) -> list[Sequence]:
+        """Embed all together; if that fails, one by one, failing only the requests that fail."""
+        try:
+            self._embed_prompts([s for s in admitted if s.prompt_embeds is None])
+            return admitted
+        except Exception:
+            log.exception("batched media encoding failed; retrying request by request")
+        survivors = []
+        for seq in admitted:
+            try:
+                if seq.prompt_embeds is None:
+                    self._embed_prompts([seq])
+                survivors.append(seq)
+            except Exception as exc:
+                log.exception("media encoding failed for one request")
+                seq.job.emit(Failed(exc))
+        return survivors
 
     def _fits(self, seq: Sequence, admitted: list[Sequence]) -> bool:
         """Room for the whole of its tokens, plus a block of growth for each running sequence."""

@@ -24,8 +24,12 @@ _VOCAB = {"shape": SHAPES, "colour": COLOURS, "size": ("large", "small"), "yesno
 YES_NO_KINDS = ("position", "exists")
 
 
+_ARTICLES = {"a", "an", "the"}
+
+
 def words(text: str) -> list[str]:
-    return re.findall(r"[a-z0-9]+", text.lower())
+    """Lower-case words without punctuation or articles (the VQA evaluation's normalisation)."""
+    return [w for w in re.findall(r"[a-z0-9]+", text.lower()) if w not in _ARTICLES]
 
 
 def extract(kind: str, prediction: str) -> str:

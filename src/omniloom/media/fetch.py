@@ -1,8 +1,10 @@
 """Turn an ``image_url`` into bytes: data URLs inline, http(s) fetched with SSRF checks.
 
-Remote fetches resolve the host once, refuse any address that is not globally routable
-(private, loopback, link-local, multicast, reserved, cloud metadata) and connect to the
-checked address, repeating the check on every redirect hop. Size and time are bounded.
+Remote fetches check the host against the allow/deny lists, resolve it once, refuse any
+address that is not globally routable (private, loopback, link-local, multicast, reserved,
+cloud metadata) and connect to the checked address, repeating every check on every redirect
+hop. Size and time are bounded. ``file://`` URLs are read only from inside the configured
+local media directory (symlinks resolved first), and refused when none is configured.
 """
 
 from __future__ import annotations
@@ -12,7 +14,8 @@ import binascii
 import ipaddress
 import re
 import socket
-from urllib.parse import urljoin, urlsplit
+from pathlib import Path
+from urllib.parse import unquote, urljoin, urlsplit
 
 import httpx
 
@@ -58,12 +61,43 @@ def check_public_address(host: str, port: int) -> str:
     return str(addresses[0])
 
 
+def _domains(spec: str) -> list[str]:
+    return [d.strip().lower().rstrip(".") for d in spec.split(",") if d.strip()]
+
+
+def _matches(host: str, domains: list[str]) -> bool:
+    return any(host == d or host.endswith("." + d) for d in domains)
+
+
+def check_domain_lists(host: str, limits: Limits) -> None:
+    host = host.lower().rstrip(".")
+    allowed = _domains(limits.fetch_allow_domains)
+    if _matches(host, _domains(limits.fetch_deny_domains)) or (
+        allowed and not _matches(host, allowed)
+    ):
+        raise MediaError(f"Fetching images from '{host}' is not allowed here.", param="image_url")
+
+
+def read_local_file(url: str, limits: Limits) -> bytes:
+    """A ``file://`` URL inside ``local_media_dir``, bounded in size."""
+    if not limits.local_media_dir:
+        raise MediaError("Local files are not served here.", param="image_url")
+    root = Path(limits.local_media_dir).resolve()
+    path = Path(unquote(urlsplit(url).path)).resolve()
+    if not path.is_relative_to(root) or not path.is_file():
+        raise MediaError("The file is not in the local media directory.", param="image_url")
+    if path.stat().st_size > limits.max_image_bytes:
+        raise MediaError(f"The file exceeds {limits.max_image_bytes} bytes.", param="image_url")
+    return path.read_bytes()
+
+
 def _fetch_once(client: httpx.Client, url: str, limits: Limits) -> httpx.Response | bytes:
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise MediaError(
             "Only https, http and data URLs are accepted for images.", param="image_url"
         )
+    check_domain_lists(parts.hostname, limits)
     port = parts.port or (443 if parts.scheme == "https" else 80)
     address = check_public_address(parts.hostname, port)
     ext = {"sni_hostname": parts.hostname} if parts.scheme == "https" else {}
@@ -107,4 +141,6 @@ def fetch_url(url: str, limits: Limits) -> bytes:
 def load_image_bytes(url: str, limits: Limits) -> bytes:
     if url.startswith("data:"):
         return decode_data_url(url, limits)
+    if url.startswith("file:"):
+        return read_local_file(url, limits)
     return fetch_url(url, limits)
