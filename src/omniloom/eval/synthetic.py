@@ -1,13 +1,15 @@
 """A deterministic generator of image–text data: shapes, colours, counts, sizes, positions, text.
 
 Every sample is a function of (split, index) alone. The test split uses its own seeds, its own
-fonts and its own colour shades, so a model that scores on it has learned the concepts rather
-than memorised pixels. Each sample carries a caption (alignment), question–answer pairs by type
+fonts and its own colour shades (hue bands interleaved with the training ones inside each
+colour family), so a model that scores on it has learned the concepts rather than memorised
+pixels. Each sample carries a caption (alignment), question–answer pairs by type
 (instruction tuning and VQA), and yes/no existence questions, half about absent objects (POPE).
 """
 
 from __future__ import annotations
 
+import colorsys
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,12 +19,13 @@ from PIL import Image, ImageDraw, ImageFont
 SIZE = 224
 SHAPES = ("circle", "square", "triangle")
 COLOURS = ("red", "green", "blue", "yellow")
-_HUES = {  # (train/validation shade, test shade) per colour name
-    "red": ((215, 40, 40), (170, 20, 60)),
-    "green": ((40, 170, 60), (20, 120, 40)),
-    "blue": ((40, 70, 220), (30, 110, 180)),
-    "yellow": ((235, 210, 40), (250, 180, 20)),
+_FAMILIES = {  # hue range in degrees, saturation range, value range per colour name
+    "red": ((-12.0, 10.0), (0.65, 1.0), (0.55, 0.95)),
+    "green": ((95.0, 145.0), (0.55, 1.0), (0.45, 0.85)),
+    "blue": ((205.0, 235.0), (0.55, 1.0), (0.55, 0.95)),
+    "yellow": ((46.0, 58.0), (0.7, 1.0), (0.85, 1.0)),
 }
+HUE_BAND = 2.0  # degrees: train/validation shades use even bands, test shades the odd ones
 _SPLIT_SEEDS = {"train": 1_000_003, "val": 2_000_003, "test": 3_000_017}
 _WORDS = (
     "open",
@@ -90,8 +93,12 @@ class Thing:
 
 
 def _shade(colour: str, split: str, rng: random.Random) -> tuple[int, int, int]:
-    base = _HUES[colour][1 if split == "test" else 0]
-    return tuple(max(0, min(255, c + rng.randint(-12, 12))) for c in base)
+    """A shade of ``colour``: its hue falls in an even band for train/val, an odd one for test."""
+    (lo, hi), sat, val = _FAMILIES[colour]
+    band = rng.randrange(int((hi - lo) / HUE_BAND) // 2) * 2 + (split == "test")
+    hue = (lo + (band + rng.random()) * HUE_BAND) % 360
+    rgb = colorsys.hsv_to_rgb(hue / 360, rng.uniform(*sat), rng.uniform(*val))
+    return tuple(round(255 * c) for c in rgb)
 
 
 def _draw_thing(draw: ImageDraw.ImageDraw, thing: Thing, fill, rng: random.Random) -> None:

