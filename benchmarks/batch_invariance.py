@@ -82,7 +82,8 @@ def main() -> None:
     )
     args = parser.parse_args()
     port = free_port()
-    proc = start_omniloom(port, args.dtype)
+    queue = str(args.requests)  # all of them at once: the queue bound must not refuse any
+    proc = start_omniloom(port, args.dtype, limits_max_queued_requests=queue)
     url = f"http://127.0.0.1:{port}"
     try:
         wait_healthy(url, proc)

@@ -41,7 +41,7 @@ def bytes_per_token(backbone: torch.nn.Module) -> int:
 
 def omniloom_rate(dtype: str, tokens: int, runs: int) -> tuple[float, int]:
     model = load_model(dtype=dtype)
-    engine = Engine(model)
+    engine = Engine(model, start=False)  # steps on this (the main) thread
     prompt = build_prompt([Message("user", [TextPart(PROMPT)])], model.template, model.tokenizer)
     params = SamplingParams(max_tokens=tokens, temperature=0.0, ignore_eos=True)
     rates = []

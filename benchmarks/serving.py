@@ -161,8 +161,10 @@ def memory_bandwidth_gbs() -> float:
     return data.nbytes / statistics.median(times) / 1e9
 
 
-def start_omniloom(port: int, dtype: str) -> subprocess.Popen:
+def start_omniloom(port: int, dtype: str, **settings: str) -> subprocess.Popen:
+    """``omniloom serve`` on ``port``; ``settings`` are extra ``OMNILOOM_*`` variables."""
     env = {**os.environ, "OMNILOOM_DTYPE": dtype, "OMNILOOM_ENGINE_MAX_BATCH": "32"}
+    env.update({f"OMNILOOM_{k.upper()}": v for k, v in settings.items()})
     cmd = [sys.executable, "-m", "omniloom.cli", "serve", "--port", str(port)]
     return subprocess.Popen(cmd, env=env, cwd=REPO, stdout=subprocess.DEVNULL)
 

@@ -10,7 +10,9 @@ from __future__ import annotations
 import argparse
 import base64
 import mimetypes
+import signal
 import sys
+import threading
 from pathlib import Path
 
 from omniloom.config import Settings
@@ -39,14 +41,29 @@ def cmd_serve(args: argparse.Namespace) -> int:
     settings = Settings.from_env(
         host=args.host, port=args.port, dtype=args.dtype, threads=args.threads
     )
-    state = build_state(settings, weights=args.weights)
-    app = create_app(state)
+    state = build_state(settings, weights=args.weights, start_engine=False)
+    config = uvicorn.Config(
+        create_app(state), host=settings.host, port=settings.port, log_level=args.log_level
+    )
+    server = uvicorn.Server(config)
+    http = threading.Thread(target=server.run, name="http", daemon=True)
+
+    def stop(*_) -> None:  # finish in-flight requests, then stop the engine
+        server.should_exit = True
+
+    def engine_stops_after_http() -> None:
+        http.join()
+        state.engine.shutdown()
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    http.start()
+    threading.Thread(target=engine_stops_after_http, daemon=True).start()
     print(
         f"omniloom: serving {state.model.name} on http://{settings.host}:{settings.port}/v1",
         flush=True,
     )
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level=args.log_level)
-    state.engine.shutdown()
+    state.engine.run_forever()  # on the main thread: see Engine.run_forever
     return 0
 
 
@@ -65,7 +82,7 @@ def cmd_chat(args: argparse.Namespace) -> int:
     from omniloom.serving.schemas import ChatCompletionRequest
 
     settings = Settings.from_env(dtype=args.dtype, threads=args.threads, perception=args.perception)
-    state = build_state(settings, weights=args.weights)
+    state = build_state(settings, weights=args.weights, start_engine=False)
     content = [{"type": "text", "text": args.question}]
     content += [_image_part(p, args.detail) for p in args.image]
     body = ChatCompletionRequest(

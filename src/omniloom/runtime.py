@@ -20,11 +20,13 @@ def default_threads(settings: Settings) -> int:
     return settings.threads or len(os.sched_getaffinity(0))
 
 
-def build_state(settings: Settings, weights: str | None = None) -> ServerState:
+def build_state(
+    settings: Settings, weights: str | None = None, start_engine: bool = True
+) -> ServerState:
     os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
     model = load_model(settings.model_name, weights=weights, dtype=settings.dtype)
     log.info("loaded %s (%s)", model.name, model.vlm.dtype)
-    engine = Engine(model, settings.engine, threads=default_threads(settings))
+    engine = Engine(model, settings.engine, default_threads(settings), start=start_engine)
     return ServerState(settings, model, engine, keys=KeyStore.from_file(settings.api_keys_file))
 
 

@@ -47,7 +47,11 @@ log = logging.getLogger(__name__)
 
 class Engine:
     def __init__(
-        self, model: LoadedModel, settings: EngineSettings | None = None, threads: int = 0
+        self,
+        model: LoadedModel,
+        settings: EngineSettings | None = None,
+        threads: int = 0,
+        start: bool = True,
     ):
         self.model = model
         self.settings = settings or EngineSettings()
@@ -64,9 +68,10 @@ class Engine:
         self._inbox: queue.Queue[Job | None] = queue.Queue()
         self._waiting: deque[Sequence] = deque()
         self._running: list[Sequence] = []
-        self._stopping = False
-        self._thread = threading.Thread(target=self._run, name="omniloom-engine", daemon=True)
-        self._thread.start()
+        self._thread = None
+        if start:
+            self._thread = threading.Thread(target=self.run_forever, name="engine", daemon=True)
+            self._thread.start()
 
     def _make_pool(self) -> KVPool:
         cfg, dtype = self.model.vlm.backbone.config, self.model.vlm.dtype
@@ -98,11 +103,14 @@ class Engine:
         return self.blocks.used() / self.blocks.num_blocks
 
     def shutdown(self) -> None:
+        """Stop the loop after the step in progress (waits for it when it runs in a thread)."""
         self._inbox.put(None)
-        self._thread.join(timeout=30)
+        if self._thread is not None:
+            self._thread.join(timeout=30)
 
     def run_to_completion(self, job: Job) -> None:
-        """Submit ``job`` and block until it is done (the CLI and benchmarks)."""
+        """Submit ``job`` and return when it is done (the CLI and benchmarks). Without a worker
+        thread, the engine steps on the calling thread until then."""
         done = threading.Event()
         emit = job.emit
 
@@ -113,11 +121,15 @@ class Engine:
 
         job.emit = relay
         self.submit(job)
+        while self._thread is None and not done.is_set() and self._collect_jobs():
+            self.step()
         done.wait()
 
     # -- the loop ---------------------------------------------------------------------------
 
-    def _run(self) -> None:
+    def run_forever(self) -> None:
+        """The engine loop, until ``shutdown``. ``omniloom serve`` runs it on the main thread:
+        PyTorch's CPU kernels run about half as fast from other threads here (measured)."""
         while self._collect_jobs():
             try:
                 self.step()
