@@ -93,8 +93,9 @@ class Engine:
         return job
 
     def queue_depth(self) -> int:
-        """Requests accepted but not yet running."""
-        return self._inbox.qsize() + len({id(s.run) for s in self._waiting})
+        """Requests accepted but not yet running (called from other threads: snapshot first)."""
+        waiting = tuple(self._waiting)  # one C-level copy under the GIL
+        return self._inbox.qsize() + len({id(s.run) for s in waiting})
 
     def running(self) -> int:
         return len(self._running)
