@@ -44,7 +44,7 @@ def test_counted_tokens_equal_emitted(encoder, size, detail):
     rng = np.random.default_rng(size[0] * 7 + size[1])
     data = png_bytes(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8))
     decoded = decode_image(data, Limits())
-    projector = build_projector("mlp", 1280, 64)
+    projector = build_projector("mlp", encoder.feature_dim, 64)
     item = prepare_image(
         decoded, detail, ImageSettings(), projector.num_output_tokens(49), MediaVocabulary(1000)
     )
@@ -58,7 +58,7 @@ def test_counted_tokens_equal_emitted(encoder, size, detail):
 
 @pytest.mark.parametrize("kind", ["linear", "mlp", "resampler"])
 def test_projectors_declare_their_token_count(encoder, kind):
-    projector = build_projector(kind, 1280, 96)
+    projector = build_projector(kind, encoder.feature_dim, 96)
     tiles = torch.randint(0, 256, (3, 3, 224, 224), dtype=torch.uint8)
     with torch.inference_mode():
         out = projector(encoder(tiles))
