@@ -64,7 +64,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         flush=True,
     )
     state.engine.run_forever()  # on the main thread: see Engine.run_forever
-    return 0
+    return 0 if server.started else 1  # e.g. the port was taken
 
 
 def _image_part(path: str, detail: str) -> dict:
