@@ -37,12 +37,17 @@ from omniloom.engine.sequence import (
     TokenLogprob,
 )
 from omniloom.models.backbones.paged_kv import KVPool, PagedBatch, SequenceChunk
-from omniloom.models.lora import set_lora_active
+from omniloom.models.lora import lora_layers, set_lora_active
 from omniloom.models.registry import LoadedModel
 
 __all__ = ["Delta", "Done", "Engine", "Event", "Failed", "Finished", "Job"]
 
 log = logging.getLogger(__name__)
+
+
+def _last_hash(seq: Sequence) -> bytes:
+    """The hash the sequence's next full block chains from (the adapter's root at first)."""
+    return seq.hashes[-1] if seq.hashes else root_hash("vision" if seq.lora else "base")
 
 
 class Engine:
@@ -64,6 +69,7 @@ class Engine:
         if threads > 0:
             torch.set_num_threads(threads)
         self.pool = self._make_pool()
+        self._lora = lora_layers(model.vlm.backbone)  # switched every step: collect once
         self.blocks = BlockAllocator(self.pool.num_blocks)
         self._inbox: queue.Queue[Job | None] = queue.Queue()
         self._waiting: deque[Sequence] = deque()
@@ -239,7 +245,7 @@ class Engine:
     def _match_prefix(self, seq: Sequence) -> None:
         """Take every leading full block already in the cache (always leaving one token to run)."""
         bs = self.settings.block_size
-        parent = seq.hashes[-1] if seq.hashes else root_hash("vision" if seq.lora else "base")
+        parent = _last_hash(seq)
         for index in range(len(seq.blocks), (len(seq.tokens) - 1) // bs):
             block_hash = chain_hash(parent, seq.keys[index * bs : (index + 1) * bs])
             block = self.blocks.lookup(block_hash)
@@ -255,7 +261,7 @@ class Engine:
 
     def _register_full_blocks(self, seq: Sequence) -> None:
         bs = self.settings.block_size
-        parent = seq.hashes[-1] if seq.hashes else root_hash("vision" if seq.lora else "base")
+        parent = _last_hash(seq)
         for index in range(len(seq.hashes), seq.computed // bs):
             parent = chain_hash(parent, seq.keys[index * bs : (index + 1) * bs])
             self.blocks.register(seq.blocks[index], parent)
@@ -321,7 +327,7 @@ class Engine:
         batch = PagedBatch(self.pool, chunks)
         mask = torch.cat(lora)
         set_lora_active(
-            backbone, bool(mask[0]) if mask.min() == mask.max() else mask[None, :, None]
+            self._lora, bool(mask[0]) if mask.min() == mask.max() else mask[None, :, None]
         )
         hidden = backbone.hidden_states(
             torch.cat(embeds).unsqueeze(0).to(self.model.vlm.dtype), batch

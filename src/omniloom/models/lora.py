@@ -75,8 +75,12 @@ def load_lora(model: nn.Module, state: dict[str, torch.Tensor]) -> int:
     return loaded
 
 
-def set_lora_active(model: nn.Module, active: bool | torch.Tensor) -> None:
-    """On, off, or per token: a 0/1 mask shaped like the input's token dims plus one."""
-    for module in model.modules():
-        if isinstance(module, LoRALinear):
-            module.active = active
+def lora_layers(model: nn.Module) -> list[LoRALinear]:
+    return [m for m in model.modules() if isinstance(m, LoRALinear)]
+
+
+def set_lora_active(model: nn.Module | list[LoRALinear], active: bool | torch.Tensor) -> None:
+    """On, off, or per token: a 0/1 mask shaped like the input's token dims plus one.
+    A hot loop passes ``lora_layers(model)`` once collected instead of the model."""
+    for layer in model if isinstance(model, list) else lora_layers(model):
+        layer.active = active
