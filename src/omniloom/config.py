@@ -38,7 +38,7 @@ class Limits:
     fetch_deny_domains: str = ""  # comma-separated hosts (and subdomains) never fetched
     local_media_dir: str = ""  # file:// URLs are served only from inside this directory
     max_queued_requests: int = 64  # beyond this, new requests get 429 with Retry-After
-    request_timeout_s: float = 300.0  # a generation still running after this is cut off
+    request_timeout_s: float = 300.0  # then 503 if it never started, 504 if it was generating
 
 
 @dataclass(frozen=True)

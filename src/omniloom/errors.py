@@ -19,6 +19,11 @@ class OmniloomError(Exception):
         self.param = param
         self.code = code
 
+    def headers(self) -> dict[str, str]:
+        """Response headers that go with this error (``Retry-After`` where a retry may help)."""
+        retry_after = getattr(self, "retry_after", None)
+        return {"Retry-After": str(retry_after)} if retry_after else {}
+
     def to_dict(self) -> dict:
         return {
             "error": {
@@ -92,11 +97,28 @@ class RateLimited(OmniloomError):
 
 
 class ServiceUnavailable(OmniloomError):
-    """The server is shutting down and takes no new work (503, ``Retry-After``)."""
+    """The server is shutting down, or too busy to start this request in time (503,
+    ``Retry-After``)."""
 
     status = 503
     type = "server_error"
 
-    def __init__(self, message: str, retry_after: float = 5):
-        super().__init__(message, code="service_unavailable")
+    def __init__(self, message: str, retry_after: float = 5, code: str = "service_unavailable"):
+        super().__init__(message, code=code)
         self.retry_after = max(1, round(retry_after))
+
+
+class RequestTimedOut(OmniloomError):
+    """A generation ran past the server's per-request time limit and was stopped (504).
+
+    ``x-should-retry: false`` tells the official clients not to resend it: the same request
+    would run into the same limit."""
+
+    status = 504
+    type = "timeout"
+
+    def __init__(self, message: str):
+        super().__init__(message, code="request_timeout")
+
+    def headers(self) -> dict[str, str]:
+        return {"x-should-retry": "false"}

@@ -43,6 +43,7 @@ class BackgroundServer:
         with socket.socket() as s:
             s.bind((host, 0))
             port = s.getsockname()[1]
+        self.state = state
         config = uvicorn.Config(create_app(state), host=host, port=port, log_level="warning")
         self.server = uvicorn.Server(config)
         self.url = f"http://{host}:{port}"

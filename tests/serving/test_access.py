@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
+import time
 
 import httpx
 import openai
@@ -70,3 +72,40 @@ def test_full_queue_answers_429_with_retry_after_and_loses_nothing(default_model
             else:
                 assert r.json()["usage"]["completion_tokens"] == 40  # served in full
         assert httpx.post(f"{server.url}/v1/chat/completions", json=HELLO).status_code == 200
+
+
+def _wait_idle(engine: Engine, seconds: float = 30) -> None:
+    deadline = time.monotonic() + seconds
+    while engine.running() or engine.queue_depth():
+        assert time.monotonic() < deadline, "the stopped job still holds the engine"
+        time.sleep(0.05)
+
+
+def test_generation_past_the_time_limit_is_stopped_with_504(default_model):
+    settings = dataclasses.replace(Settings(), limits=Limits(request_timeout_s=3.0))
+    endless = {**HELLO, "max_tokens": 1000, "ignore_eos": True}
+    with _server(default_model, settings) as server:
+        url = f"{server.url}/v1/chat/completions"
+        reply = httpx.post(url, json=endless, timeout=60)
+        assert reply.status_code == 504 and reply.headers["x-should-retry"] == "false"
+        assert reply.json()["error"]["code"] == "request_timeout"
+        assert "3 s" in reply.json()["error"]["message"]
+        with httpx.stream("POST", url, json={**endless, "stream": True}, timeout=60) as stream:
+            lines = [line for line in stream.iter_lines() if line.startswith("data: ")]
+        assert lines[-1] == "data: [DONE]"
+        assert json.loads(lines[-2][6:])["error"]["code"] == "request_timeout"
+        assert any('"content"' in line for line in lines[1:-2])  # it had been generating
+        _wait_idle(server.state.engine)  # the KV blocks went back
+        assert httpx.post(url, json=HELLO, timeout=60).status_code == 200
+        metrics = httpx.get(f"{server.url}/metrics").text
+        assert 'omniloom_request_timeouts_total{phase="running"} 2.0' in metrics
+
+
+def test_request_that_cannot_start_in_time_gets_503_with_retry_after(default_model):
+    settings = dataclasses.replace(Settings(), limits=Limits(request_timeout_s=0.001))
+    with _server(default_model, settings) as server:
+        reply = httpx.post(f"{server.url}/v1/chat/completions", json=HELLO, timeout=60)
+        assert reply.status_code == 503 and int(reply.headers["Retry-After"]) >= 1
+        assert reply.json()["error"]["code"] == "queue_timeout"
+        _wait_idle(server.state.engine)
+        assert httpx.get(f"{server.url}/health").status_code == 200

@@ -4,7 +4,8 @@ Every sample is a function of (split, index) alone. The test split uses its own 
 fonts and its own colour shades (hue bands interleaved with the training ones inside each
 colour family), so a model that scores on it has learned the concepts rather than memorised
 pixels. Each sample carries a caption (alignment), question–answer pairs by type
-(instruction tuning and VQA), and yes/no existence questions, half about absent objects (POPE).
+(instruction tuning and VQA), and yes/no questions asked both ways on each image: where two
+things stand, in both orders, and one present and one absent object (POPE).
 """
 
 from __future__ import annotations
@@ -156,9 +157,9 @@ def _shape_questions(things: list[Thing], rng: random.Random) -> list[Question]:
     t = rng.choice(things)
     qs.append(Question("size", f"Is the {t.name} large or small?", "large" if t.large else "small"))
     if len(things) >= 2:
-        qs.append(_position(*rng.sample(things, 2)))
-    qs.append(_existence(things, rng))
-    return qs
+        a, b = rng.sample(things, 2)
+        qs += [_position(a, b), _position(b, a)]
+    return qs + _existence(things, rng)
 
 
 def _position(a: Thing, b: Thing) -> Question:
@@ -169,12 +170,13 @@ def _position(a: Thing, b: Thing) -> Question:
     return Question("position", f"Is the {a.name} above the {b.name}?", answer)
 
 
-def _existence(things: list[Thing], rng: random.Random) -> Question:
+def _existence(things: list[Thing], rng: random.Random) -> list[Question]:
+    """One present and one absent object, in random order: every image asks both ways."""
     present = {t.name for t in things}
-    if rng.random() < 0.5:
-        return Question("exists", f"Is there a {rng.choice(sorted(present))} in the image?", "yes")
     absent = sorted({f"{c} {s}" for s in SHAPES for c in COLOURS} - present)
-    return Question("exists", f"Is there a {rng.choice(absent)} in the image?", "no")
+    pair = [(rng.choice(sorted(present)), "yes"), (rng.choice(absent), "no")]
+    rng.shuffle(pair)
+    return [Question("exists", f"Is there a {name} in the image?", yes) for name, yes in pair]
 
 
 def _shape_sample(split: str, index: int, rng: random.Random) -> Sample:

@@ -22,9 +22,7 @@ log = logging.getLogger(__name__)
 
 
 def _error(exc: OmniloomError) -> JSONResponse:
-    retry_after = getattr(exc, "retry_after", None)
-    headers = {"Retry-After": str(retry_after)} if retry_after else None
-    return JSONResponse(exc.to_dict(), status_code=exc.status, headers=headers)
+    return JSONResponse(exc.to_dict(), status_code=exc.status, headers=exc.headers())
 
 
 def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:

@@ -38,6 +38,11 @@ class Metrics:
         self.preemptions = self._counter(
             "preemptions", "Times a sequence gave back its KV blocks to be recomputed later"
         )
+        self.timeouts = self._counter(
+            "request_timeouts",
+            "Requests stopped at the per-request time limit, by whether they had started",
+            "phase",
+        )
         self.queue_depth = self._gauge("queue_depth", "Requests waiting for the engine")
         self.running = self._gauge("running_sequences", "Sequences in the running batch")
         self.kv_usage = self._gauge("kv_cache_usage_ratio", "Fraction of KV blocks in use")

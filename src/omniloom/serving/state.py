@@ -2,7 +2,7 @@
 
 ``submit`` checks capacity and hands a job to the engine's worker thread; ``events`` bridges
 its events back to asyncio through a queue, and leaving that iterator early (a client that
-disconnected) cancels the job.
+disconnected, or the per-request time limit) cancels the job.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from omniloom.config import Settings
 from omniloom.engine.engine import Done, Engine, Event, Failed, Job
 from omniloom.engine.sampling import SamplingParams
-from omniloom.errors import RateLimited
+from omniloom.errors import RateLimited, RequestTimedOut, ServiceUnavailable
 from omniloom.models.registry import LoadedModel
 from omniloom.perception.cascade import PerceptionCascade
 from omniloom.perception.ocr import OcrEngine
@@ -29,6 +29,7 @@ class Submitted:
     job: Job
     queue: asyncio.Queue
     key: KeyRecord | None
+    deadline: float  # event-loop time after which the job is stopped
 
 
 @dataclass
@@ -72,21 +73,48 @@ class ServerState:
         job = Job(prompt, params, emit=lambda ev: loop.call_soon_threadsafe(queue.put_nowait, ev))
         self.engine.submit(job)
         self.refresh_engine_gauges()
-        return Submitted(job, queue, key)
+        deadline = loop.time() + self.settings.limits.request_timeout_s
+        return Submitted(job, queue, key, deadline)
 
     async def events(self, submitted: Submitted) -> AsyncIterator[Event]:
-        """The job's events; leaving early (a client that disconnected) cancels the job."""
+        """The job's events; leaving early (a client that disconnected, or the time limit)
+        cancels the job, and the engine frees its KV blocks at its next step."""
+        started = False
         try:
             while True:
-                event = await submitted.queue.get()
+                event = await self._next_event(submitted, started)
                 if isinstance(event, Failed):
                     raise event.error
                 yield event
+                started = True
                 if isinstance(event, Done):
                     self._record(submitted, event)
                     return
         finally:
             submitted.job.cancelled.set()
+
+    async def _next_event(self, submitted: Submitted, started: bool) -> Event:
+        remaining = submitted.deadline - asyncio.get_running_loop().time()
+        try:
+            return await asyncio.wait_for(submitted.queue.get(), timeout=max(0.0, remaining))
+        except TimeoutError:
+            self.metrics.timeouts.labels("running" if started else "waiting").inc()
+            raise self._timed_out(started) from None
+
+    def _timed_out(self, started: bool) -> ServiceUnavailable | RequestTimedOut:
+        """503 when the request never produced a token (the server is too busy), else 504."""
+        limit = self.settings.limits.request_timeout_s
+        if not started:
+            return ServiceUnavailable(
+                f"The request did not start within the server's {limit:g} s limit "
+                "(the server is busy); retry shortly.",
+                retry_after=1 + self.engine.queue_depth() / max(1, self.settings.engine.max_batch),
+                code="queue_timeout",
+            )
+        return RequestTimedOut(
+            f"The generation ran past the server's {limit:g} s limit and was stopped; "
+            "ask for fewer tokens (max_tokens) or stream the response."
+        )
 
     def _record(self, submitted: Submitted, done: Done) -> None:
         stats, m, prompt = done.stats, self.metrics, submitted.job.prompt

@@ -40,7 +40,7 @@ class Stage:
 class Recipe:
     stages: tuple[Stage, ...] = (
         Stage("align", "align", images=1200, steps=150, lr=2e-3, lora=False),
-        Stage("instruct", "instruct", images=1600, steps=330, lr=1e-3, lora=True),
+        Stage("instruct", "instruct", images=1600, steps=420, lr=1e-3, lora=True),
     )
     batch_size: int = 8
     val_images: int = 120

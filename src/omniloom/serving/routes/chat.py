@@ -109,6 +109,8 @@ async def _stream(
                 yield responses.chunk(cid, model, created, [choice])
             elif isinstance(event, Done) and include_usage:
                 yield responses.chunk(cid, model, created, [], _usage(prepared, event))
+    except OmniloomError as exc:  # e.g. the time limit: the client learns why the stream ended
+        yield f"data: {json.dumps(exc.to_dict())}\n\n"
     except Exception:  # headers are sent: report in-band, as OpenAI's streams do
         log.exception("generation failed mid-stream")
         error = OmniloomError("The server had an internal error while generating.")
