@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -50,27 +51,48 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="session")
-def server_url(tmp_path_factory):
-    """Start ``omniloom serve`` on a free loopback port; yield its base URL."""
+@dataclass
+class ServerProcess:
+    url: str
+    log: Path  # stdout and stderr: the server's JSON logs
+    proc: subprocess.Popen
+
+
+def start_server(log: Path, *args: str) -> ServerProcess:
+    """``omniloom serve`` on a free loopback port, healthy when this returns."""
     port = free_port()
-    log = tmp_path_factory.mktemp("server") / "server.log"
     env = {**os.environ, "OMNILOOM_DTYPE": "float32"}
     with log.open("w") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "omniloom.cli", "serve", "--port", str(port)],
+            [sys.executable, "-m", "omniloom.cli", "serve", "--port", str(port), *args],
             stdout=out,
             stderr=subprocess.STDOUT,
             env=env,
             cwd=REPO,
         )
-    url = f"http://127.0.0.1:{port}"
+    server = ServerProcess(f"http://127.0.0.1:{port}", log, proc)
     try:
-        _wait_healthy(url, proc, log)
-        yield url
+        _wait_healthy(server.url, proc, log)
+    except RuntimeError:
+        proc.kill()
+        raise
+    return server
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory):
+    """One ``omniloom serve`` process shared by the end-to-end tests."""
+    server = start_server(tmp_path_factory.mktemp("server") / "server.log")
+    try:
+        yield server
     finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+        server.proc.terminate()
+        server.proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="session")
+def server_url(server) -> str:
+    return server.url
 
 
 def _wait_healthy(url: str, proc: subprocess.Popen, log: Path, timeout: float = 180) -> None:

@@ -36,14 +36,25 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from omniloom.runtime import build_state
+    from omniloom.serving import logs
     from omniloom.serving.app import create_app
 
     settings = Settings.from_env(
-        host=args.host, port=args.port, dtype=args.dtype, threads=args.threads
+        host=args.host,
+        port=args.port,
+        dtype=args.dtype,
+        threads=args.threads,
+        log_format=args.log_format,
     )
+    logs.configure(settings.log_format, args.log_level)
     state = build_state(settings, weights=args.weights, start_engine=False)
     config = uvicorn.Config(
-        create_app(state), host=settings.host, port=settings.port, log_level=args.log_level
+        create_app(state),
+        host=settings.host,
+        port=settings.port,
+        log_level=args.log_level,
+        log_config=None,  # keep logs.configure's handlers
+        access_log=False,  # the middleware logs each request
     )
     server = uvicorn.Server(config)
     http = threading.Thread(target=server.run, name="http", daemon=True)
@@ -183,6 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default=None)
     serve.add_argument("--port", type=int, default=None)
     serve.add_argument("--log-level", default="info")
+    serve.add_argument("--log-format", choices=["json", "text"], default=None)
     _add_model_args(serve)
     serve.set_defaults(func=cmd_serve)
 

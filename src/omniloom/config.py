@@ -64,6 +64,7 @@ class Settings:
     scan_media_text: bool = False  # OCR every image to flag prompt injection, native path too
     host: str = "127.0.0.1"
     port: int = 8000
+    log_format: str = "json"  # json (one object per line) | text
     api_keys_file: str = ""  # JSON of hashed keys (``omniloom keys add``); empty: no auth
     image: ImageSettings = field(default_factory=ImageSettings)
     limits: Limits = field(default_factory=Limits)

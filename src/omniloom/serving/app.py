@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -15,6 +16,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from omniloom.errors import InvalidRequest, OmniloomError, PayloadTooLarge
+from omniloom.serving import logs
 from omniloom.serving.routes import chat, health, models, tokenize
 from omniloom.serving.state import ServerState
 
@@ -60,6 +62,7 @@ def install_middleware(app: FastAPI, state: ServerState) -> None:
     @app.middleware("http")
     async def _limits_and_metrics(request: Request, call_next):
         start = time.perf_counter()
+        request.state.request_id = uuid.uuid4().hex[:16]
         declared = request.headers.get("content-length")
         limit = state.settings.limits.max_request_bytes
         try:
@@ -69,10 +72,29 @@ def install_middleware(app: FastAPI, state: ServerState) -> None:
             response = await call_next(request)
         except OmniloomError as exc:
             response = _error(exc)
+        elapsed = time.perf_counter() - start
         endpoint = getattr(request.scope.get("route"), "path", "unmatched")
         state.metrics.requests.labels(endpoint, str(response.status_code)).inc()
-        state.metrics.request_seconds.labels(endpoint).observe(time.perf_counter() - start)
+        state.metrics.request_seconds.labels(endpoint).observe(elapsed)
+        response.headers["X-Request-Id"] = request.state.request_id
+        _log_request(request, response.status_code, elapsed)
         return response
+
+
+def _log_request(request: Request, status: int, elapsed: float) -> None:
+    """One line per request: what was asked and how it ended, never the body."""
+    key = getattr(request.state, "api_key", None)
+    logs.event(
+        log,
+        "request",
+        request_id=request.state.request_id,
+        method=request.method,
+        path=request.url.path,
+        status=status,
+        seconds=round(elapsed, 4),
+        key=key.name if key else None,
+        client=request.client.host if request.client else None,
+    )
 
 
 def _authorize(request: Request, state: ServerState) -> None:

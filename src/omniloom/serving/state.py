@@ -8,6 +8,7 @@ disconnected, or the per-request time limit) cancels the job.
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -15,13 +16,17 @@ from dataclasses import dataclass, field
 from omniloom.config import Settings
 from omniloom.engine.engine import Done, Engine, Event, Failed, Job
 from omniloom.engine.sampling import SamplingParams
+from omniloom.engine.sequence import JobStats
 from omniloom.errors import RateLimited, RequestTimedOut, ServiceUnavailable
 from omniloom.models.registry import LoadedModel
 from omniloom.perception.cascade import PerceptionCascade
 from omniloom.perception.ocr import OcrEngine
 from omniloom.processing.prompt import Prompt
+from omniloom.serving import logs
 from omniloom.serving.auth import KeyRecord, KeyStore
 from omniloom.serving.metrics import Metrics
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -30,6 +35,7 @@ class Submitted:
     queue: asyncio.Queue
     key: KeyRecord | None
     deadline: float  # event-loop time after which the job is stopped
+    request_id: str
 
 
 @dataclass
@@ -64,7 +70,11 @@ class ServerState:
             )
 
     def submit(
-        self, prompt: Prompt, params: SamplingParams, key: KeyRecord | None = None
+        self,
+        prompt: Prompt,
+        params: SamplingParams,
+        key: KeyRecord | None = None,
+        request_id: str = "",
     ) -> Submitted:
         """Queue a job now (or refuse it with 429); its events are read with ``events``."""
         self.check_capacity()  # no await between this check and the submit: no race
@@ -74,7 +84,7 @@ class ServerState:
         self.engine.submit(job)
         self.refresh_engine_gauges()
         deadline = loop.time() + self.settings.limits.request_timeout_s
-        return Submitted(job, queue, key, deadline)
+        return Submitted(job, queue, key, deadline, request_id)
 
     async def events(self, submitted: Submitted) -> AsyncIterator[Event]:
         """The job's events; leaving early (a client that disconnected, or the time limit)
@@ -132,9 +142,30 @@ class ServerState:
         for modality, hits in stats.encoder_cache_hits.items():
             m.encoder_cache_hits.labels(modality).inc(hits)
         self.refresh_engine_gauges()
+        _log_completion(submitted, stats)
 
     def refresh_engine_gauges(self) -> None:
         m = self.metrics
         m.queue_depth.set(self.engine.queue_depth())
         m.running.set(self.engine.running())
         m.kv_usage.set(self.engine.kv_usage())
+
+
+def _log_completion(submitted: Submitted, stats: JobStats) -> None:
+    """Token accounting and timing for one finished job; media appear as hash and size only."""
+    spans = submitted.job.prompt.spans
+    logs.event(
+        log,
+        "completion",
+        request_id=submitted.request_id,
+        prompt_tokens=submitted.job.prompt.tokens_by_modality(),
+        completion_tokens=stats.completion_tokens,
+        cached_tokens=stats.cached_tokens,
+        queue_seconds=round(stats.queue_seconds, 4),
+        time_to_first_token=round(stats.time_to_first_token, 4),
+        total_seconds=round(stats.total_seconds, 4),
+        media=[
+            {"modality": s.modality, "sha256": s.item.content_hash[:16], "tokens": s.length}
+            for s in spans
+        ],
+    )

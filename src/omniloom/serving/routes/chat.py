@@ -29,7 +29,9 @@ async def chat_completions(body: ChatCompletionRequest, request: Request):
     prepared = await run_in_threadpool(
         prepare, body, state.model, state.settings, cascade, state.engine.grammars
     )
-    submitted = state.submit(prepared.prompt, prepared.params, request.state.api_key)
+    submitted = state.submit(
+        prepared.prompt, prepared.params, request.state.api_key, request.state.request_id
+    )
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         return StreamingResponse(
