@@ -74,6 +74,9 @@ class PayloadTooLarge(OmniloomError):
     status = 413
     type = "invalid_request_error"
 
+    def __init__(self, message: str):
+        super().__init__(message, code="payload_too_large")
+
 
 class AuthenticationFailed(OmniloomError):
     """No API key, or one this server does not know (401)."""

@@ -109,3 +109,23 @@ def test_request_that_cannot_start_in_time_gets_503_with_retry_after(default_mod
         assert reply.json()["error"]["code"] == "queue_timeout"
         _wait_idle(server.state.engine)
         assert httpx.get(f"{server.url}/health").status_code == 200
+
+
+def test_chunked_upload_without_content_length_is_cut_off_at_the_limit(default_model):
+    settings = dataclasses.replace(Settings(), limits=Limits(max_request_bytes=64 * 1024))
+    prefix = b'{"model": "omniloom-smol", "messages": [{"role": "user", "content": "'
+
+    def body():  # no Content-Length: httpx sends it chunked
+        yield prefix
+        for _ in range(64):
+            yield b"x" * 4096
+        yield b'"}]}'
+
+    with _server(default_model, settings) as server:
+        url = f"{server.url}/v1/chat/completions"
+        reply = httpx.post(url, content=body(), headers={"Content-Type": "application/json"})
+        assert "content-length" not in reply.request.headers
+        assert reply.status_code == 413
+        assert reply.json()["error"]["code"] == "payload_too_large"
+        assert "65536 bytes" in reply.json()["error"]["message"]
+        assert httpx.post(url, json=HELLO, timeout=60).status_code == 200

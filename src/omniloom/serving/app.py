@@ -48,6 +48,8 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException):
+        if exc.status_code == 413:
+            return _error(PayloadTooLarge(str(exc.detail)))
         err = OmniloomError(str(exc.detail), code=str(exc.status_code))
         err.status, err.type = exc.status_code, "invalid_request_error"
         return _error(err)
@@ -58,7 +60,32 @@ def install_error_handlers(app: FastAPI) -> None:
         return _error(OmniloomError("The server had an internal error processing the request."))
 
 
+class BodySizeLimit:
+    """Count body bytes as they arrive, so a chunked upload with no ``Content-Length`` is cut
+    off at the limit too, before it is buffered whole."""
+
+    def __init__(self, app, limit: int):
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        received = 0
+
+        async def limited_receive():
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > self.limit:
+                raise StarletteHTTPException(413, f"The request body exceeds {self.limit} bytes.")
+            return message
+
+        await self.app(scope, limited_receive, send)
+
+
 def install_middleware(app: FastAPI, state: ServerState) -> None:
+    app.add_middleware(BodySizeLimit, limit=state.settings.limits.max_request_bytes)
+
     @app.middleware("http")
     async def _limits_and_metrics(request: Request, call_next):
         start = time.perf_counter()
