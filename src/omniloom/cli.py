@@ -45,9 +45,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
         dtype=args.dtype,
         threads=args.threads,
         log_format=args.log_format,
+        image_safety=args.image_safety,
     )
     logs.configure(settings.log_format, args.log_level)
     state = build_state(settings, weights=args.weights, start_engine=False)
+    state.image_safety()  # load the classifier now, if the policy is on: fail fast
     config = uvicorn.Config(
         create_app(state),
         host=settings.host,
@@ -195,6 +197,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=None)
     serve.add_argument("--log-level", default="info")
     serve.add_argument("--log-format", choices=["json", "text"], default=None)
+    serve.add_argument(
+        "--image-safety",
+        choices=["off", "flag", "block"],
+        default=None,
+        help="image safety classifier policy (threshold: OMNILOOM_IMAGE_SAFETY_THRESHOLD)",
+    )
     _add_model_args(serve)
     serve.set_defaults(func=cmd_serve)
 

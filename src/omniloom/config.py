@@ -62,6 +62,8 @@ class Settings:
     seed: int = 0
     perception: str = "native"  # native | cascade | hybrid (default for requests that omit it)
     scan_media_text: bool = False  # OCR every image to flag prompt injection, native path too
+    image_safety: str = "off"  # off | flag (scores in media_safety) | block (refuse at threshold)
+    image_safety_threshold: float = 0.8  # open_nsfw score at or above which an image is flagged
     host: str = "127.0.0.1"
     port: int = 8000
     log_format: str = "json"  # json (one object per line) | text

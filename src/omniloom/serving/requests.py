@@ -17,6 +17,7 @@ from omniloom.media.fetch import load_image_bytes
 from omniloom.media.image import decode_image
 from omniloom.models.registry import LoadedModel
 from omniloom.perception.cascade import PerceptionCascade
+from omniloom.perception.image_safety import ImageSafety, SafetyReport
 from omniloom.perception.injection import Finding
 from omniloom.processing.image_item import prepare_image
 from omniloom.processing.prompt import MediaPart, Message, Prompt, TextPart, build_prompt
@@ -37,12 +38,16 @@ class PreparedRequest:
     perception: str = "native"
     scanned: bool = False  # whether text in the media was scanned for prompt injection
     injection: list[Finding] = field(default_factory=list)
+    image_safety: SafetyReport | None = None  # classifier scores, when the policy is on
 
     def media_safety(self) -> dict | None:
-        if not self.scanned:
-            return None
-        findings = [f.as_dict() for f in self.injection]
-        return {"prompt_injection": bool(findings), "findings": findings}
+        safety: dict = {}
+        if self.scanned:
+            findings = [f.as_dict() for f in self.injection]
+            safety |= {"prompt_injection": bool(findings), "findings": findings}
+        if self.image_safety is not None:
+            safety["image_safety"] = self.image_safety.as_dict()
+        return safety or None
 
 
 @dataclass(frozen=True)
@@ -53,7 +58,9 @@ class MediaContext:
     settings: Settings
     perception: str = "native"
     cascade: PerceptionCascade | None = None
+    safety: ImageSafety | None = None
     injection: list[Finding] = field(default_factory=list)  # filled while converting media
+    safety_report: SafetyReport | None = None  # filled while converting media
 
     @property
     def scans(self) -> bool:
@@ -81,6 +88,8 @@ def _convert_image(part: ContentPart, where: str, ctx: MediaContext) -> list:
         )
     limits, model = ctx.settings.limits, ctx.model
     decoded = decode_image(load_image_bytes(part.image_url.url, limits), limits)
+    if ctx.safety is not None:
+        ctx.safety.check(decoded.image, where, ctx.safety_report)
     item = prepare_image(
         decoded,
         part.image_url.detail,
@@ -151,10 +160,10 @@ def build_request_prompt(
     cascade: PerceptionCascade | None = None,
 ) -> Prompt:
     """Validate, fetch and decode media, and build the prompt (blocking: run in a thread)."""
-    return _build(req, _media_context(req, model, settings, cascade))
+    return _build(req, _media_context(req, model, settings, cascade, None))
 
 
-def _media_context(req, model, settings, cascade) -> MediaContext:
+def _media_context(req, model, settings, cascade, safety) -> MediaContext:
     check_model(req.model, model)
     images = _count_images(req)
     if images > settings.limits.max_images_per_request:
@@ -167,7 +176,8 @@ def _media_context(req, model, settings, cascade) -> MediaContext:
         raise InvalidRequest(
             f"perception '{mode}' is not available on this server.", param="perception"
         )
-    return MediaContext(model, settings, mode, cascade)
+    report = SafetyReport(safety.threshold) if safety is not None else None
+    return MediaContext(model, settings, mode, cascade, safety, safety_report=report)
 
 
 def _build(req: ChatCompletionRequest, ctx: MediaContext) -> Prompt:
@@ -244,8 +254,10 @@ def prepare(
     settings: Settings,
     cascade: PerceptionCascade | None = None,
     grammars: GrammarCompiler | None = None,
+    safety: ImageSafety | None = None,
 ) -> PreparedRequest:
-    ctx = _media_context(req, model, settings, cascade)
+    ctx = _media_context(req, model, settings, cascade, safety)
     prompt = _build(req, ctx)
     params = sampling_params(req, len(prompt.token_ids), model, settings, grammars)
-    return PreparedRequest(prompt, params, ctx.perception, ctx.scans, ctx.injection)
+    report = ctx.safety_report if ctx.safety_report and ctx.safety_report.scores else None
+    return PreparedRequest(prompt, params, ctx.perception, ctx.scans, ctx.injection, report)

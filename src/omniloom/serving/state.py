@@ -20,6 +20,7 @@ from omniloom.engine.sequence import JobStats
 from omniloom.errors import RateLimited, RequestTimedOut, ServiceUnavailable
 from omniloom.models.registry import LoadedModel
 from omniloom.perception.cascade import PerceptionCascade
+from omniloom.perception.image_safety import ImageSafety
 from omniloom.perception.ocr import OcrEngine
 from omniloom.processing.prompt import Prompt
 from omniloom.serving import logs
@@ -46,17 +47,29 @@ class ServerState:
     metrics: Metrics = field(default_factory=Metrics)
     keys: KeyStore | None = None
     _cascade: PerceptionCascade | None = None
-    _cascade_lock: threading.Lock = field(default_factory=threading.Lock)
+    _image_safety: ImageSafety | None = None
+    _perception_lock: threading.Lock = field(default_factory=threading.Lock)
 
     def cascade_for(self, requested: str | None) -> PerceptionCascade | None:
         """The perception cascade, built on first use, if this request's mode needs it."""
         native = (requested or self.settings.perception) == "native"
         if native and not self.settings.scan_media_text:
             return None
-        with self._cascade_lock:
+        with self._perception_lock:
             if self._cascade is None:
                 self._cascade = PerceptionCascade(self.model.vlm.encoder, OcrEngine())
         return self._cascade
+
+    def image_safety(self) -> ImageSafety | None:
+        """The image safety classifier, built on first use, when the policy is not ``off``."""
+        policy = self.settings.image_safety
+        if policy == "off":
+            return None
+        with self._perception_lock:
+            if self._image_safety is None:
+                threshold = self.settings.image_safety_threshold
+                self._image_safety = ImageSafety(policy, threshold)
+        return self._image_safety
 
     def check_capacity(self) -> None:
         """Refuse new work with 429 when the engine's queue is at its bound."""

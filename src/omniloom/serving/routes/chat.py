@@ -26,8 +26,9 @@ async def chat_completions(body: ChatCompletionRequest, request: Request):
     state: ServerState = request.app.state.omniloom
     state.check_capacity()
     cascade = await run_in_threadpool(state.cascade_for, body.perception)
+    safety = await run_in_threadpool(state.image_safety)
     prepared = await run_in_threadpool(
-        prepare, body, state.model, state.settings, cascade, state.engine.grammars
+        prepare, body, state.model, state.settings, cascade, state.engine.grammars, safety
     )
     submitted = state.submit(
         prepared.prompt, prepared.params, request.state.api_key, request.state.request_id
@@ -74,11 +75,16 @@ async def _complete(state: ServerState, prepared: PreparedRequest, submitted: Su
 
 
 def _headers(prepared: PreparedRequest) -> dict[str, str]:
-    """Which perception path ran, and whether text in the media looked like an injection."""
+    """Which perception path ran; whether text in the media looked like an injection and
+    whether an image was flagged by the safety classifier (where those checks ran)."""
     headers = {"X-Omniloom-Perception": prepared.perception}
-    if (safety := prepared.media_safety()) is not None:
+    safety = prepared.media_safety() or {}
+    if "prompt_injection" in safety:
         flagged = safety["prompt_injection"]
         headers["X-Omniloom-Prompt-Injection"] = "flagged" if flagged else "none"
+    if "image_safety" in safety:
+        flagged = safety["image_safety"]["flagged"]
+        headers["X-Omniloom-Image-Safety"] = "flagged" if flagged else "none"
     return headers
 
 
