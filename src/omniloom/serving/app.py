@@ -134,11 +134,21 @@ def _authorize(request: Request, state: ServerState) -> None:
     request.state.api_key = record
 
 
-def create_app(state: ServerState) -> FastAPI:
+def _routes() -> FastAPI:
     app = FastAPI(title="omniloom", version="0.1.0")
-    app.state.omniloom = state
     for module in (chat, tokenize, models, health):
         app.include_router(module.router)
+    return app
+
+
+def openapi_schema() -> dict:
+    """The API's OpenAPI document, without loading a model (clients, schema fuzzing)."""
+    return _routes().openapi()
+
+
+def create_app(state: ServerState) -> FastAPI:
+    app = _routes()
+    app.state.omniloom = state
     install_error_handlers(app)
     install_middleware(app, state)
     return app
