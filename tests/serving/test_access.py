@@ -111,7 +111,7 @@ def test_request_that_cannot_start_in_time_gets_503_with_retry_after(default_mod
         assert httpx.get(f"{server.url}/health").status_code == 200
 
 
-def test_chunked_upload_without_content_length_is_cut_off_at_the_limit(default_model):
+def test_bodies_over_the_limit_get_413_declared_or_chunked(default_model):
     settings = dataclasses.replace(Settings(), limits=Limits(max_request_bytes=64 * 1024))
     prefix = b'{"model": "omniloom-smol", "messages": [{"role": "user", "content": "'
 
@@ -128,4 +128,10 @@ def test_chunked_upload_without_content_length_is_cut_off_at_the_limit(default_m
         assert reply.status_code == 413
         assert reply.json()["error"]["code"] == "payload_too_large"
         assert "65536 bytes" in reply.json()["error"]["message"]
+        declared = httpx.post(
+            url, content=b"x" * 70_000, headers={"Content-Type": "application/json"}
+        )
+        assert declared.request.headers["content-length"] == "70000"
+        assert declared.status_code == 413
+        assert declared.json()["error"]["code"] == "payload_too_large"
         assert httpx.post(url, json=HELLO, timeout=60).status_code == 200

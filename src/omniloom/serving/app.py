@@ -13,6 +13,7 @@ import uuid
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from omniloom.errors import InvalidRequest, OmniloomError, PayloadTooLarge
@@ -61,8 +62,8 @@ def install_error_handlers(app: FastAPI) -> None:
 
 
 class BodySizeLimit:
-    """Count body bytes as they arrive, so a chunked upload with no ``Content-Length`` is cut
-    off at the limit too, before it is buffered whole."""
+    """Refuse a body over the limit: at once when ``Content-Length`` declares it, else by
+    counting bytes as they arrive (a chunked upload), before it is buffered whole."""
 
     def __init__(self, app, limit: int):
         self.app, self.limit = app, limit
@@ -70,6 +71,10 @@ class BodySizeLimit:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
+        declared = Headers(scope=scope).get("content-length", "")
+        if declared.isdigit() and int(declared) > self.limit:
+            too_large = PayloadTooLarge(f"The request body exceeds {self.limit} bytes.")
+            return await _error(too_large)(scope, receive, send)
         received = 0
 
         async def limited_receive():
@@ -87,14 +92,10 @@ def install_middleware(app: FastAPI, state: ServerState) -> None:
     app.add_middleware(BodySizeLimit, limit=state.settings.limits.max_request_bytes)
 
     @app.middleware("http")
-    async def _limits_and_metrics(request: Request, call_next):
+    async def _auth_metrics_and_log(request: Request, call_next):
         start = time.perf_counter()
         request.state.request_id = uuid.uuid4().hex[:16]
-        declared = request.headers.get("content-length")
-        limit = state.settings.limits.max_request_bytes
         try:
-            if declared and declared.isdigit() and int(declared) > limit:
-                raise PayloadTooLarge(f"The request body exceeds {limit} bytes.")
             _authorize(request, state)
             response = await call_next(request)
         except OmniloomError as exc:
