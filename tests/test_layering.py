@@ -12,6 +12,7 @@ import omniloom
 
 ROOT = Path(omniloom.__file__).parent
 LAYER = {
+    "kernels": 0,
     "media": 0,
     "processing": 1,
     "models": 2,

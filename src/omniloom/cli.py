@@ -15,14 +15,14 @@ import sys
 import threading
 from pathlib import Path
 
-from omniloom.config import Settings
+from omniloom.config import WEIGHT_FORMATS, Settings
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--weights", help="GGUF file or Hugging Face directory (default: embedded SmolLM2)"
     )
-    p.add_argument("--dtype", choices=["auto", "float32", "bfloat16", "int8"], default=None)
+    p.add_argument("--dtype", choices=["auto", *WEIGHT_FORMATS], default=None)
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
     p.add_argument(
         "--perception",
@@ -245,7 +245,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--jsonl", help="a user set of {image, question, answer} lines instead")
     ev.add_argument("--conditions", default="native,cascade,blind")
     ev.add_argument("--out", default="runs/eval")
-    ev.add_argument("--dtype", choices=["auto", "float32", "bfloat16", "int8"], default=None)
+    ev.add_argument("--dtype", choices=["auto", *WEIGHT_FORMATS], default=None)
     ev.set_defaults(func=cmd_eval)
     return parser
 

@@ -52,12 +52,15 @@ class EngineSettings:
     encoder_cache_mb: int = 256
 
 
+WEIGHT_FORMATS = ("float32", "bfloat16", "float16", "int8")  # how backbone weights are stored
+
+
 @dataclass(frozen=True)
 class Settings:
     """Server-wide settings."""
 
     model_name: str = "omniloom-smol"
-    dtype: str = "auto"  # auto | float32 | bfloat16 | int8 (int8 weights, bf16 activations)
+    dtype: str = "auto"  # weight format: auto (float32) | WEIGHT_FORMATS; activations stay fp32
     threads: int = 0  # 0: one per available core
     seed: int = 0
     perception: str = "native"  # native | cascade | hybrid (default for requests that omit it)

@@ -1,32 +1,42 @@
-"""Int8 weights: per-channel quantisation stays close to the float layers and the real model."""
+"""Weight formats: packed layers stay close to the fp32 layers and the real model's predictions."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 
-from omniloom.models.quantize import Int8Linear, quantize_int8
+from omniloom.models.quantize import PackedLinear, pack_weights
 
 
-def test_int8_linear_is_close_to_the_float_layer():
+@pytest.mark.parametrize(("weight_format", "tolerance"), [("bfloat16", 0.01), ("int8", 0.02)])
+def test_packed_linear_is_close_to_the_float_layer(weight_format, tolerance):
     torch.manual_seed(0)
     linear = torch.nn.Linear(256, 96, bias=True)
     x = torch.randn(5, 256)
     expected = linear(x)
-    got = Int8Linear(linear)(x).float()
-    assert got.shape == expected.shape
-    assert (got - expected).norm() / expected.norm() < 0.02
+    with torch.inference_mode():
+        got = PackedLinear(linear.weight, linear.bias, weight_format)(x)
+    assert got.shape == expected.shape and got.dtype == torch.float32
+    assert (got - expected).norm() / expected.norm() < tolerance
 
 
-def test_int8_model_predicts_like_the_float_model():
+@pytest.mark.parametrize("weight_format", ["bfloat16", "float16", "int8"])
+def test_packed_model_predicts_like_the_float_model(weight_format):
     from omniloom.models.registry import build_backbone, load_checkpoint, smollm2_gguf_path
 
     ckpt = load_checkpoint(smollm2_gguf_path())
     reference = build_backbone(ckpt, torch.float32)
-    quantized = build_backbone(ckpt, torch.bfloat16)
-    assert quantize_int8(quantized) == 30 * 7 + 1  # every projection plus the output head
+    packed = build_backbone(ckpt, torch.float32)
+    assert pack_weights(packed, weight_format) == 30 * 7 + 1  # every projection plus the head
     ids = torch.tensor([[1, 504, 3458, 314, 253, 2799, 28, 3733, 314, 4130, 30, 378, 3458]])
     with torch.inference_mode():
         want = reference(reference.embed(ids)).argmax(-1)
-        got = quantized(quantized.embed(ids)).argmax(-1)
+        got = packed(packed.embed(ids)).argmax(-1)
     assert (want == got).float().mean() >= 0.9
-    assert quantized.model.embed_tokens.weight.dtype == torch.bfloat16  # the table stays bf16
+    table = packed.model.embed_tokens.weight
+    if weight_format == "int8":  # the head gets its own int8 copy; the table stays bf16
+        assert table.dtype == torch.bfloat16 and packed.lm_head.weight.dtype == torch.int8
+    else:  # one shared 16-bit copy, as tied in the checkpoint
+        assert packed.lm_head.weight.data_ptr() == table.data_ptr()
+    bytes_ = sum(m.nbytes() for m in packed.modules() if isinstance(m, PackedLinear))
+    assert bytes_ < 0.55 * sum(p.nbytes for p in reference.parameters() if p.dim() == 2) + 1

@@ -70,6 +70,7 @@ class Engine:
             torch.set_num_threads(threads)
         self.pool = self._make_pool()
         self._lora = lora_layers(model.vlm.backbone)  # switched every step: collect once
+        self._lora_active: bool | torch.Tensor | None = None
         self.blocks = BlockAllocator(self.pool.num_blocks)
         self._inbox: queue.Queue[Job | None] = queue.Queue()
         self._waiting: deque[Sequence] = deque()
@@ -316,23 +317,32 @@ class Engine:
     def _forward(self, plan: list[tuple[Sequence, int]]) -> torch.Tensor:
         """Run the step's tokens as one packed row; next-token logits per planned sequence."""
         backbone = self.model.vlm.backbone
-        embeds, chunks, lora = [], [], []
+        embeds, chunks = [], []
         for seq, count in plan:
             embeds.append(
                 seq.input_embeds(seq.computed, seq.computed + count, self.model.vlm.embed_ids)
             )
             slots = self.pool.slots(seq.blocks, seq.computed + count)
             chunks.append(SequenceChunk(slots, count))
-            lora.append(torch.full((count,), float(seq.lora)))
         batch = PagedBatch(self.pool, chunks)
-        mask = torch.cat(lora)
-        set_lora_active(
-            self._lora, bool(mask[0]) if mask.min() == mask.max() else mask[None, :, None]
-        )
+        self._switch_lora(plan)
         hidden = backbone.hidden_states(
             torch.cat(embeds).unsqueeze(0).to(self.model.vlm.dtype), batch
         )
         return backbone.lm_head(hidden[0, batch.last_token_rows()]).float()
+
+    def _switch_lora(self, plan: list[tuple[Sequence, int]]) -> None:
+        """Adapters on for media prompts' tokens only: all on, all off, or a per-token mask."""
+        flags = {seq.lora for seq, _ in plan}
+        if len(flags) == 1:
+            active = flags.pop()
+            if active is self._lora_active:
+                return
+        else:
+            rows = [torch.full((count,), float(seq.lora)) for seq, count in plan]
+            active = torch.cat(rows)[None, :, None]
+        set_lora_active(self._lora, active)
+        self._lora_active = active
 
     def _sample(self, seq: Sequence, logits: torch.Tensor) -> None:
         run = seq.run

@@ -1,51 +1,93 @@
-"""Weight-only int8 for the backbone: per-output-channel symmetric scales, bf16 activations.
+"""Weight formats for inference: fp32, bf16, fp16 or int8 weights, always fp32 activations.
 
-Every linear layer of the decoder (and the output head, as an untied copy; the embedding table
-stays bf16) keeps its weight as int8 plus one bf16 scale per output row, and multiplies with
-PyTorch's ``_weight_int8pack_mm`` kernel: half the bytes of bf16 to stream per decode step,
-which is what bounds decode speed on a CPU.
+Decode on a CPU is bound by streaming the weights once per step, so fewer bytes per weight is
+speed. ``Linear`` (the backbone's layer type) is an ``nn.Linear`` that, at inference, runs our
+skinny-matrix kernel instead of PyTorch's GEMM; ``PackedLinear`` keeps its weight as bf16, fp16
+or int8 (one fp32 scale per output row, symmetric) and is inference only. Both compute every
+output row from its own input row alone, in the same order whatever the batch, so greedy
+output does not depend on what else is in the batch. Without the compiled kernels they fall
+back to PyTorch (packed weights are then widened on every call: correct, slow).
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
+from omniloom import kernels
+from omniloom.config import WEIGHT_FORMATS
 
-class Int8Linear(nn.Module):
-    def __init__(self, linear: nn.Linear):
+__all__ = ["WEIGHT_FORMATS", "Linear", "PackedLinear", "linear_dtype", "pack_weights"]
+_STORAGE = {"bfloat16": torch.bfloat16, "float16": torch.float16, "int8": torch.int8}
+
+
+class Linear(nn.Linear):
+    """``nn.Linear``; inference on fp32 CPU tensors runs the skinny kernel."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if kernels.usable(x, self.weight):
+            return kernels.skinny_linear(x, self.weight, None, self.bias)
+        return F.linear(x, self.weight, self.bias)
+
+
+class PackedLinear(nn.Module):
+    """An inference-only linear layer whose weight is stored as bf16, fp16 or int8."""
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, weight_format: str):
         super().__init__()
-        weight = linear.weight.detach().float()
-        scales = weight.abs().amax(dim=1).clamp(min=1e-8) / 127.0
-        self.in_features, self.out_features = linear.in_features, linear.out_features
-        self.register_buffer("qweight", torch.round(weight / scales[:, None]).to(torch.int8))
-        self.register_buffer("scales", scales.to(torch.bfloat16))
-        bias = linear.bias.detach().to(torch.bfloat16) if linear.bias is not None else None
-        self.register_buffer("bias", bias)
+        self.out_features, self.in_features = weight.shape
+        self.weight_format = weight_format
+        weight = weight.detach().float()
+        scales = None
+        if weight_format == "int8":
+            scales = weight.abs().amax(dim=1).clamp(min=1e-8) / 127.0
+            weight = torch.round(weight / scales[:, None])
+        self.register_buffer("weight", weight.to(_STORAGE[weight_format]))
+        self.register_buffer("scales", scales)
+        self.register_buffer("bias", None if bias is None else bias.detach().float())
 
     @property
     def dtype(self) -> torch.dtype:
-        return torch.bfloat16
+        """The activation dtype it takes and returns."""
+        return torch.float32
+
+    def nbytes(self) -> int:
+        return self.weight.nbytes + (self.scales.nbytes if self.scales is not None else 0)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        flat = x.reshape(-1, self.in_features).to(torch.bfloat16)
-        out = torch.ops.aten._weight_int8pack_mm(flat, self.qweight, self.scales)
-        if self.bias is not None:
-            out = out + self.bias
-        return out.reshape(*x.shape[:-1], self.out_features)
+        x = x.float()
+        if kernels.usable(x) and self.weight.device.type == "cpu":
+            return kernels.skinny_linear(x, self.weight, self.scales, self.bias)
+        weight = self.weight.float()
+        if self.scales is not None:
+            weight = weight * self.scales[:, None]
+        return F.linear(x, weight, self.bias)
 
 
-def quantize_int8(backbone: nn.Module) -> int:
-    """Replace the decoder's linear layers (and ``lm_head``) with ``Int8Linear``; return how many."""
+def pack_weights(backbone: nn.Module, weight_format: str) -> int:
+    """Store every linear layer's weight (the tied output head included) in ``weight_format``.
+
+    The embedding table follows for the 16-bit formats, shared with the head as before; for int8
+    the head gets its own int8 copy and the table is kept as bf16. Returns the layers packed.
+    """
+    if weight_format == "float32":
+        return 0
+    table = backbone.model.embed_tokens
+    tied = backbone.lm_head.weight is table.weight
     count = 0
     for parent in list(backbone.modules()):
         for name, child in list(parent.named_children()):
             if isinstance(child, nn.Linear):
-                setattr(parent, name, Int8Linear(child))
+                setattr(parent, name, PackedLinear(child.weight, child.bias, weight_format))
                 count += 1
+    table_dtype = torch.bfloat16 if weight_format == "int8" else _STORAGE[weight_format]
+    table.weight = nn.Parameter(table.weight.detach().to(table_dtype), requires_grad=False)
+    if tied and weight_format != "int8":
+        backbone.lm_head.weight = table.weight.detach()  # one copy, as in the checkpoint
     return count
 
 
 def linear_dtype(linear: nn.Module) -> torch.dtype:
-    """The dtype a linear layer computes in (its weight's, or bf16 for int8 weights)."""
-    return linear.dtype if isinstance(linear, Int8Linear) else linear.weight.dtype
+    """The dtype a linear layer computes in (fp32 for packed weights)."""
+    return linear.dtype if isinstance(linear, PackedLinear) else linear.weight.dtype

@@ -15,11 +15,12 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
+from omniloom import kernels
 from omniloom.models.backbones.llama import LlamaForCausalLM, RotaryEmbedding
 from omniloom.models.encoders.efficientnet_lite import EfficientNetLite0Encoder
 from omniloom.models.lora import load_lora
 from omniloom.models.projectors import build_projector
-from omniloom.models.quantize import quantize_int8
+from omniloom.models.quantize import WEIGHT_FORMATS, pack_weights
 from omniloom.models.tokenizer import TextTokenizer
 from omniloom.models.vlm import VisionLanguageModel
 from omniloom.models.weights.checkpoint import Checkpoint
@@ -59,21 +60,13 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     return load_hf_directory(path) if path.is_dir() else load_gguf(path)
 
 
-def resolve_dtype(name: str) -> torch.dtype:
-    """The activation dtype; ``int8`` means int8 weights with bf16 activations."""
-    if name == "int8":
-        return torch.bfloat16
+def resolve_weight_format(name: str) -> str:
+    """``auto`` keeps the checkpoint's dequantized fp32 weights; any other name is a format."""
     if name == "auto":
-        return torch.bfloat16 if _cpu_has_bf16() or torch.cuda.is_available() else torch.float32
-    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
-
-
-def _cpu_has_bf16() -> bool:
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
+        return "float32"
+    if name not in WEIGHT_FORMATS:
+        raise ValueError(f"unknown weight format {name!r}; choose from {', '.join(WEIGHT_FORMATS)}")
+    return name
 
 
 def build_backbone(ckpt: Checkpoint, dtype: torch.dtype, device: str = "cpu") -> LlamaForCausalLM:
@@ -146,9 +139,10 @@ def load_model(
     """Assemble a servable model: the default stack, or ``weights`` (GGUF file or HF dir)."""
     ckpt = load_checkpoint(weights or smollm2_gguf_path())
     tokenizer = TextTokenizer(ckpt.tokenizer)
-    backbone = build_backbone(ckpt, resolve_dtype(dtype), device)
-    if dtype == "int8":  # the tied head gets its own int8 copy; the embedding stays bf16
-        quantize_int8(backbone)
+    if device == "cpu":
+        kernels.load()  # compiled once per machine; PyTorch's operators if it cannot be
+    backbone = build_backbone(ckpt, torch.float32, device)
+    pack_weights(backbone, resolve_weight_format(dtype))  # activations stay fp32
     vlm = build_vlm(backbone, ckpt.config.vocab_size)
     if weights is None and not fresh_adapter:
         load_adapter(vlm)

@@ -39,7 +39,7 @@ class VisionLanguageModel(nn.Module):
 
     @property
     def dtype(self) -> torch.dtype:
-        return self.backbone.model.embed_tokens.weight.dtype
+        return self.backbone.activation_dtype
 
     @property
     def device(self) -> torch.device:

@@ -11,8 +11,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from omniloom import kernels
 from omniloom.models.backbones.config import DecoderConfig
 from omniloom.models.backbones.kv_cache import KVCache, StaticKVCache
+from omniloom.models.lora import LoRALinear
+from omniloom.models.quantize import Linear
 
 
 class RMSNorm(nn.Module):
@@ -22,6 +25,8 @@ class RMSNorm(nn.Module):
         self.eps = eps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if kernels.usable(x, self.weight):
+            return kernels.rms_norm(x, self.weight, self.eps)
         x32 = x.float()
         x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
         return self.weight * x32.to(x.dtype)
@@ -57,10 +62,10 @@ class Attention(nn.Module):
         hd = cfg.dim_per_head
         self.num_heads, self.num_kv_heads, self.head_dim = cfg.num_heads, cfg.num_kv_heads, hd
         bias = cfg.attention_bias
-        self.q_proj = nn.Linear(cfg.hidden_size, cfg.num_heads * hd, bias=bias)
-        self.k_proj = nn.Linear(cfg.hidden_size, cfg.num_kv_heads * hd, bias=bias)
-        self.v_proj = nn.Linear(cfg.hidden_size, cfg.num_kv_heads * hd, bias=bias)
-        self.o_proj = nn.Linear(cfg.num_heads * hd, cfg.hidden_size, bias=False)
+        self.q_proj = Linear(cfg.hidden_size, cfg.num_heads * hd, bias=bias)
+        self.k_proj = Linear(cfg.hidden_size, cfg.num_kv_heads * hd, bias=bias)
+        self.v_proj = Linear(cfg.hidden_size, cfg.num_kv_heads * hd, bias=bias)
+        self.o_proj = Linear(cfg.num_heads * hd, cfg.hidden_size, bias=False)
 
     def forward(
         self,
@@ -71,10 +76,16 @@ class Attention(nn.Module):
         layer: int,
     ) -> torch.Tensor:
         b, t, _ = x.shape
-        q = self.q_proj(x).view(b, t, self.num_heads, self.head_dim).transpose(1, 2)
-        k = self.k_proj(x).view(b, t, self.num_kv_heads, self.head_dim).transpose(1, 2)
+        q, k = self.q_proj(x), self.k_proj(x)
+        in_place = b == 1 and kernels.usable(q) and q.is_contiguous() and k.is_contiguous()
+        if in_place:
+            kernels.rope_(q, cos, sin)
+            kernels.rope_(k, cos, sin)
+        q = q.view(b, t, self.num_heads, self.head_dim).transpose(1, 2)
+        k = k.view(b, t, self.num_kv_heads, self.head_dim).transpose(1, 2)
+        if not in_place:
+            q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         v = self.v_proj(x).view(b, t, self.num_kv_heads, self.head_dim).transpose(1, 2)
-        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         if cache is None:
             out = F.scaled_dot_product_attention(q, k, v, is_causal=t > 1, enable_gqa=True)
         else:
@@ -85,12 +96,15 @@ class Attention(nn.Module):
 class MLP(nn.Module):
     def __init__(self, cfg: DecoderConfig):
         super().__init__()
-        self.gate_proj = nn.Linear(cfg.hidden_size, cfg.intermediate_size, bias=False)
-        self.up_proj = nn.Linear(cfg.hidden_size, cfg.intermediate_size, bias=False)
-        self.down_proj = nn.Linear(cfg.intermediate_size, cfg.hidden_size, bias=False)
+        self.gate_proj = Linear(cfg.hidden_size, cfg.intermediate_size, bias=False)
+        self.up_proj = Linear(cfg.hidden_size, cfg.intermediate_size, bias=False)
+        self.down_proj = Linear(cfg.intermediate_size, cfg.hidden_size, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+        gate, up = self.gate_proj(x), self.up_proj(x)
+        if kernels.usable(gate):  # the same op as the fused decode stack, bit for bit
+            return self.down_proj(kernels.silu_mul(gate, up))
+        return self.down_proj(F.silu(gate) * up)
 
 
 class DecoderLayer(nn.Module):
@@ -121,19 +135,26 @@ class LlamaForCausalLM(nn.Module):
         super().__init__()
         self.config = cfg
         self.model = DecoderBody(cfg)
-        self.lm_head = nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
+        self.lm_head = Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
         if cfg.tie_embeddings:
             self.lm_head.weight = self.model.embed_tokens.weight
         self.rope = RotaryEmbedding(cfg.dim_per_head, cfg.max_position, cfg.rope_theta)
+        self._stack = None  # the fused decode stack, built on first use
+        self._stack_adapters: list[LoRALinear] = []
+
+    @property
+    def activation_dtype(self) -> torch.dtype:
+        """What hidden states are computed in (the norms' dtype; weights may be packed smaller)."""
+        return self.model.norm.weight.dtype
 
     def embed(self, token_ids: torch.Tensor) -> torch.Tensor:
-        return self.model.embed_tokens(token_ids)
+        return self.model.embed_tokens(token_ids).to(self.activation_dtype)
 
     def new_cache(self, batch: int, max_len: int) -> StaticKVCache:
         cfg = self.config
-        w = self.model.embed_tokens.weight
+        dtype, device = self.activation_dtype, self.model.norm.weight.device
         return StaticKVCache(
-            cfg.num_layers, batch, cfg.num_kv_heads, max_len, cfg.dim_per_head, w.dtype, w.device
+            cfg.num_layers, batch, cfg.num_kv_heads, max_len, cfg.dim_per_head, dtype, device
         )
 
     def forward(
@@ -153,9 +174,57 @@ class LlamaForCausalLM(nn.Module):
         t = embeds.shape[1]
         positions = cache.positions(t) if cache is not None else torch.arange(t)
         cos, sin = self.rope.table(positions.to(embeds.device), embeds.dtype)
-        x = embeds
-        for i, layer in enumerate(self.model.layers):
-            x = layer(x, cos, sin, cache, i)
+        if self._fused_decode_applies(embeds, cache):
+            x = self._decode_stack().forward(embeds[0], cos, sin, *cache.decode_inputs())[None]
+        else:
+            x = embeds
+            for i, layer in enumerate(self.model.layers):
+                x = layer(x, cos, sin, cache, i)
         if cache is not None:
             cache.advance(t)
         return self.model.norm(x)
+
+    def _fused_decode_applies(self, embeds: torch.Tensor, cache: KVCache | None) -> bool:
+        """A decode-only step of the paged cache with every adapter off runs in one C++ call."""
+        if not getattr(cache, "decodes_only", False) or not kernels.usable(embeds):
+            return False
+        self._decode_stack()
+        return all(adapter.active is False for adapter in self._stack_adapters)
+
+    def _decode_stack(self):
+        """Built on first use from the layers' current weights (shared, not copied)."""
+        if self._stack is None:
+            cfg = self.config
+            self._stack = kernels.decode_stack(
+                [_layer_tensors(layer) for layer in self.model.layers],
+                cfg.rms_norm_eps,
+                cfg.num_heads,
+                cfg.num_kv_heads,
+                cfg.dim_per_head,
+            )
+            self._stack_adapters = [
+                m for m in self.model.layers.modules() if isinstance(m, LoRALinear)
+            ]
+        return self._stack
+
+
+def _projection_tensors(module: nn.Module) -> list[torch.Tensor]:
+    """(weight, scales, bias) of a plain or packed projection, empty tensors for what it lacks."""
+    module = module.base if isinstance(module, LoRALinear) else module
+    scales = getattr(module, "scales", None)
+    return [
+        module.weight.detach(),
+        scales if scales is not None else torch.empty(0),
+        module.bias.detach() if module.bias is not None else torch.empty(0),
+    ]
+
+
+def _layer_tensors(layer: DecoderLayer) -> list[torch.Tensor]:
+    attn, mlp = layer.self_attn, layer.mlp
+    out = [layer.input_layernorm.weight.detach()]
+    for projection in (attn.q_proj, attn.k_proj, attn.v_proj, attn.o_proj):
+        out += _projection_tensors(projection)
+    out.append(layer.post_attention_layernorm.weight.detach())
+    for projection in (mlp.gate_proj, mlp.up_proj, mlp.down_proj):
+        out += _projection_tensors(projection)
+    return out

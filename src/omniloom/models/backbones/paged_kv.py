@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from omniloom import kernels
 from omniloom.models.backbones.kv_cache import causal_mask
 
 
@@ -79,6 +80,7 @@ class PagedBatch:
         self._prefill_rows = [i for i, c in enumerate(chunks) if c.num_new > 1]
         self._decode_index = torch.tensor([self.spans[i][0] for i in self._decode_rows])
         self._decode_slots, self._decode_mask = self._pad_decode_contexts()
+        self._decode_lengths = self._decode_mask.flatten(1).sum(-1)
 
     @property
     def num_tokens(self) -> int:
@@ -93,6 +95,22 @@ class PagedBatch:
 
     def advance(self, num_tokens: int) -> None:
         """The engine tracks each sequence's length; nothing to do here."""
+
+    @property
+    def decodes_only(self) -> bool:
+        """Every sequence adds exactly one token (the common decode step)."""
+        return not self._prefill_rows
+
+    def decode_inputs(self) -> tuple[torch.Tensor, ...]:
+        """What the fused decode stack needs: the pools, new slots, contexts and their lengths."""
+        pool = self.pool
+        return (
+            pool.keys,
+            pool.values,
+            self._write_slots,
+            self._decode_slots,
+            self._decode_lengths,
+        )
 
     def _pad_decode_contexts(self) -> tuple[torch.Tensor, torch.Tensor]:
         contexts = [self.chunks[i].context_slots for i in self._decode_rows]
@@ -126,6 +144,16 @@ class PagedBatch:
         return out
 
     def _attend_decodes(self, q, keys, values) -> torch.Tensor:
+        if kernels.usable(q) and keys.dtype == q.dtype:  # reads the pool in place
+            out = kernels.paged_decode_attention(
+                q[0, :, self._decode_index].transpose(0, 1),
+                keys,
+                values,
+                self._decode_slots,
+                self._decode_lengths,
+                q.shape[-1] ** -0.5,
+            )
+            return out.transpose(0, 1)
         q_dec = q[0, :, self._decode_index].transpose(0, 1).unsqueeze(2)  # (D, heads, 1, d)
         k_dec = keys[self._decode_slots].permute(0, 2, 1, 3)  # (D, kv_heads, L, d)
         v_dec = values[self._decode_slots].permute(0, 2, 1, 3)

@@ -1,0 +1,416 @@
+// omniloom's CPU kernels for decode steps, all fp32 activations, row by row so that a row's result
+// never depends on what else is in the batch.
+//
+// skinny_linear: y[M,N] = x[M,K] · W[N,K]ᵀ (+ bias) with few rows M.
+// At decode time M is the number of sequences in the step (1–64), so the cost is streaming W from
+// memory once. W may be fp32, bf16, fp16 or int8 (one fp32 scale per output row); it is widened
+// to fp32 in registers (AVX2/F16C) and activations and accumulation stay fp32. Output rows are
+// split across PyTorch's intra-op threads. With few rows each group of weight rows is used
+// straight from memory; with more rows it is widened once into a small fp32 buffer that then
+// stays in L1 while every activation row passes over it.
+//
+// rms_norm: y = x / sqrt(mean(x²) + eps) · weight per row; rope_: rotary embedding in place.
+// silu_mul: silu(gate) · up. DecodeStack: all of the above for a whole decode step in one call.
+// paged_decode_attention: one new query per sequence against its keys and values, read in place
+// from the paged pool through the sequence's slot list (no gather into a padded batch).
+#include <torch/extension.h>
+#include <ATen/Parallel.h>
+
+#include <cmath>
+#include <cstdint>
+#include <vector>
+
+#if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
+#include <immintrin.h>
+#define OMNILOOM_AVX2 1
+#endif
+
+namespace {
+
+constexpr int64_t kRows = 4;         // weight rows per group (4 accumulators per activation row)
+constexpr int64_t kDirectRows = 3;  // up to this many activation rows read W straight from memory
+
+inline float widen(float v) { return v; }
+inline float widen(at::BFloat16 v) { return static_cast<float>(v); }
+inline float widen(at::Half v) { return static_cast<float>(v); }
+inline float widen(int8_t v) { return static_cast<float>(v); }
+
+#ifdef OMNILOOM_AVX2
+inline __m256 widen8(const float* w) { return _mm256_loadu_ps(w); }
+inline __m256 widen8(const at::BFloat16* w) {
+  __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(w));
+  return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+}
+inline __m256 widen8(const at::Half* w) {
+  return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w)));
+}
+inline __m256 widen8(const int8_t* w) {
+  __m128i b = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(w));
+  return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(b));
+}
+inline float hsum(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+#endif
+
+#ifdef OMNILOOM_AVX2
+// dots[r * kRows + j] = x[r] · w[j] for R activation rows and kRows full weight rows; R is a
+// compile-time constant so the R × kRows accumulators stay in registers.
+template <typename T, int R>
+void dot_block(const float* x, int64_t k, const T* w, float* dots) {
+  // Narrow weights take several vectors per row per pass, so each pass reads 32+ bytes per row.
+  constexpr int kVectors = sizeof(T) >= 4 ? 1 : 4 / static_cast<int>(sizeof(T));
+  constexpr int64_t kStep = 8 * kVectors;
+  const int64_t k8 = k - k % kStep;
+  __m256 acc[R][kRows];
+#pragma GCC unroll 3
+  for (int r = 0; r < R; ++r)
+#pragma GCC unroll 4
+    for (int j = 0; j < kRows; ++j) acc[r][j] = _mm256_setzero_ps();
+  for (int64_t i0 = 0; i0 < k8; i0 += kStep) {
+#pragma GCC unroll 4
+    for (int u = 0; u < kVectors; ++u) {
+      const int64_t i = i0 + 8 * u;
+      __m256 wv[kRows];
+#pragma GCC unroll 4
+      for (int j = 0; j < kRows; ++j) wv[j] = widen8(w + j * k + i);
+#pragma GCC unroll 3
+      for (int r = 0; r < R; ++r) {
+        const __m256 xv = _mm256_loadu_ps(x + r * k + i);
+#pragma GCC unroll 4
+        for (int j = 0; j < kRows; ++j) acc[r][j] = _mm256_fmadd_ps(wv[j], xv, acc[r][j]);
+      }
+    }
+  }
+  for (int r = 0; r < R; ++r)
+    for (int j = 0; j < kRows; ++j) {
+      float s = hsum(acc[r][j]);
+      for (int64_t i = k8; i < k; ++i) s += widen(w[j * k + i]) * x[r * k + i];
+      dots[r * kRows + j] = s;
+    }
+}
+#endif
+
+// dots[r * rows + j] = x[r] · w[j] for `rows` weight rows (≤ kRows) and activation rows r < m.
+template <typename T>
+void dot_rows(const float* x, int64_t m, int64_t k, const T* w, int64_t rows, float* dots) {
+#ifdef OMNILOOM_AVX2
+  if (rows == kRows) {
+    // Every (row, weight row) pair accumulates in the same order whatever the block size, so
+    // a row's result does not depend on how many rows share the call.
+    int64_t r = 0;
+    for (; r + 3 <= m; r += 3) dot_block<T, 3>(x + r * k, k, w, dots + r * kRows);
+    if (m - r == 2) dot_block<T, 2>(x + r * k, k, w, dots + r * kRows);
+    if (m - r == 1) dot_block<T, 1>(x + r * k, k, w, dots + r * kRows);
+    return;
+  }
+#endif
+  for (int64_t j = 0; j < rows; ++j)
+    for (int64_t r = 0; r < m; ++r) {
+      float s = 0.f;
+      for (int64_t i = 0; i < k; ++i) s += widen(w[j * k + i]) * x[r * k + i];
+      dots[r * rows + j] = s;
+    }
+}
+
+template <typename T>
+void widen_rows(const T* w, int64_t count, float* out) {
+  int64_t i = 0;
+#ifdef OMNILOOM_AVX2
+  for (; i + 8 <= count; i += 8) _mm256_storeu_ps(out + i, widen8(w + i));
+#endif
+  for (; i < count; ++i) out[i] = widen(w[i]);
+}
+
+template <typename T>
+void skinny_linear_typed(const float* x, const T* w, const float* scales, const float* bias,
+                         float* y, int64_t m, int64_t k, int64_t n) {
+  const int64_t groups = (n + kRows - 1) / kRows;
+  const bool buffered = !std::is_same<T, float>::value && m > kDirectRows;
+  at::parallel_for(0, groups, 8, [&](int64_t begin, int64_t end) {
+    std::vector<float> buffer(buffered ? kRows * k : 0);
+    float dots[64 * kRows];
+    for (int64_t g = begin; g < end; ++g) {
+      const int64_t n0 = g * kRows, rows = std::min(kRows, n - n0);
+      for (int64_t r0 = 0; r0 < m; r0 += 64) {
+        const int64_t rm = std::min<int64_t>(64, m - r0);
+        if (buffered) {
+          if (r0 == 0) widen_rows(w + n0 * k, rows * k, buffer.data());
+          dot_rows<float>(x + r0 * k, rm, k, buffer.data(), rows, dots);
+        } else {
+          dot_rows<T>(x + r0 * k, rm, k, w + n0 * k, rows, dots);
+        }
+        for (int64_t r = 0; r < rm; ++r)
+          for (int64_t j = 0; j < rows; ++j) {
+            float v = dots[r * rows + j];
+            if (scales) v *= scales[n0 + j];
+            if (bias) v += bias[n0 + j];
+            y[(r0 + r) * n + n0 + j] = v;
+          }
+      }
+    }
+  });
+}
+
+torch::Tensor skinny_linear(torch::Tensor x, torch::Tensor weight, c10::optional<torch::Tensor> scales,
+                            c10::optional<torch::Tensor> bias) {
+  TORCH_CHECK(x.dim() == 2 && x.scalar_type() == torch::kFloat32, "x must be (M, K) float32");
+  TORCH_CHECK(weight.dim() == 2 && weight.size(1) == x.size(1), "weight must be (N, K)");
+  x = x.contiguous();
+  weight = weight.contiguous();
+  const int64_t m = x.size(0), k = x.size(1), n = weight.size(0);
+  auto y = torch::empty({m, n}, x.options());
+  const float* s = nullptr;
+  const float* b = nullptr;
+  torch::Tensor s_holder, b_holder;
+  if (scales && scales->defined()) {
+    s_holder = scales->to(torch::kFloat32).contiguous();
+    TORCH_CHECK(s_holder.numel() == n, "one scale per output row");
+    s = s_holder.data_ptr<float>();
+  }
+  if (bias && bias->defined()) {
+    b_holder = bias->to(torch::kFloat32).contiguous();
+    TORCH_CHECK(b_holder.numel() == n, "one bias per output row");
+    b = b_holder.data_ptr<float>();
+  }
+  const float* xp = x.data_ptr<float>();
+  float* yp = y.data_ptr<float>();
+  switch (weight.scalar_type()) {
+    case torch::kFloat32:
+      skinny_linear_typed(xp, weight.data_ptr<float>(), s, b, yp, m, k, n);
+      break;
+    case torch::kBFloat16:
+      skinny_linear_typed(xp, weight.data_ptr<at::BFloat16>(), s, b, yp, m, k, n);
+      break;
+    case torch::kFloat16:
+      skinny_linear_typed(xp, weight.data_ptr<at::Half>(), s, b, yp, m, k, n);
+      break;
+    case torch::kInt8:
+      skinny_linear_typed(xp, weight.data_ptr<int8_t>(), s, b, yp, m, k, n);
+      break;
+    default:
+      TORCH_CHECK(false, "weight dtype must be float32, bfloat16, float16 or int8");
+  }
+  return y;
+}
+
+float dot(const float* a, const float* b, int64_t n) {
+  int64_t i = 0;
+  float total = 0.f;
+#ifdef OMNILOOM_AVX2
+  __m256 acc = _mm256_setzero_ps();
+  for (; i + 8 <= n; i += 8) acc = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), acc);
+  total = hsum(acc);
+#endif
+  for (; i < n; ++i) total += a[i] * b[i];
+  return total;
+}
+
+// y += p · x
+void axpy(float p, const float* x, float* y, int64_t n) {
+  int64_t i = 0;
+#ifdef OMNILOOM_AVX2
+  const __m256 pv = _mm256_set1_ps(p);
+  for (; i + 8 <= n; i += 8)
+    _mm256_storeu_ps(y + i, _mm256_fmadd_ps(pv, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
+#endif
+  for (; i < n; ++i) y[i] += p * x[i];
+}
+
+torch::Tensor rms_norm(torch::Tensor x, torch::Tensor weight, double eps) {
+  TORCH_CHECK(x.scalar_type() == torch::kFloat32 && weight.scalar_type() == torch::kFloat32,
+              "rms_norm takes float32");
+  x = x.contiguous();
+  weight = weight.contiguous();
+  const int64_t h = x.size(-1), rows = x.numel() / h;
+  TORCH_CHECK(weight.numel() == h, "one weight per feature");
+  auto y = torch::empty_like(x);
+  const float* xp = x.data_ptr<float>();
+  const float* wp = weight.data_ptr<float>();
+  float* yp = y.data_ptr<float>();
+  at::parallel_for(0, rows, 64, [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) {
+      const float* row = xp + r * h;
+      float squares = 0.f;
+      for (int64_t i = 0; i < h; ++i) squares += row[i] * row[i];
+      const float inv = 1.f / std::sqrt(squares / static_cast<float>(h) + static_cast<float>(eps));
+      for (int64_t i = 0; i < h; ++i) yp[r * h + i] = wp[i] * (row[i] * inv);
+    }
+  });
+  return y;
+}
+
+// In place, rotate-half RoPE: x (T, heads, d) contiguous, cos and sin (T, d).
+void rope_(torch::Tensor x, torch::Tensor cos, torch::Tensor sin) {
+  TORCH_CHECK(x.is_contiguous() && x.scalar_type() == torch::kFloat32, "x: contiguous float32");
+  cos = cos.to(torch::kFloat32).contiguous();
+  sin = sin.to(torch::kFloat32).contiguous();
+  const int64_t tokens = cos.size(0), d = cos.size(1), half = d / 2;
+  TORCH_CHECK(x.numel() % (tokens * d) == 0, "x must be (tokens, heads, head_dim)");
+  const int64_t heads = x.numel() / (tokens * d);
+  float* xp = x.data_ptr<float>();
+  const float* cp = cos.data_ptr<float>();
+  const float* sp = sin.data_ptr<float>();
+  at::parallel_for(0, tokens, 16, [&](int64_t begin, int64_t end) {
+    for (int64_t t = begin; t < end; ++t) {
+      const float* c = cp + t * d;
+      const float* s = sp + t * d;
+      for (int64_t h = 0; h < heads; ++h) {
+        float* v = xp + (t * heads + h) * d;
+        for (int64_t i = 0; i < half; ++i) {
+          const float a = v[i], b = v[i + half];
+          v[i] = a * c[i] - b * s[i];
+          v[i + half] = b * c[i + half] + a * s[i + half];
+        }
+      }
+    }
+  });
+}
+
+// q (D, heads, d); keys and values (slots, kv_heads, d); slots (D, L) with the first lengths[i]
+// entries of row i valid. Returns softmax(q·kᵀ · scale) · v per sequence and head, (D, heads, d).
+torch::Tensor paged_decode_attention(torch::Tensor q, torch::Tensor keys, torch::Tensor values,
+                                     torch::Tensor slots, torch::Tensor lengths, double scale) {
+  TORCH_CHECK(q.scalar_type() == torch::kFloat32 && keys.scalar_type() == torch::kFloat32 &&
+                  values.scalar_type() == torch::kFloat32,
+              "paged_decode_attention takes float32");
+  TORCH_CHECK(keys.is_contiguous() && values.is_contiguous(), "the pool must be contiguous");
+  q = q.contiguous();
+  slots = slots.to(torch::kInt64).contiguous();
+  lengths = lengths.to(torch::kInt64).contiguous();
+  const int64_t seqs = q.size(0), heads = q.size(1), d = q.size(2);
+  const int64_t kv_heads = keys.size(1), group = heads / kv_heads, width = slots.size(1);
+  TORCH_CHECK(heads % kv_heads == 0 && keys.size(2) == d, "head shapes do not match");
+  auto out = torch::empty_like(q);
+  const float* qp = q.data_ptr<float>();
+  const float* kp = keys.data_ptr<float>();
+  const float* vp = values.data_ptr<float>();
+  const int64_t* sp = slots.data_ptr<int64_t>();
+  const int64_t* lp = lengths.data_ptr<int64_t>();
+  float* op = out.data_ptr<float>();
+  const float fscale = static_cast<float>(scale);
+  at::parallel_for(0, seqs * heads, 1, [&](int64_t begin, int64_t end) {
+    std::vector<float> scores;
+    for (int64_t item = begin; item < end; ++item) {
+      const int64_t seq = item / heads, head = item % heads, kv = head / group;
+      const int64_t length = lp[seq];
+      const float* query = qp + (seq * heads + head) * d;
+      const int64_t* row_slots = sp + seq * width;
+      scores.resize(length);
+      float best = -INFINITY;
+      for (int64_t j = 0; j < length; ++j) {
+        scores[j] = dot(query, kp + (row_slots[j] * kv_heads + kv) * d, d) * fscale;
+        best = std::max(best, scores[j]);
+      }
+      float total = 0.f;
+      for (int64_t j = 0; j < length; ++j) {
+        scores[j] = std::exp(scores[j] - best);
+        total += scores[j];
+      }
+      float* result = op + (seq * heads + head) * d;
+      for (int64_t i = 0; i < d; ++i) result[i] = 0.f;
+      for (int64_t j = 0; j < length; ++j) {
+        axpy(scores[j] / total, vp + (row_slots[j] * kv_heads + kv) * d, result, d);
+      }
+    }
+  });
+  return out;
+}
+
+// silu(gate) · up, elementwise.
+torch::Tensor silu_mul(torch::Tensor gate, torch::Tensor up) {
+  TORCH_CHECK(gate.sizes() == up.sizes() && gate.scalar_type() == torch::kFloat32 &&
+                  up.scalar_type() == torch::kFloat32,
+              "silu_mul takes two float32 tensors of one shape");
+  gate = gate.contiguous();
+  up = up.contiguous();
+  auto out = torch::empty_like(gate);
+  const float* gp = gate.data_ptr<float>();
+  const float* up_p = up.data_ptr<float>();
+  float* op = out.data_ptr<float>();
+  at::parallel_for(0, gate.numel(), 4096, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) op[i] = gp[i] / (1.f + std::exp(-gp[i])) * up_p[i];
+  });
+  return out;
+}
+
+// The decoder stack for steps where every sequence adds one token and no adapter is on: the
+// same kernels as the layer-by-layer path, called from C++ with no Python between them.
+class DecodeStack {
+ public:
+  // Per layer: input norm, q, k, v, o, post-attention norm, gate, up, down; each projection as
+  // (weight, scales, bias) with empty tensors for absent scales or bias.
+  DecodeStack(std::vector<std::vector<torch::Tensor>> layers, double eps, int64_t heads,
+              int64_t kv_heads, int64_t head_dim)
+      : layers_(std::move(layers)), eps_(eps), heads_(heads), kv_heads_(kv_heads),
+        head_dim_(head_dim) {
+    for (const auto& layer : layers_) TORCH_CHECK(layer.size() == 23, "23 tensors per layer");
+  }
+
+  // x (D, hidden) embeddings; cos/sin (D, head_dim); keys/values (layers, slots, kv_heads, d);
+  // write_slots (D,) where each new key/value goes; slots (D, L) and lengths (D,) the contexts.
+  torch::Tensor forward(torch::Tensor x, torch::Tensor cos, torch::Tensor sin, torch::Tensor keys,
+                        torch::Tensor values, torch::Tensor write_slots, torch::Tensor slots,
+                        torch::Tensor lengths) {
+    const int64_t d = x.size(0);
+    const double scale = 1.0 / std::sqrt(static_cast<double>(head_dim_));
+    for (size_t i = 0; i < layers_.size(); ++i) {
+      const auto& w = layers_[i];
+      auto h = rms_norm(x, w[0], eps_);
+      auto q = project(h, w, 1);
+      auto k = project(h, w, 4);
+      auto v = project(h, w, 7);
+      rope_(q, cos, sin);
+      rope_(k, cos, sin);
+      auto layer_keys = keys[i];
+      auto layer_values = values[i];
+      layer_keys.index_copy_(0, write_slots, k.view({d, kv_heads_, head_dim_}));
+      layer_values.index_copy_(0, write_slots, v.view({d, kv_heads_, head_dim_}));
+      auto attn = paged_decode_attention(q.view({d, heads_, head_dim_}), layer_keys, layer_values,
+                                         slots, lengths, scale);
+      x = x + project(attn.view({d, heads_ * head_dim_}), w, 10);
+      h = rms_norm(x, w[13], eps_);
+      x = x + project(silu_mul(project(h, w, 14), project(h, w, 17)), w, 20);
+    }
+    return x;
+  }
+
+ private:
+  static c10::optional<torch::Tensor> present(const torch::Tensor& t) {
+    return t.numel() ? c10::optional<torch::Tensor>(t) : c10::nullopt;
+  }
+  torch::Tensor project(const torch::Tensor& x, const std::vector<torch::Tensor>& w, size_t at) {
+    return skinny_linear(x, w[at], present(w[at + 1]), present(w[at + 2]));
+  }
+
+  std::vector<std::vector<torch::Tensor>> layers_;
+  double eps_;
+  int64_t heads_, kv_heads_, head_dim_;
+};
+
+bool vectorized() {
+#ifdef OMNILOOM_AVX2
+  return true;
+#else
+  return false;
+#endif
+}
+
+}  // namespace
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("skinny_linear", &skinny_linear, "y = x @ W.T * scales + bias for few rows of x",
+        py::arg("x"), py::arg("weight"), py::arg("scales") = py::none(), py::arg("bias") = py::none());
+  m.def("rms_norm", &rms_norm, "x / sqrt(mean(x^2) + eps) * weight per row");
+  m.def("rope_", &rope_, "rotate-half rotary embedding, in place");
+  m.def("paged_decode_attention", &paged_decode_attention,
+        "one query per sequence attending over its slots of the paged KV pool");
+  m.def("silu_mul", &silu_mul, "silu(gate) * up");
+  py::class_<DecodeStack>(m, "DecodeStack")
+      .def(py::init<std::vector<std::vector<torch::Tensor>>, double, int64_t, int64_t, int64_t>())
+      .def("forward", &DecodeStack::forward);
+  m.def("vectorized", &vectorized, "whether the AVX2/FMA/F16C path was compiled in");
+}

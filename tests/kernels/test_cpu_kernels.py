@@ -1,0 +1,122 @@
+"""Our C++ CPU kernels against PyTorch's reference operators, and their batch invariance."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.testing import assert_close
+
+from omniloom import kernels
+from omniloom.models.backbones.config import DecoderConfig
+from omniloom.models.backbones.llama import LlamaForCausalLM, apply_rope
+from omniloom.models.backbones.paged_kv import KVPool, PagedBatch, SequenceChunk
+from omniloom.models.quantize import PackedLinear, pack_weights
+
+
+@pytest.fixture(scope="module", autouse=True)
+def built():
+    assert kernels.load() is not None, "the kernels must compile here (g++ and ninja)"
+    assert kernels.load().vectorized(), "the AVX2/FMA/F16C path should be compiled in"
+
+
+def _off(monkeypatch):
+    monkeypatch.setattr(kernels, "_built", [None])
+
+
+@pytest.mark.parametrize("weight_format", ["float32", "bfloat16", "float16", "int8"])
+@pytest.mark.parametrize("rows", [1, 2, 3, 4, 7, 33])
+@pytest.mark.parametrize(("k", "n"), [(576, 96), (20, 7)])
+def test_skinny_linear_matches_torch(weight_format, rows, k, n):
+    gen = torch.Generator().manual_seed(rows * 100 + k)
+    x, w, bias = (torch.randn(s, generator=gen) for s in ((rows, k), (n, k), (n,)))
+    linear = PackedLinear(w, bias, weight_format) if weight_format != "float32" else None
+    if linear is None:
+        got, want = kernels.skinny_linear(x, w, None, bias), F.linear(x, w, bias)
+    else:
+        with torch.inference_mode():
+            got = linear(x)
+        scales = linear.scales[:, None] if linear.scales is not None else 1.0
+        want = F.linear(x, linear.weight.float() * scales, bias)
+    assert_close(got, want, rtol=1e-4, atol=1e-3)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.int8])
+def test_a_row_gives_the_same_bits_alone_or_in_any_batch(dtype):
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(37, 576, generator=gen)
+    w = (torch.randn(200, 576, generator=gen) * 30).to(dtype)
+    scales = torch.rand(200, generator=gen) if dtype == torch.int8 else None
+    batch = kernels.skinny_linear(x, w, scales)
+    for size in (1, 2, 3, 5, 16):
+        for start in (0, 7, 37 - size):
+            part = kernels.skinny_linear(x[start : start + size], w, scales)
+            assert torch.equal(part, batch[start : start + size])
+
+
+def test_rms_norm_rope_and_silu_mul_match_torch():
+    gen = torch.Generator().manual_seed(2)
+    x, weight = torch.randn(5, 64, generator=gen), torch.randn(64, generator=gen)
+    want = weight * (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-5))
+    assert_close(kernels.rms_norm(x, weight, 1e-5), want)
+    cos, sin = torch.randn(5, 16, generator=gen), torch.randn(5, 16, generator=gen)
+    q = torch.randn(1, 5, 3 * 16, generator=gen)  # (batch, tokens, heads · head_dim)
+    want = apply_rope(q.view(1, 5, 3, 16).transpose(1, 2), cos, sin).transpose(1, 2)
+    assert_close(kernels.rope_(q.clone(), cos, sin).view(1, 5, 3, 16), want)
+    gate, up = torch.randn(7, 33, generator=gen), torch.randn(7, 33, generator=gen)
+    assert_close(kernels.silu_mul(gate, up), F.silu(gate) * up)
+
+
+def test_paged_decode_attention_matches_sdpa_over_gathered_slots():
+    gen = torch.Generator().manual_seed(3)
+    heads, kv_heads, d, pool_slots = 6, 2, 16, 40
+    keys, values = (torch.randn(pool_slots, kv_heads, d, generator=gen) for _ in range(2))
+    lengths = torch.tensor([5, 17, 1])
+    slots = torch.zeros(3, 17, dtype=torch.long)
+    for row, length in enumerate(lengths.tolist()):
+        slots[row, :length] = torch.randperm(pool_slots, generator=gen)[:length]
+    q = torch.randn(3, heads, d, generator=gen)
+    got = kernels.paged_decode_attention(q, keys, values, slots, lengths, d**-0.5)
+    for row, length in enumerate(lengths.tolist()):
+        k = keys[slots[row, :length]].transpose(0, 1)[None]
+        v = values[slots[row, :length]].transpose(0, 1)[None]
+        want = F.scaled_dot_product_attention(q[row][None, :, None], k, v, enable_gqa=True)
+        assert_close(got[row], want[0, :, 0])
+
+
+CFG = DecoderConfig(
+    vocab_size=101, hidden_size=64, intermediate_size=96, num_layers=2, num_heads=4, num_kv_heads=2
+)
+
+
+def _decode_step(model: LlamaForCausalLM, pool: KVPool, lengths: list[int]) -> torch.Tensor:
+    """One decode-only step for sequences with contexts ``lengths`` (prefilled already)."""
+    chunks = [
+        SequenceChunk(torch.arange(i * 32, i * 32 + n), 1) for i, n in enumerate(lengths)
+    ]
+    ids = torch.arange(len(lengths)) + 3
+    with torch.inference_mode():
+        return model.hidden_states(model.embed(ids)[None], PagedBatch(pool, chunks))[0]
+
+
+@pytest.mark.parametrize("weight_format", ["float32", "int8"])
+def test_fused_decode_stack_equals_the_layer_by_layer_path(monkeypatch, weight_format):
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(CFG).eval()
+    for p in model.parameters():
+        p.data.normal_(0, 0.2)
+    pack_weights(model, weight_format)
+    pool = KVPool(CFG.num_layers, 8, 16, CFG.num_kv_heads, CFG.dim_per_head, torch.float32)
+    pool.keys.normal_()
+    pool.values.normal_()
+    keys, values = pool.keys.clone(), pool.values.clone()
+    fused = _decode_step(model, pool, [9, 20, 3])
+    assert model._stack is not None  # the step really took the fused path
+    pool.keys.copy_(keys)
+    pool.values.copy_(values)
+    monkeypatch.setattr(type(model), "_fused_decode_applies", lambda *a: False)
+    assert torch.equal(_decode_step(model, pool, [9, 20, 3]), fused)  # bit for bit
+    _off(monkeypatch)
+    pool.keys.copy_(keys)
+    pool.values.copy_(values)
+    assert_close(_decode_step(model, pool, [9, 20, 3]), fused, rtol=1e-4, atol=1e-4)
