@@ -91,9 +91,7 @@ CFG = DecoderConfig(
 
 def _decode_step(model: LlamaForCausalLM, pool: KVPool, lengths: list[int]) -> torch.Tensor:
     """One decode-only step for sequences with contexts ``lengths`` (prefilled already)."""
-    chunks = [
-        SequenceChunk(torch.arange(i * 32, i * 32 + n), 1) for i, n in enumerate(lengths)
-    ]
+    chunks = [SequenceChunk(torch.arange(i * 32, i * 32 + n), 1) for i, n in enumerate(lengths)]
     ids = torch.arange(len(lengths)) + 3
     with torch.inference_mode():
         return model.hidden_states(model.embed(ids)[None], PagedBatch(pool, chunks))[0]
