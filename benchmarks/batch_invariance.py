@@ -18,6 +18,8 @@ from pathlib import Path
 import httpx
 from serving import REPO, free_port, image_url, start_omniloom, wait_healthy
 
+from omniloom.config import WEIGHT_FORMATS
+
 QUESTIONS = (
     "Name three colours.",
     "What is the capital of France?",
@@ -76,7 +78,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--requests", type=int, default=100)
     parser.add_argument("--tokens", type=int, default=48)
-    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "int8"])
+    parser.add_argument("--dtype", default="float32", choices=WEIGHT_FORMATS)
     parser.add_argument(
         "--out", default=str(REPO / "benchmarks" / "results" / "batch_invariance.json")
     )

@@ -23,6 +23,8 @@ from pathlib import Path
 import httpx
 from serving import REPO, free_port, image_url, start_omniloom, wait_healthy
 
+from omniloom.config import WEIGHT_FORMATS
+
 IMAGES = [image_url(seed) for seed in range(4)]
 
 
@@ -151,7 +153,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--probe-concurrency", type=int, default=16)
     p.add_argument("--probe-seconds", type=float, default=20)
     p.add_argument("--request-timeout", type=float, default=300)
-    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "int8"])
+    p.add_argument("--dtype", default="float32", choices=WEIGHT_FORMATS)
     p.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "load.json"))
     return p
 
