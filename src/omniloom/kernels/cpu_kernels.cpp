@@ -402,15 +402,18 @@ bool vectorized() {
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  // The long-running calls let go of the GIL so the HTTP thread can stream meanwhile.
+  using release = py::call_guard<py::gil_scoped_release>;
   m.def("skinny_linear", &skinny_linear, "y = x @ W.T * scales + bias for few rows of x",
-        py::arg("x"), py::arg("weight"), py::arg("scales") = py::none(), py::arg("bias") = py::none());
+        py::arg("x"), py::arg("weight"), py::arg("scales") = py::none(), py::arg("bias") = py::none(),
+        release());
   m.def("rms_norm", &rms_norm, "x / sqrt(mean(x^2) + eps) * weight per row");
   m.def("rope_", &rope_, "rotate-half rotary embedding, in place");
   m.def("paged_decode_attention", &paged_decode_attention,
-        "one query per sequence attending over its slots of the paged KV pool");
+        "one query per sequence attending over its slots of the paged KV pool", release());
   m.def("silu_mul", &silu_mul, "silu(gate) * up");
   py::class_<DecodeStack>(m, "DecodeStack")
       .def(py::init<std::vector<std::vector<torch::Tensor>>, double, int64_t, int64_t, int64_t>())
-      .def("forward", &DecodeStack::forward);
+      .def("forward", &DecodeStack::forward, release());
   m.def("vectorized", &vectorized, "whether the AVX2/FMA/F16C path was compiled in");
 }
