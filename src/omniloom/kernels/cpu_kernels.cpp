@@ -7,7 +7,8 @@
 // to fp32 in registers (AVX2/F16C) and activations and accumulation stay fp32. Output rows are
 // split across PyTorch's intra-op threads. With few rows each group of weight rows is used
 // straight from memory; with more rows it is widened once into a small fp32 buffer that then
-// stays in L1 while every activation row passes over it.
+// stays in L1 while every activation row passes over it. int8 weights with per-row scales
+// take int8 activations instead (blocks of 32 with their own scale, integer dot products).
 //
 // rms_norm: y = x / sqrt(mean(x²) + eps) · weight per row; rope_: rotary embedding in place.
 // silu_mul: silu(gate) · up. DecodeStack: all of the above for a whole decode step in one call.
@@ -60,7 +61,7 @@ inline float hsum(__m256 v) {
 // dots[r * kRows + j] = x[r] · w[j] for R activation rows and kRows full weight rows; R is a
 // compile-time constant so the R × kRows accumulators stay in registers.
 template <typename T, int R>
-void dot_block(const float* x, int64_t k, const T* w, float* dots) {
+void dot_block(const float* x, int64_t k, const T* w, float* dots, bool prefetch) {
   // Narrow weights take several vectors per row per pass, so each pass reads 32+ bytes per row.
   constexpr int kVectors = sizeof(T) >= 4 ? 1 : 4 / static_cast<int>(sizeof(T));
   constexpr int64_t kStep = 8 * kVectors;
@@ -70,7 +71,14 @@ void dot_block(const float* x, int64_t k, const T* w, float* dots) {
   for (int r = 0; r < R; ++r)
 #pragma GCC unroll 4
     for (int j = 0; j < kRows; ++j) acc[r][j] = _mm256_setzero_ps();
+  // Streaming from memory, sweep the weight rows two groups ahead while this group computes.
+  const char* ahead = reinterpret_cast<const char*>(w + 2 * kRows * k);
   for (int64_t i0 = 0; i0 < k8; i0 += kStep) {
+    if (prefetch) {
+      const char* at = ahead + (i0 / kStep) * kRows * kStep * sizeof(T);
+      _mm_prefetch(at, _MM_HINT_T0);
+      _mm_prefetch(at + 64, _MM_HINT_T0);
+    }
 #pragma GCC unroll 4
     for (int u = 0; u < kVectors; ++u) {
       const int64_t i = i0 + 8 * u;
@@ -96,15 +104,16 @@ void dot_block(const float* x, int64_t k, const T* w, float* dots) {
 
 // dots[r * rows + j] = x[r] · w[j] for `rows` weight rows (≤ kRows) and activation rows r < m.
 template <typename T>
-void dot_rows(const float* x, int64_t m, int64_t k, const T* w, int64_t rows, float* dots) {
+void dot_rows(const float* x, int64_t m, int64_t k, const T* w, int64_t rows, float* dots,
+              bool prefetch) {
 #ifdef OMNILOOM_AVX2
   if (rows == kRows) {
     // Every (row, weight row) pair accumulates in the same order whatever the block size, so
     // a row's result does not depend on how many rows share the call.
     int64_t r = 0;
-    for (; r + 3 <= m; r += 3) dot_block<T, 3>(x + r * k, k, w, dots + r * kRows);
-    if (m - r == 2) dot_block<T, 2>(x + r * k, k, w, dots + r * kRows);
-    if (m - r == 1) dot_block<T, 1>(x + r * k, k, w, dots + r * kRows);
+    for (; r + 3 <= m; r += 3) dot_block<T, 3>(x + r * k, k, w, dots + r * kRows, prefetch);
+    if (m - r == 2) dot_block<T, 2>(x + r * k, k, w, dots + r * kRows, prefetch);
+    if (m - r == 1) dot_block<T, 1>(x + r * k, k, w, dots + r * kRows, prefetch);
     return;
   }
 #endif
@@ -139,9 +148,9 @@ void skinny_linear_typed(const float* x, const T* w, const float* scales, const 
         const int64_t rm = std::min<int64_t>(64, m - r0);
         if (buffered) {
           if (r0 == 0) widen_rows(w + n0 * k, rows * k, buffer.data());
-          dot_rows<float>(x + r0 * k, rm, k, buffer.data(), rows, dots);
+          dot_rows<float>(x + r0 * k, rm, k, buffer.data(), rows, dots, false);
         } else {
-          dot_rows<T>(x + r0 * k, rm, k, w + n0 * k, rows, dots);
+          dot_rows<T>(x + r0 * k, rm, k, w + n0 * k, rows, dots, r0 == 0);
         }
         for (int64_t r = 0; r < rm; ++r)
           for (int64_t j = 0; j < rows; ++j) {
@@ -150,6 +159,86 @@ void skinny_linear_typed(const float* x, const T* w, const float* scales, const 
             if (bias) v += bias[n0 + j];
             y[(r0 + r) * n + n0 + j] = v;
           }
+      }
+    }
+  });
+}
+
+constexpr int64_t kQBlock = 32;  // activations are quantized in blocks of this many
+
+// out[j] = Σ_blocks scale_x[b] · Σ_i x[i]·w_j[i] for `rows` (≤ kRows) int8 weight rows against
+// one quantized activation row; each weight row keeps its own accumulator, whatever `rows` is.
+void q8_dots(const int8_t* xr, const float* sr, const int8_t* w, int64_t k, int64_t rows,
+             float* out) {
+  const int64_t blocks = k / kQBlock;
+#ifdef OMNILOOM_AVX2
+  const __m256i ones = _mm256_set1_epi16(1);
+  __m256 acc[kRows];
+  for (auto& a : acc) a = _mm256_setzero_ps();
+  for (int64_t b = 0; b < blocks; ++b) {
+    // the weight rows two groups ahead, swept linearly while this group is computed
+    _mm_prefetch(reinterpret_cast<const char*>(w + 2 * kRows * k + b * kRows * kQBlock),
+                 _MM_HINT_T0);
+    _mm_prefetch(reinterpret_cast<const char*>(w + 2 * kRows * k + b * kRows * kQBlock + 64),
+                 _MM_HINT_T0);
+    const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xr + b * kQBlock));
+    const __m256 scale = _mm256_set1_ps(sr[b]);
+    for (int64_t j = 0; j < rows; ++j) {
+      const auto* wp = reinterpret_cast<const __m256i*>(w + j * k + b * kQBlock);
+      const __m256i wv = _mm256_loadu_si256(wp);
+      const __m256i products =
+          _mm256_maddubs_epi16(_mm256_sign_epi8(wv, wv), _mm256_sign_epi8(xv, wv));
+      const __m256 sums = _mm256_cvtepi32_ps(_mm256_madd_epi16(products, ones));
+      acc[j] = _mm256_fmadd_ps(sums, scale, acc[j]);
+    }
+  }
+  for (int64_t j = 0; j < rows; ++j) out[j] = hsum(acc[j]);
+#else
+  for (int64_t j = 0; j < rows; ++j) {
+    float total = 0.f;
+    for (int64_t b = 0; b < blocks; ++b) {
+      int32_t sum = 0;
+      for (int64_t i = 0; i < kQBlock; ++i) sum += w[j * k + b * kQBlock + i] * xr[b * kQBlock + i];
+      total += static_cast<float>(sum) * sr[b];
+    }
+    out[j] = total;
+  }
+#endif
+}
+
+// Each block of 32 activations → int8 with scale max|x|/127 (llama.cpp's Q8_0 for activations).
+void quantize_blocks(const float* x, int64_t count, int8_t* q, float* scales) {
+  for (int64_t b = 0; b < count / kQBlock; ++b) {
+    const float* src = x + b * kQBlock;
+    float amax = 0.f;
+    for (int64_t i = 0; i < kQBlock; ++i) amax = std::max(amax, std::fabs(src[i]));
+    scales[b] = amax / 127.f;
+    const float inv = amax > 0.f ? 127.f / amax : 0.f;
+    for (int64_t i = 0; i < kQBlock; ++i)
+      q[b * kQBlock + i] = static_cast<int8_t>(std::lrint(src[i] * inv));
+  }
+}
+
+// int8 weights times int8 activations (blocks of 32 values of a row, each with its own scale),
+// summed exactly in int32 per block, then scaled in fp32. Needs k divisible by 32. Rows are
+// quantized on their own, so results stay batch invariant.
+void skinny_linear_q8(const float* x, const int8_t* w, const float* scales, const float* bias,
+                      float* y, int64_t m, int64_t k, int64_t n) {
+  const int64_t blocks = k / kQBlock;
+  std::vector<int8_t> qx(m * k);
+  std::vector<float> sx(m * blocks);
+  quantize_blocks(x, m * k, qx.data(), sx.data());
+  const int8_t* qp = qx.data();
+  const float* sp = sx.data();
+  const int64_t groups = (n + kRows - 1) / kRows;
+  at::parallel_for(0, groups, 8, [=](int64_t begin, int64_t end) {
+    float dots[kRows];
+    for (int64_t g = begin; g < end; ++g) {
+      const int64_t n0 = g * kRows, rows = std::min(kRows, n - n0);
+      for (int64_t r = 0; r < m; ++r) {
+        q8_dots(qp + r * k, sp + r * blocks, w + n0 * k, k, rows, dots);
+        for (int64_t j = 0; j < rows; ++j)
+          y[r * n + n0 + j] = dots[j] * scales[n0 + j] + (bias ? bias[n0 + j] : 0.f);
       }
     }
   });
@@ -189,7 +278,10 @@ torch::Tensor skinny_linear(torch::Tensor x, torch::Tensor weight, c10::optional
       skinny_linear_typed(xp, weight.data_ptr<at::Half>(), s, b, yp, m, k, n);
       break;
     case torch::kInt8:
-      skinny_linear_typed(xp, weight.data_ptr<int8_t>(), s, b, yp, m, k, n);
+      if (s && k % kQBlock == 0)
+        skinny_linear_q8(xp, weight.data_ptr<int8_t>(), s, b, yp, m, k, n);
+      else
+        skinny_linear_typed(xp, weight.data_ptr<int8_t>(), s, b, yp, m, k, n);
       break;
     default:
       TORCH_CHECK(false, "weight dtype must be float32, bfloat16, float16 or int8");
