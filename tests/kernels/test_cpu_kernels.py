@@ -91,7 +91,7 @@ def test_rms_norm_rope_and_silu_mul_match_torch():
     assert_close(kernels.silu_mul(gate, up), F.silu(gate) * up)
 
 
-def test_paged_decode_attention_matches_sdpa_over_gathered_slots():
+def test_paged_attention_matches_sdpa_over_gathered_slots():
     gen = torch.Generator().manual_seed(3)
     heads, kv_heads, d, pool_slots = 6, 2, 16, 40
     keys, values = (torch.randn(pool_slots, kv_heads, d, generator=gen) for _ in range(2))
@@ -100,7 +100,7 @@ def test_paged_decode_attention_matches_sdpa_over_gathered_slots():
     for row, length in enumerate(lengths.tolist()):
         slots[row, :length] = torch.randperm(pool_slots, generator=gen)[:length]
     q = torch.randn(3, heads, d, generator=gen)
-    got = kernels.paged_decode_attention(q, keys, values, slots, lengths, d**-0.5)
+    got = kernels.paged_attention(q, keys, values, slots, lengths, d**-0.5)
     for row, length in enumerate(lengths.tolist()):
         k = keys[slots[row, :length]].transpose(0, 1)[None]
         v = values[slots[row, :length]].transpose(0, 1)[None]
@@ -122,7 +122,7 @@ def _decode_step(model: LlamaForCausalLM, pool: KVPool, lengths: list[int]) -> t
 
 
 @pytest.mark.parametrize("weight_format", ["float32", "int8"])
-def test_fused_decode_stack_equals_the_layer_by_layer_path(monkeypatch, weight_format):
+def test_fused_stack_equals_the_layer_by_layer_path(monkeypatch, weight_format):
     torch.manual_seed(0)
     model = LlamaForCausalLM(CFG).eval()
     for p in model.parameters():
@@ -136,10 +136,35 @@ def test_fused_decode_stack_equals_the_layer_by_layer_path(monkeypatch, weight_f
     assert model._stack is not None  # the step really took the fused path
     pool.keys.copy_(keys)
     pool.values.copy_(values)
-    monkeypatch.setattr(type(model), "_fused_decode_applies", lambda *a: False)
+    monkeypatch.setattr(type(model), "_fused_stack_applies", lambda *a: False)
     assert torch.equal(_decode_step(model, pool, [9, 20, 3]), fused)  # bit for bit
     _off(monkeypatch)
     pool.keys.copy_(keys)
     pool.values.copy_(values)
     tolerance = 2e-2 if weight_format == "int8" else 1e-4  # PyTorch keeps fp32 activations
     assert_close(_decode_step(model, pool, [9, 20, 3]), fused, rtol=tolerance, atol=tolerance)
+
+
+@pytest.mark.parametrize("weight_format", ["float32", "int8"])
+def test_a_prompt_gives_the_same_bits_however_it_is_chunked(weight_format):
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(CFG).eval()
+    for p in model.parameters():
+        p.data.normal_(0, 0.2)
+    pack_weights(model, weight_format)
+    ids = torch.randint(0, 101, (23,), generator=torch.Generator().manual_seed(4))
+    slots = torch.arange(23)
+
+    def run(splits: list[int]) -> torch.Tensor:
+        pool = KVPool(CFG.num_layers, 2, 16, CFG.num_kv_heads, CFG.dim_per_head, torch.float32)
+        out, done = [], 0
+        with torch.inference_mode():
+            for n in splits:
+                batch = PagedBatch(pool, [SequenceChunk(slots[: done + n], n)])
+                out.append(model.hidden_states(model.embed(ids[done : done + n])[None], batch)[0])
+                done += n
+        return torch.cat(out)
+
+    whole = run([23])
+    assert torch.equal(run([10, 12, 1]), whole)
+    assert torch.equal(run([1] * 23), whole)

@@ -83,7 +83,7 @@ def rope_(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor
     return x
 
 
-def paged_decode_attention(
+def paged_attention(
     q: torch.Tensor,
     keys: torch.Tensor,
     values: torch.Tensor,
@@ -91,16 +91,16 @@ def paged_decode_attention(
     lengths: torch.Tensor,
     scale: float,
 ) -> torch.Tensor:
-    """q (D, heads, d) against each sequence's first ``lengths[i]`` ``slots[i]`` of the pool."""
-    return _built[0].paged_decode_attention(q, keys, values, slots, lengths, scale)
+    """Each query row i of q (tokens, heads, d) against the first ``lengths[i]`` of ``slots[i]``."""
+    return _built[0].paged_attention(q, keys, values, slots, lengths, scale)
 
 
 def silu_mul(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
     return _built[0].silu_mul(gate, up)
 
 
-def decode_stack(
+def layer_stack(
     layers: list[list[torch.Tensor]], eps: float, heads: int, kv_heads: int, head_dim: int
 ) -> object:
-    """A C++ decoder stack over these per-layer tensors (see ``DecodeStack`` in the source)."""
-    return _built[0].DecodeStack(layers, eps, heads, kv_heads, head_dim)
+    """A C++ decoder stack over these per-layer tensors (see ``LayerStack`` in the source)."""
+    return _built[0].LayerStack(layers, eps, heads, kv_heads, head_dim)

@@ -11,9 +11,9 @@
 // take int8 activations instead (blocks of 32 with their own scale, integer dot products).
 //
 // rms_norm: y = x / sqrt(mean(x²) + eps) · weight per row; rope_: rotary embedding in place.
-// silu_mul: silu(gate) · up. DecodeStack: all of the above for a whole decode step in one call.
-// paged_decode_attention: one new query per sequence against its keys and values, read in place
-// from the paged pool through the sequence's slot list (no gather into a padded batch).
+// silu_mul: silu(gate) · up. LayerStack: all of the above for a whole step in one call.
+// paged_attention: each query row against its own context's keys and values, read in place
+// from the paged pool through its slot list (no gather into a padded batch).
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
 
@@ -364,11 +364,11 @@ void rope_(torch::Tensor x, torch::Tensor cos, torch::Tensor sin) {
 
 // q (D, heads, d); keys and values (slots, kv_heads, d); slots (D, L) with the first lengths[i]
 // entries of row i valid. Returns softmax(q·kᵀ · scale) · v per sequence and head, (D, heads, d).
-torch::Tensor paged_decode_attention(torch::Tensor q, torch::Tensor keys, torch::Tensor values,
+torch::Tensor paged_attention(torch::Tensor q, torch::Tensor keys, torch::Tensor values,
                                      torch::Tensor slots, torch::Tensor lengths, double scale) {
   TORCH_CHECK(q.scalar_type() == torch::kFloat32 && keys.scalar_type() == torch::kFloat32 &&
                   values.scalar_type() == torch::kFloat32,
-              "paged_decode_attention takes float32");
+              "paged_attention takes float32");
   TORCH_CHECK(keys.is_contiguous() && values.is_contiguous(), "the pool must be contiguous");
   q = q.contiguous();
   slots = slots.to(torch::kInt64).contiguous();
@@ -429,13 +429,13 @@ torch::Tensor silu_mul(torch::Tensor gate, torch::Tensor up) {
   return out;
 }
 
-// The decoder stack for steps where every sequence adds one token and no adapter is on: the
-// same kernels as the layer-by-layer path, called from C++ with no Python between them.
-class DecodeStack {
+// The decoder stack for steps with no adapter on: the same kernels as the layer-by-layer path,
+// called from C++ with no Python between them.
+class LayerStack {
  public:
   // Per layer: input norm, q, k, v, o, post-attention norm, gate, up, down; each projection as
   // (weight, scales, bias) with empty tensors for absent scales or bias.
-  DecodeStack(std::vector<std::vector<torch::Tensor>> layers, double eps, int64_t heads,
+  LayerStack(std::vector<std::vector<torch::Tensor>> layers, double eps, int64_t heads,
               int64_t kv_heads, int64_t head_dim)
       : layers_(std::move(layers)), eps_(eps), heads_(heads), kv_heads_(kv_heads),
         head_dim_(head_dim) {
@@ -461,7 +461,7 @@ class DecodeStack {
       auto layer_values = values[i];
       layer_keys.index_copy_(0, write_slots, k.view({d, kv_heads_, head_dim_}));
       layer_values.index_copy_(0, write_slots, v.view({d, kv_heads_, head_dim_}));
-      auto attn = paged_decode_attention(q.view({d, heads_, head_dim_}), layer_keys, layer_values,
+      auto attn = paged_attention(q.view({d, heads_, head_dim_}), layer_keys, layer_values,
                                          slots, lengths, scale);
       x = x + project(attn.view({d, heads_ * head_dim_}), w, 10);
       h = rms_norm(x, w[13], eps_);
@@ -501,11 +501,11 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         release());
   m.def("rms_norm", &rms_norm, "x / sqrt(mean(x^2) + eps) * weight per row");
   m.def("rope_", &rope_, "rotate-half rotary embedding, in place");
-  m.def("paged_decode_attention", &paged_decode_attention,
-        "one query per sequence attending over its slots of the paged KV pool", release());
+  m.def("paged_attention", &paged_attention,
+        "each query row attending over its own slots of the paged KV pool", release());
   m.def("silu_mul", &silu_mul, "silu(gate) * up");
-  py::class_<DecodeStack>(m, "DecodeStack")
+  py::class_<LayerStack>(m, "LayerStack")
       .def(py::init<std::vector<std::vector<torch::Tensor>>, double, int64_t, int64_t, int64_t>())
-      .def("forward", &DecodeStack::forward, release());
+      .def("forward", &LayerStack::forward, release());
   m.def("vectorized", &vectorized, "whether the AVX2/FMA/F16C path was compiled in");
 }

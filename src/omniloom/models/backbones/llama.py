@@ -139,7 +139,7 @@ class LlamaForCausalLM(nn.Module):
         if cfg.tie_embeddings:
             self.lm_head.weight = self.model.embed_tokens.weight
         self.rope = RotaryEmbedding(cfg.dim_per_head, cfg.max_position, cfg.rope_theta)
-        self._stack = None  # the fused decode stack, built on first use
+        self._stack = None  # the fused layer stack, built on first use
         self._stack_adapters: list[LoRALinear] = []
 
     @property
@@ -174,8 +174,8 @@ class LlamaForCausalLM(nn.Module):
         t = embeds.shape[1]
         positions = cache.positions(t) if cache is not None else torch.arange(t)
         cos, sin = self.rope.table(positions.to(embeds.device), embeds.dtype)
-        if self._fused_decode_applies(embeds, cache):
-            x = self._decode_stack().forward(embeds[0], cos, sin, *cache.decode_inputs())[None]
+        if self._fused_stack_applies(embeds, cache):
+            x = self._layer_stack().forward(embeds[0], cos, sin, *cache.stack_inputs())[None]
         else:
             x = embeds
             for i, layer in enumerate(self.model.layers):
@@ -184,18 +184,18 @@ class LlamaForCausalLM(nn.Module):
             cache.advance(t)
         return self.model.norm(x)
 
-    def _fused_decode_applies(self, embeds: torch.Tensor, cache: KVCache | None) -> bool:
-        """A decode-only step of the paged cache with every adapter off runs in one C++ call."""
-        if not getattr(cache, "decodes_only", False) or not kernels.usable(embeds):
+    def _fused_stack_applies(self, embeds: torch.Tensor, cache: KVCache | None) -> bool:
+        """A step of the paged cache with every adapter off runs its layers in one C++ call."""
+        if not hasattr(cache, "stack_inputs") or not kernels.usable(embeds):
             return False
-        self._decode_stack()
+        self._layer_stack()
         return all(adapter.active is False for adapter in self._stack_adapters)
 
-    def _decode_stack(self):
+    def _layer_stack(self):
         """Built on first use from the layers' current weights (shared, not copied)."""
         if self._stack is None:
             cfg = self.config
-            self._stack = kernels.decode_stack(
+            self._stack = kernels.layer_stack(
                 [_layer_tensors(layer) for layer in self.model.layers],
                 cfg.rms_norm_eps,
                 cfg.num_heads,

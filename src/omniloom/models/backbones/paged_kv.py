@@ -6,7 +6,8 @@ decoder only sees a ``PagedBatch``: the tokens of one engine step packed into a 
 where each token's key/value goes (its slot), and for each sequence the slots of its whole
 context. Sequences that add one token (decodes) attend together as one padded batch; each
 sequence that adds a chunk (prefill) attends on its own with a causal mask, so a long prompt
-and many decodes share one forward pass through the weights.
+and many decodes share one forward pass through the weights. With our CPU kernels every token
+instead attends on its own over its context's slots, read in place from the pool.
 """
 
 from __future__ import annotations
@@ -80,7 +81,7 @@ class PagedBatch:
         self._prefill_rows = [i for i, c in enumerate(chunks) if c.num_new > 1]
         self._decode_index = torch.tensor([self.spans[i][0] for i in self._decode_rows])
         self._decode_slots, self._decode_mask = self._pad_decode_contexts()
-        self._decode_lengths = self._decode_mask.flatten(1).sum(-1)
+        self._token_contexts: tuple[torch.Tensor, torch.Tensor] | None = None
 
     @property
     def num_tokens(self) -> int:
@@ -96,21 +97,27 @@ class PagedBatch:
     def advance(self, num_tokens: int) -> None:
         """The engine tracks each sequence's length; nothing to do here."""
 
-    @property
-    def decodes_only(self) -> bool:
-        """Every sequence adds exactly one token (the common decode step)."""
-        return not self._prefill_rows
+    def token_contexts(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Every packed token's context as (tokens, longest) slots and (tokens,) lengths.
 
-    def decode_inputs(self) -> tuple[torch.Tensor, ...]:
-        """What the fused decode stack needs: the pools, new slots, contexts and their lengths."""
-        pool = self.pool
-        return (
-            pool.keys,
-            pool.values,
-            self._write_slots,
-            self._decode_slots,
-            self._decode_lengths,
-        )
+        Prefill tokens see their sequence up to themselves, so with the kernels each token's
+        attention is computed on its own, the same way however the prompt was chunked or batched.
+        Built once per step, on first use.
+        """
+        if self._token_contexts is None:
+            longest = max(len(c.context_slots) for c in self.chunks)
+            slots = torch.zeros(self.num_tokens, longest, dtype=torch.long)
+            lengths = torch.empty(self.num_tokens, dtype=torch.long)
+            for chunk, (start, end) in zip(self.chunks, self.spans, strict=True):
+                length = len(chunk.context_slots)
+                slots[start:end, :length] = chunk.context_slots
+                lengths[start:end] = torch.arange(length - chunk.num_new + 1, length + 1)
+            self._token_contexts = slots, lengths
+        return self._token_contexts
+
+    def stack_inputs(self) -> tuple[torch.Tensor, ...]:
+        """What the fused layer stack needs: the pools, new slots, contexts and their lengths."""
+        return (self.pool.keys, self.pool.values, self._write_slots, *self.token_contexts())
 
     def _pad_decode_contexts(self) -> tuple[torch.Tensor, torch.Tensor]:
         contexts = [self.chunks[i].context_slots for i in self._decode_rows]
@@ -129,6 +136,11 @@ class PagedBatch:
         keys, values = self.pool.keys[layer], self.pool.values[layer]
         keys.index_copy_(0, self._write_slots, k[0].transpose(0, 1))
         values.index_copy_(0, self._write_slots, v[0].transpose(0, 1))
+        if kernels.usable(q) and keys.dtype == q.dtype:  # every token on its own, pool in place
+            slots, lengths = self.token_contexts()
+            scale = q.shape[-1] ** -0.5
+            out = kernels.paged_attention(q[0].transpose(0, 1), keys, values, slots, lengths, scale)
+            return out.transpose(0, 1).unsqueeze(0)
         out = torch.empty_like(q)
         if self._decode_rows:
             out[0, :, self._decode_index] = self._attend_decodes(q, keys, values)
@@ -144,16 +156,6 @@ class PagedBatch:
         return out
 
     def _attend_decodes(self, q, keys, values) -> torch.Tensor:
-        if kernels.usable(q) and keys.dtype == q.dtype:  # reads the pool in place
-            out = kernels.paged_decode_attention(
-                q[0, :, self._decode_index].transpose(0, 1),
-                keys,
-                values,
-                self._decode_slots,
-                self._decode_lengths,
-                q.shape[-1] ** -0.5,
-            )
-            return out.transpose(0, 1)
         q_dec = q[0, :, self._decode_index].transpose(0, 1).unsqueeze(2)  # (D, heads, 1, d)
         k_dec = keys[self._decode_slots].permute(0, 2, 1, 3)  # (D, kv_heads, L, d)
         v_dec = values[self._decode_slots].permute(0, 2, 1, 3)
