@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from omniloom import kernels
 from omniloom.models.quantize import linear_dtype
 
 
@@ -27,7 +28,11 @@ class LoRALinear(nn.Module):
         out = self.base(x)
         if self.active is False:
             return out
-        delta = (x @ self.lora_a.T.to(x.dtype) @ self.lora_b.T.to(x.dtype)) * self.scale
+        if kernels.usable(x, self.lora_a):  # row by row, like the base layer: batch invariant
+            low_rank = kernels.skinny_linear(x, self.lora_a)
+            delta = kernels.skinny_linear(low_rank, self.lora_b) * self.scale
+        else:
+            delta = (x @ self.lora_a.T.to(x.dtype) @ self.lora_b.T.to(x.dtype)) * self.scale
         if isinstance(self.active, torch.Tensor):
             delta = delta * self.active.to(x.dtype)
         return out + delta
