@@ -11,6 +11,7 @@ from omniloom import kernels
 from omniloom.models.backbones.config import DecoderConfig
 from omniloom.models.backbones.llama import LlamaForCausalLM, apply_rope
 from omniloom.models.backbones.paged_kv import KVPool, PagedBatch, SequenceChunk
+from omniloom.models.lora import attach_lora
 from omniloom.models.quantize import PackedLinear, pack_weights
 
 
@@ -168,3 +169,17 @@ def test_a_prompt_gives_the_same_bits_however_it_is_chunked(weight_format):
     whole = run([23])
     assert torch.equal(run([10, 12, 1]), whole)
     assert torch.equal(run([1] * 23), whole)
+
+
+def test_adapters_attached_after_a_fused_step_are_not_skipped():
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(CFG).eval()
+    pool = KVPool(CFG.num_layers, 8, 16, CFG.num_kv_heads, CFG.dim_per_head, torch.float32)
+    plain = _decode_step(model, pool, [5])
+    assert model._stack is not None
+    assert attach_lora(model, ("o_proj",), 4, 8.0)
+    assert model._stack is None  # attach_lora told the decoder its layers changed
+    for module in model.modules():
+        if hasattr(module, "lora_b"):
+            module.lora_b.data.normal_()
+    assert not torch.equal(_decode_step(model, pool, [5]), plain)  # the adapter really ran

@@ -46,7 +46,16 @@ def attach_lora(model: nn.Module, targets: tuple[str, ...], rank: int, alpha: fl
             if child_name in targets and isinstance(child, nn.Linear):
                 setattr(parent, child_name, LoRALinear(child, rank, alpha))
                 names.append(f"{parent_name}.{child_name}" if parent_name else child_name)
+    layers_replaced(model)
     return names
+
+
+def layers_replaced(model: nn.Module) -> None:
+    """Tell any decoder inside ``model`` that its layers changed (its fused stack is stale)."""
+    for module in model.modules():
+        forget = getattr(module, "forget_layer_stack", None)
+        if forget is not None:
+            forget()
 
 
 def lora_state(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -77,6 +86,7 @@ def load_lora(model: nn.Module, state: dict[str, torch.Tensor]) -> int:
         adapter.requires_grad_(False)
         setattr(modules[parent_name] if parent_name else model, child_name, adapter)
         loaded += 1
+    layers_replaced(model)
     return loaded
 
 

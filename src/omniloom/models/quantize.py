@@ -85,6 +85,7 @@ def pack_weights(backbone: nn.Module, weight_format: str) -> int:
     table.weight = nn.Parameter(table.weight.detach().to(table_dtype), requires_grad=False)
     if tied and weight_format != "int8":
         backbone.lm_head.weight = table.weight.detach()  # one copy, as in the checkpoint
+    backbone.forget_layer_stack()
     return count
 
 

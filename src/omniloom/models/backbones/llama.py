@@ -102,7 +102,7 @@ class MLP(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         gate, up = self.gate_proj(x), self.up_proj(x)
-        if kernels.usable(gate):  # the same op as the fused decode stack, bit for bit
+        if kernels.usable(gate):  # the same op as the fused layer stack, bit for bit
             return self.down_proj(kernels.silu_mul(gate, up))
         return self.down_proj(F.silu(gate) * up)
 
@@ -190,6 +190,10 @@ class LlamaForCausalLM(nn.Module):
             return False
         self._layer_stack()
         return all(adapter.active is False for adapter in self._stack_adapters)
+
+    def forget_layer_stack(self) -> None:
+        """Drop the fused stack after layers are replaced (adapters attached, weights packed)."""
+        self._stack, self._stack_adapters = None, []
 
     def _layer_stack(self):
         """Built on first use from the layers' current weights (shared, not copied)."""
