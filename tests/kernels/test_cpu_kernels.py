@@ -67,10 +67,11 @@ def test_int8_activation_quantization_stays_close_to_float():
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.int8])
-def test_a_row_gives_the_same_bits_alone_or_in_any_batch(dtype):
+@pytest.mark.parametrize("k", [576, 40, 21])  # wide steps only; an 8-wide remainder; a tail
+def test_a_row_gives_the_same_bits_alone_or_in_any_batch(dtype, k):
     gen = torch.Generator().manual_seed(1)
-    x = torch.randn(37, 576, generator=gen)
-    w = (torch.randn(200, 576, generator=gen) * 30).to(dtype)
+    x = torch.randn(37, k, generator=gen)
+    w = (torch.randn(200, k, generator=gen) * 30).to(dtype)
     scales = torch.rand(200, generator=gen) if dtype == torch.int8 else None
     batch = kernels.skinny_linear(x, w, scales)
     for size in (1, 2, 3, 5, 16):
@@ -174,7 +175,11 @@ def test_a_prompt_gives_the_same_bits_however_it_is_chunked(weight_format):
 def test_adapters_attached_after_a_fused_step_are_not_skipped():
     torch.manual_seed(0)
     model = LlamaForCausalLM(CFG).eval()
+    for p in model.parameters():
+        p.data.normal_(0, 0.2)
     pool = KVPool(CFG.num_layers, 8, 16, CFG.num_kv_heads, CFG.dim_per_head, torch.float32)
+    pool.keys.normal_()
+    pool.values.normal_()
     plain = _decode_step(model, pool, [5])
     assert model._stack is not None
     assert attach_lora(model, ("o_proj",), 4, 8.0)

@@ -19,7 +19,7 @@ import torch
 log = logging.getLogger(__name__)
 
 SOURCE = Path(__file__).with_name("cpu_kernels.cpp")
-FLAGS = ["-O3", "-march=native", "-fopenmp"]
+FLAGS = ["-O3", "-march=native", "-fopenmp", "-ffp-contract=off"]  # FMAs only where written
 _build_lock = threading.Lock()
 _built: list[ModuleType | None] = []  # filled by the first load()
 

@@ -65,7 +65,7 @@ void dot_block(const float* x, int64_t k, const T* w, float* dots, bool prefetch
   // Narrow weights take several vectors per row per pass, so each pass reads 32+ bytes per row.
   constexpr int kVectors = sizeof(T) >= 4 ? 1 : 4 / static_cast<int>(sizeof(T));
   constexpr int64_t kStep = 8 * kVectors;
-  const int64_t k8 = k - k % kStep;
+  const int64_t k_wide = k - k % kStep, k8 = k - k % 8;
   __m256 acc[R][kRows];
 #pragma GCC unroll 3
   for (int r = 0; r < R; ++r)
@@ -73,26 +73,29 @@ void dot_block(const float* x, int64_t k, const T* w, float* dots, bool prefetch
     for (int j = 0; j < kRows; ++j) acc[r][j] = _mm256_setzero_ps();
   // Streaming from memory, sweep the weight rows two groups ahead while this group computes.
   const char* ahead = reinterpret_cast<const char*>(w + 2 * kRows * k);
-  for (int64_t i0 = 0; i0 < k8; i0 += kStep) {
+  // One 8-wide step at column i; every path sums the 8-wide steps in increasing i, then the
+  // scalar tail, so the order (and the bits) never depend on the weight type or batch size.
+  auto step = [&](int64_t i) {
+    __m256 wv[kRows];
+#pragma GCC unroll 4
+    for (int j = 0; j < kRows; ++j) wv[j] = widen8(w + j * k + i);
+#pragma GCC unroll 3
+    for (int r = 0; r < R; ++r) {
+      const __m256 xv = _mm256_loadu_ps(x + r * k + i);
+#pragma GCC unroll 4
+      for (int j = 0; j < kRows; ++j) acc[r][j] = _mm256_fmadd_ps(wv[j], xv, acc[r][j]);
+    }
+  };
+  for (int64_t i0 = 0; i0 < k_wide; i0 += kStep) {
     if (prefetch) {
       const char* at = ahead + (i0 / kStep) * kRows * kStep * sizeof(T);
       _mm_prefetch(at, _MM_HINT_T0);
       _mm_prefetch(at + 64, _MM_HINT_T0);
     }
 #pragma GCC unroll 4
-    for (int u = 0; u < kVectors; ++u) {
-      const int64_t i = i0 + 8 * u;
-      __m256 wv[kRows];
-#pragma GCC unroll 4
-      for (int j = 0; j < kRows; ++j) wv[j] = widen8(w + j * k + i);
-#pragma GCC unroll 3
-      for (int r = 0; r < R; ++r) {
-        const __m256 xv = _mm256_loadu_ps(x + r * k + i);
-#pragma GCC unroll 4
-        for (int j = 0; j < kRows; ++j) acc[r][j] = _mm256_fmadd_ps(wv[j], xv, acc[r][j]);
-      }
-    }
+    for (int u = 0; u < kVectors; ++u) step(i0 + 8 * u);
   }
+  for (int64_t i = k_wide; i < k8; i += 8) step(i);
   for (int r = 0; r < R; ++r)
     for (int j = 0; j < kRows; ++j) {
       float s = hsum(acc[r][j]);
