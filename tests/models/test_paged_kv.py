@@ -1,12 +1,15 @@
-"""The paged KV pool: packed steps that mix decodes and prefill chunks equal a full forward."""
+"""The paged KV pool: packed steps that mix decodes and prefill chunks equal a full forward,
+with our kernels and with PyTorch's operators (the fallback where no compiler is found)."""
 
 from __future__ import annotations
 
 import random
 
+import pytest
 import torch
 from torch.testing import assert_close
 
+from omniloom import kernels
 from omniloom.models.backbones.config import DecoderConfig
 from omniloom.models.backbones.llama import LlamaForCausalLM
 from omniloom.models.backbones.paged_kv import KVPool, PagedBatch, SequenceChunk
@@ -24,7 +27,10 @@ def _model() -> LlamaForCausalLM:
     return model
 
 
-def test_packed_steps_match_full_forward_with_scattered_blocks():
+@pytest.mark.parametrize("with_kernels", [True, False])
+def test_packed_steps_match_full_forward_with_scattered_blocks(monkeypatch, with_kernels):
+    if not with_kernels:
+        monkeypatch.setattr(kernels, "_built", [None])
     model, block = _model(), 4
     pool = KVPool(CFG.num_layers, 64, block, CFG.num_kv_heads, CFG.dim_per_head, torch.float32)
     free = list(range(64))

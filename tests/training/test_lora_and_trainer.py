@@ -39,7 +39,7 @@ def test_loaded_lora_equals_trained_and_switches_off():
 def test_quick_recipe_trains_resumes_and_reproduces(tmp_path):
     first = _train(tmp_path / "a")
     assert [len(losses) for losses in first.losses] == [s.steps for s in QUICK_RECIPE.stages]
-    assert first.val_loss["instruct"] < first.losses[1][0]  # it learned something
+    assert first.val_loss["instruct"] < first.losses[-1][0]  # it learned something
     assert (tmp_path / "a" / "loss.png").stat().st_size > 1000
     resumed = _train(tmp_path / "a")  # finished run: resumes to the end, no new steps
     assert resumed.losses == first.losses

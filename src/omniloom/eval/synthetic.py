@@ -72,6 +72,14 @@ class Question:
     answer: str
 
 
+@dataclass(frozen=True)
+class Region:
+    """Where one object or text sits (pixel box) and the words that name it (grounding)."""
+
+    box: tuple[float, float, float, float]
+    words: tuple[str, ...]
+
+
 @dataclass
 class Sample:
     split: str
@@ -79,6 +87,7 @@ class Sample:
     image: Image.Image
     caption: str
     questions: list[Question] = field(default_factory=list)
+    regions: list[Region] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -102,7 +111,7 @@ def _shade(colour: str, split: str, rng: random.Random) -> tuple[int, int, int]:
     return tuple(round(255 * c) for c in rgb)
 
 
-def _draw_thing(draw: ImageDraw.ImageDraw, thing: Thing, fill, rng: random.Random) -> None:
+def _draw_thing(draw: ImageDraw.ImageDraw, thing: Thing, fill, rng: random.Random) -> Region:
     cell = SIZE // 3
     radius = (cell * (0.42 if thing.large else 0.24)) + rng.uniform(-2, 2)
     cx = thing.cell[0] * cell + cell / 2 + rng.uniform(-4, 4)
@@ -116,6 +125,8 @@ def _draw_thing(draw: ImageDraw.ImageDraw, thing: Thing, fill, rng: random.Rando
         draw.polygon(
             [(cx, cy - radius), (cx + radius, cy + radius), (cx - radius, cy + radius)], fill=fill
         )
+    size = "large" if thing.large else "small"
+    return Region(box, (size, thing.colour, thing.shape, *_where(thing.cell).split()))
 
 
 def _scene_things(rng: random.Random) -> list[Thing]:
@@ -184,9 +195,9 @@ def _shape_sample(split: str, index: int, rng: random.Random) -> Sample:
     image = Image.new("RGB", (SIZE, SIZE), (grey, grey, grey - rng.randint(0, 10)))
     draw = ImageDraw.Draw(image)
     things = _scene_things(rng)
-    for t in things:
-        _draw_thing(draw, t, _shade(t.colour, split, rng), rng)
-    return Sample(split, index, image, _caption(things), _shape_questions(things, rng))
+    regions = [_draw_thing(draw, t, _shade(t.colour, split, rng), rng) for t in things]
+    questions = _shape_questions(things, rng)
+    return Sample(split, index, image, _caption(things), questions, regions)
 
 
 def _text_sample(split: str, index: int, rng: random.Random) -> Sample:
@@ -199,7 +210,9 @@ def _text_sample(split: str, index: int, rng: random.Random) -> Sample:
     y = (SIZE - (bottom - top)) / 2 - top + rng.uniform(-30, 30)
     draw.text((x, y), text, font=font, fill=(20, 20, 20))
     caption = f'The image shows the text "{text}".'
-    return Sample(split, index, image, caption, [Question("ocr", "What does the text say?", text)])
+    question = Question("ocr", "What does the text say?", text)
+    region = Region(draw.textbbox((x, y), text, font=font), (text,))
+    return Sample(split, index, image, caption, [question], [region])
 
 
 def make_sample(split: str, index: int) -> Sample:

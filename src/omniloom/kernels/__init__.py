@@ -50,8 +50,9 @@ def load() -> ModuleType | None:
 
 
 def usable(x: torch.Tensor, weight: torch.Tensor | None = None) -> bool:
-    """Whether the kernels can take these: fp32 on the CPU, no gradient to track (hot path)."""
-    if not _built or _built[0] is None or x.dtype != torch.float32 or not x.is_cpu:
+    """Whether the kernels can take these: fp32 on the CPU, no gradient to track (hot path).
+    The first call builds or loads them, so the path taken never depends on call order."""
+    if x.dtype != torch.float32 or not x.is_cpu or load() is None:
         return False
     tracked = x.requires_grad or (weight is not None and weight.requires_grad)
     return not (tracked and torch.is_grad_enabled())

@@ -24,23 +24,26 @@ from omniloom.eval.synthetic import Sample, make_sample, make_split
 from omniloom.models.lora import attach_lora, lora_state
 from omniloom.models.registry import LoadedModel
 from omniloom.training.data import Example, build_examples, encode_samples
+from omniloom.training.grounding import grounding_loss, grounding_targets
 
 
 @dataclass(frozen=True)
 class Stage:
     name: str
-    task: str  # align (captions) | instruct (question–answer pairs)
+    task: str  # ground (projector only, no LLM) | align (captions) | instruct (question–answer)
     images: int
     steps: int
     lr: float
     lora: bool
+    batch_size: int = 0  # 0: the recipe's
 
 
 @dataclass(frozen=True)
 class Recipe:
     stages: tuple[Stage, ...] = (
-        Stage("align", "align", images=1200, steps=150, lr=2e-3, lora=False),
-        Stage("instruct", "instruct", images=1600, steps=420, lr=1e-3, lora=True),
+        Stage("ground", "ground", images=1200, steps=400, lr=2e-3, lora=False, batch_size=32),
+        Stage("align", "align", images=1200, steps=100, lr=2e-3, lora=False),
+        Stage("instruct", "instruct", images=1600, steps=440, lr=1e-3, lora=True),
     )
     batch_size: int = 8
     val_images: int = 120
@@ -61,6 +64,7 @@ class Recipe:
 
 QUICK_RECIPE = Recipe(
     stages=(
+        Stage("ground", "ground", 16, 6, 2e-3, False),
         Stage("align", "align", 16, 6, 2e-3, False),
         Stage("instruct", "instruct", 16, 6, 1e-3, True),
     ),
@@ -111,6 +115,43 @@ def mean_loss(
     return total / len(examples)
 
 
+@dataclass
+class ConversationTask:
+    """Answer-token cross-entropy on conversations about the images (align and instruct)."""
+
+    model: LoadedModel
+    examples: list[Example]
+    features: torch.Tensor
+
+    def lengths(self) -> list[int]:
+        return [len(e.ids) for e in self.examples]
+
+    def loss(self, indices: list[int]) -> torch.Tensor:
+        return batch_loss(self.model, [self.examples[i] for i in indices], self.features)
+
+    def mean_loss(self, batch: int) -> float:
+        return mean_loss(self.model, self.examples, self.features, batch)
+
+
+@dataclass
+class GroundingTask:
+    """Projected image tokens against the word embeddings of what each cell shows."""
+
+    model: LoadedModel
+    features: torch.Tensor
+    targets: torch.Tensor
+
+    def lengths(self) -> list[int]:
+        return [1] * len(self.features)
+
+    def loss(self, indices: list[int]) -> torch.Tensor:
+        return grounding_loss(self.model, self.features[indices], self.targets[indices])
+
+    @torch.no_grad()
+    def mean_loss(self, batch: int) -> float:
+        return float(grounding_loss(self.model, self.features, self.targets))
+
+
 def _lr(stage: Stage, step: int) -> float:
     warmup = max(1, stage.steps // 20)
     if step < warmup:
@@ -145,18 +186,24 @@ class Trainer:
         for index in range(self.state.stage, len(self.recipe.stages)):
             stage = self.recipe.stages[index]
             self._run_stage(index, stage)
-            val_examples = build_examples(val, self.model, stage.task, seed=1)
-            self.state.val_loss[stage.name] = self.evaluate(val_examples, val_feats)
+            val_task = self._task(stage, val, val_feats, seed=1)
+            self.state.val_loss[stage.name] = val_task.mean_loss(self.recipe.batch_size)
             self.state.stage, self.state.step = index + 1, 0
             self._checkpoint(None)
         self.save_adapter(self.out / "adapter.safetensors")
         self.plot_losses(self.out / "loss.png")
         return self.state
 
+    def _task(self, stage: Stage, samples: list[Sample], features: torch.Tensor, seed: int):
+        if stage.task == "ground":
+            return GroundingTask(self.model, features, grounding_targets(samples, self.model))
+        examples = build_examples(samples, self.model, stage.task, seed=seed)
+        return ConversationTask(self.model, examples, features)
+
     def _run_stage(self, index: int, stage: Stage) -> None:
         samples = _train_samples(index, stage.images)
         features = encode_samples(samples, self.model)
-        examples = build_examples(samples, self.model, stage.task, seed=self.recipe.seed + index)
+        task = self._task(stage, samples, features, seed=self.recipe.seed + index)
         params = self.trainable(stage)
         for p in params:
             p.requires_grad_(True)
@@ -165,8 +212,8 @@ class Trainer:
         while len(self.state.losses) <= index:
             self.state.losses.append([])
         rng = random.Random(self.recipe.seed * 7919 + index)
-        lengths = [len(e.ids) for e in examples]
-        order = _epoch_order(lengths, self.recipe.batch_size, stage.steps, rng)
+        batch_size = stage.batch_size or self.recipe.batch_size
+        order = _epoch_order(task.lengths(), batch_size, stage.steps, rng)
         bar = tqdm(
             total=stage.steps,
             initial=self.state.step,
@@ -174,10 +221,9 @@ class Trainer:
             disable=not self.progress_bar,
         )
         while self.state.step < stage.steps:
-            batch = [examples[i] for i in order[self.state.step]]
             for group in optimizer.param_groups:
                 group["lr"] = _lr(stage, self.state.step)
-            loss = batch_loss(self.model, batch, features)
+            loss = task.loss(order[self.state.step])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -191,9 +237,6 @@ class Trainer:
         bar.close()
         for p in params:
             p.requires_grad_(False)
-
-    def evaluate(self, examples: list[Example], features: torch.Tensor) -> float:
-        return mean_loss(self.model, examples, features, self.recipe.batch_size)
 
     def _trainable_state(self) -> dict[str, torch.Tensor]:
         vlm = self.model.vlm

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
+from functools import cached_property
 
 import torch
 import torch.nn.functional as F
@@ -79,8 +80,6 @@ class PagedBatch:
         self.spans = list(itertools.pairwise(starts))
         self._decode_rows = [i for i, c in enumerate(chunks) if c.num_new == 1]
         self._prefill_rows = [i for i, c in enumerate(chunks) if c.num_new > 1]
-        self._decode_index = torch.tensor([self.spans[i][0] for i in self._decode_rows])
-        self._decode_slots, self._decode_mask = self._pad_decode_contexts()
         self._token_contexts: tuple[torch.Tensor, torch.Tensor] | None = None
 
     @property
@@ -119,6 +118,12 @@ class PagedBatch:
         """What the fused layer stack needs: the pools, new slots, contexts and their lengths."""
         return (self.pool.keys, self.pool.values, self._write_slots, *self.token_contexts())
 
+    @cached_property
+    def _decode_padding(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """PyTorch path only: decode rows' packed index, padded context slots and mask."""
+        index = torch.tensor([self.spans[i][0] for i in self._decode_rows])
+        return index, *self._pad_decode_contexts()
+
     def _pad_decode_contexts(self) -> tuple[torch.Tensor, torch.Tensor]:
         contexts = [self.chunks[i].context_slots for i in self._decode_rows]
         if not contexts:
@@ -143,7 +148,7 @@ class PagedBatch:
             return out.transpose(0, 1).unsqueeze(0)
         out = torch.empty_like(q)
         if self._decode_rows:
-            out[0, :, self._decode_index] = self._attend_decodes(q, keys, values)
+            out[0, :, self._decode_padding[0]] = self._attend_decodes(q, keys, values)
         for row in self._prefill_rows:
             start, end = self.spans[row]
             context = self.chunks[row].context_slots
@@ -156,10 +161,9 @@ class PagedBatch:
         return out
 
     def _attend_decodes(self, q, keys, values) -> torch.Tensor:
-        q_dec = q[0, :, self._decode_index].transpose(0, 1).unsqueeze(2)  # (D, heads, 1, d)
-        k_dec = keys[self._decode_slots].permute(0, 2, 1, 3)  # (D, kv_heads, L, d)
-        v_dec = values[self._decode_slots].permute(0, 2, 1, 3)
-        out = F.scaled_dot_product_attention(
-            q_dec, k_dec, v_dec, attn_mask=self._decode_mask, enable_gqa=True
-        )
+        index, slots, mask = self._decode_padding
+        q_dec = q[0, :, index].transpose(0, 1).unsqueeze(2)  # (D, heads, 1, d)
+        k_dec = keys[slots].permute(0, 2, 1, 3)  # (D, kv_heads, L, d)
+        v_dec = values[slots].permute(0, 2, 1, 3)
+        out = F.scaled_dot_product_attention(q_dec, k_dec, v_dec, attn_mask=mask, enable_gqa=True)
         return out.squeeze(2).transpose(0, 1)  # (heads, D, d)
