@@ -157,15 +157,19 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from omniloom.eval import vision
     from omniloom.runtime import BackgroundServer, build_state
 
-    items = (
-        vision.jsonl_items(Path(args.jsonl)) if args.jsonl else vision.synthetic_items(args.limit)
-    )
+    if args.jsonl:
+        items = vision.jsonl_items(Path(args.jsonl))
+    elif args.suite == "photos":
+        items = vision.photo_items()
+    else:
+        items = vision.synthetic_items(args.limit)
     conditions = tuple(args.conditions.split(","))
     state = build_state(Settings.from_env(dtype=args.dtype))
     with BackgroundServer(state) as server:
         client = openai.OpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0)
         results = vision.run_suite(client, state.model.name, items, conditions, _print_progress)
-    title = f"omniloom eval — {args.jsonl or 'vision suite (synthetic test split)'}"
+    suite = {"vision": "vision suite (synthetic test split)", "photos": "real photographs"}
+    title = f"omniloom eval — {args.jsonl or suite[args.suite]}"
     vision.write_report(results, Path(args.out), title)
     print("\n" + (Path(args.out) / "report.md").read_text())
     return 0
@@ -240,10 +244,15 @@ def build_parser() -> argparse.ArgumentParser:
     add.set_defaults(func=cmd_keys_add)
 
     ev = sub.add_parser("eval", help="evaluate through the real server and write a report")
-    ev.add_argument("--suite", choices=["vision"], default="vision")
+    ev.add_argument(
+        "--suite",
+        choices=["vision", "photos"],
+        default="vision",
+        help="synthetic test split, or real scikit-image photographs (name what they show)",
+    )
     ev.add_argument("--limit", type=int, default=300, help="questions per condition")
     ev.add_argument("--jsonl", help="a user set of {image, question, answer} lines instead")
-    ev.add_argument("--conditions", default="native,cascade,blind")
+    ev.add_argument("--conditions", default="native,cascade,blind", help="also: hybrid")
     ev.add_argument("--out", default="runs/eval")
     ev.add_argument("--dtype", choices=["auto", *WEIGHT_FORMATS], default=None)
     ev.set_defaults(func=cmd_eval)

@@ -60,6 +60,12 @@ def test_extraction_by_kind():
     assert scoring.is_correct("ocr", 'The text says: "The North."', "north")  # articles dropped
 
 
+def test_naming_accepts_any_listed_word_or_its_plural():
+    assert scoring.is_correct("name", "The image shows two tabby cats.", "cat|kitten")
+    assert scoring.is_correct("name", "A pile of coins.", "coin|money")
+    assert not scoring.is_correct("name", "A category of things.", "cat|kitten")
+
+
 def test_pope_metrics():
     def s(answer, pred):
         return scoring.Scored("exists", answer, pred, answer == pred, 0.1, 51)

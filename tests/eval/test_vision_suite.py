@@ -1,4 +1,5 @@
-"""A scaled-down vision suite through the real HTTP server: all conditions, full report."""
+"""A scaled-down vision suite through the real HTTP server: all conditions, full report; real
+photographs through the hybrid path."""
 
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ def test_suite_writes_report_for_all_conditions(tmp_path):
     with BackgroundServer(state) as server:
         client = openai.OpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0)
         results = vision.run_suite(client, state.model.name, items)
+        photos = vision.run_suite(client, state.model.name, vision.photo_items()[:2], ("hybrid",))
     vision.write_report(results, tmp_path / "out", "test")
     assert set(results) == {"native", "cascade", "blind"}
     native, blind = results["native"]["summary"], results["blind"]["summary"]
@@ -35,3 +37,5 @@ def test_suite_writes_report_for_all_conditions(tmp_path):
     assert "POPE accuracy" in report and "OCR exact match" in report
     assert (tmp_path / "out" / "accuracy_by_type.png").stat().st_size > 1000
     assert json.loads((tmp_path / "out" / "report.json").read_text())["cascade"]["items"]
+    hybrid = photos["hybrid"]["summary"]
+    assert hybrid["n"] == 2 and hybrid["image_tokens_per_request"] == 51  # image and description

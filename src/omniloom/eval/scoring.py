@@ -53,7 +53,15 @@ def extract(kind: str, prediction: str) -> str:
     return next((w for w in found if w in vocab), "")
 
 
+def names(prediction: str, accepted: str) -> bool:
+    """Whether ``prediction`` uses any of the ``|``-separated words (or their plurals)."""
+    found = set(words(prediction))
+    return any(w in found or f"{w}s" in found for w in accepted.split("|"))
+
+
 def is_correct(kind: str, prediction: str, answer: str) -> bool:
+    if kind == "name":
+        return names(prediction, answer)
     return extract(kind, prediction) == " ".join(words(answer))
 
 

@@ -19,7 +19,25 @@ from pathlib import Path
 from omniloom.eval import scoring
 from omniloom.eval.synthetic import make_sample
 
-CONDITIONS = {"native": ("native", True), "cascade": ("cascade", True), "blind": ("native", False)}
+CONDITIONS = {
+    "native": ("native", True),
+    "cascade": ("cascade", True),
+    "hybrid": ("hybrid", True),
+    "blind": ("native", False),
+}
+# Real photographs from scikit-image, never trained on, and words that name what they show.
+PHOTOS = {
+    "chelsea": "cat|kitten|tabby",
+    "coffee": "coffee|cup|espresso|mug",
+    "rocket": "rocket|missile|shuttle|spacecraft|launch",
+    "astronaut": "astronaut|person|woman|spacesuit|suit",
+    "stereo_motorcycle": "motorcycle|motorbike|moped|scooter|bike",
+    "camera": "man|person|camera|photographer|tripod|cameraman",
+    "coins": "coin|money|penny",
+    "moon": "moon|crater",
+    "clock": "clock",
+    "horse": "horse",
+}
 
 
 @dataclass(frozen=True)
@@ -46,6 +64,19 @@ def synthetic_items(limit: int) -> list[EvalItem]:
         items += [EvalItem(url, q.question, q.answer, q.kind) for q in sample.questions]
         index += 1
     return items[:limit]
+
+
+def photo_items() -> list[EvalItem]:
+    """Ask what each real photograph in ``PHOTOS`` shows; any of its words counts as naming it."""
+    from PIL import Image
+    from skimage import data
+
+    items = []
+    for name, accepted in PHOTOS.items():
+        pixels = getattr(data, name)()
+        image = Image.fromarray(pixels[0] if isinstance(pixels, tuple) else pixels).convert("RGB")
+        items.append(EvalItem(_png_url(image), "What is in this image?", accepted, "name"))
+    return items
 
 
 def jsonl_items(path: Path) -> list[EvalItem]:
@@ -104,7 +135,11 @@ def summarize(scored: list[scoring.Scored]) -> dict:
 
 
 def run_suite(
-    client, model: str, items: list[EvalItem], conditions=tuple(CONDITIONS), progress=None
+    client,
+    model: str,
+    items: list[EvalItem],
+    conditions=("native", "cascade", "blind"),
+    progress=None,
 ) -> dict:
     results = {}
     for condition in conditions:
