@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch.nn.functional import normalize
 
-from omniloom.eval.synthetic import make_sample, make_split
+from omniloom.eval.synthetic import SHAPES, make_sample, make_split
 from omniloom.models.registry import load_model
 from omniloom.training.data import encode_samples
 from omniloom.training.grounding import BACKGROUND, cell_words, grounding_targets, word_embedding
@@ -51,18 +51,14 @@ def test_grounding_makes_tokens_read_as_their_words():
         optimizer.step()
     with torch.no_grad():
         projected = model.vlm.projector(encode_samples(held_out, model))
-    shapes = {"circle", "square", "triangle"}
+        shapes = {w: normalize(word_embedding(model, (w,)), dim=0) for w in SHAPES}
     hits = total = 0
     for sample, tokens in zip(held_out, projected, strict=True):
         for cell, words in enumerate(cell_words(sample, 7, 224)):
-            shape = shapes.intersection(words)
+            shape = set(SHAPES).intersection(words)
             if not shape:
                 continue
-            names = {w: word_embedding(model, (w,)) for w in shapes}
-            sims = {
-                w: float(normalize(tokens[cell], dim=0) @ normalize(v, dim=0))
-                for w, v in names.items()
-            }
+            sims = {w: float(normalize(tokens[cell], dim=0) @ v) for w, v in shapes.items()}
             hits += max(sims, key=sims.get) in shape
             total += 1
     assert total >= 10
