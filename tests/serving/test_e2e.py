@@ -221,6 +221,13 @@ def test_invalid_detail_is_named(server_url, photo_url):
     assert r.status_code == 400 and r.json()["error"]["param"] == "detail"
 
 
+def test_vanishing_repetition_penalty_is_refused(server_url):
+    body = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
+    r = httpx.post(f"{server_url}/v1/chat/completions", json={**body, "repetition_penalty": 5e-324})
+    assert r.status_code == 400 and "repetition_penalty" in r.text
+    assert httpx.post(f"{server_url}/v1/chat/completions", json=body).status_code == 200
+
+
 def test_openai_client_raises_typed_errors(client):
     with pytest.raises(openai.NotFoundError):
         client.chat.completions.create(model="nope", messages=[{"role": "user", "content": "x"}])
