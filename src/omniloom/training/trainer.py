@@ -1,6 +1,7 @@
-"""The two-stage LLaVA recipe on the CPU, resumable, with a loss curve.
+"""The LLaVA recipe on the CPU, after a grounding stage, resumable, with a loss curve.
 
-Stage ``align`` trains the projector and the media-token embeddings on captions with the LLM
+Stage ``ground`` fits the projector alone to per-cell word embeddings (``grounding.py``; no LLM
+step). Stage ``align`` trains the projector and the media-token embeddings on captions with the LLM
 frozen; stage ``instruct`` adds LoRA adapters on every attention and MLP projection and trains
 on multi-turn question–answer conversations about each image. Only answer tokens carry loss.
 A checkpoint is written every ``checkpoint_every`` steps and at each stage's end; running
