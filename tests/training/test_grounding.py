@@ -20,7 +20,7 @@ def _first(split: str, predicate) -> object:
 
 def test_a_region_covers_the_cells_under_its_box():
     sample = _first("train", lambda s: len(s.regions) == 1 and s.regions[0].words[0] == "large")
-    words = cell_words(sample, 7, 224)
+    words = cell_words(sample, 7)
     x0, y0, x1, y1 = sample.regions[0].box
     covered = [c for c, w in enumerate(words) if w != BACKGROUND]
     assert covered, "a large object covers at least one cell"
@@ -54,7 +54,7 @@ def test_grounding_makes_tokens_read_as_their_words():
         shapes = {w: normalize(word_embedding(model, (w,)), dim=0) for w in SHAPES}
     hits = total = 0
     for sample, tokens in zip(held_out, projected, strict=True):
-        for cell, words in enumerate(cell_words(sample, 7, 224)):
+        for cell, words in enumerate(cell_words(sample, 7)):
             shape = set(SHAPES).intersection(words)
             if not shape:
                 continue

@@ -27,10 +27,11 @@ def word_embedding(model: LoadedModel, words: tuple[str, ...]) -> torch.Tensor:
     return mean * (typical / mean.norm())
 
 
-def cell_words(sample: Sample, side: int, tile: int) -> list[tuple[str, ...]]:
-    """The words for each cell of a ``side``×``side`` grid over the ``tile``-pixel image: a
-    region's words where the cell's centre lies inside its box or holds the box's centre."""
-    step = tile / side
+def cell_words(sample: Sample, side: int) -> list[tuple[str, ...]]:
+    """The words for each cell of a ``side``×``side`` grid over the (square) image: a region's
+    words where the cell's centre lies inside its box or holds the box's centre. The encoder's
+    grid covers the same area, as a square image fills its tile whole."""
+    step = sample.image.width / side
     words = [BACKGROUND] * (side * side)
     for region in sample.regions:
         x0, y0, x1, y1 = region.box
@@ -47,12 +48,11 @@ def cell_words(sample: Sample, side: int, tile: int) -> list[tuple[str, ...]]:
 @torch.no_grad()
 def grounding_targets(samples: list[Sample], model: LoadedModel) -> torch.Tensor:
     """(N, cells, hidden) target embeddings, one per encoder grid cell of each sample."""
-    encoder = model.vlm.encoder
-    side = round(encoder.tokens_per_tile() ** 0.5)
+    side = round(model.vlm.encoder.tokens_per_tile() ** 0.5)
     cache: dict[tuple[str, ...], torch.Tensor] = {}
     rows = []
     for sample in samples:
-        cells = cell_words(sample, side, encoder.tile_size)
+        cells = cell_words(sample, side)
         for words in cells:
             if words not in cache:
                 cache[words] = word_embedding(model, words)

@@ -122,19 +122,14 @@ class PagedBatch:
     def _decode_padding(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """PyTorch path only: decode rows' packed index, padded context slots and mask."""
         index = torch.tensor([self.spans[i][0] for i in self._decode_rows])
-        return index, *self._pad_decode_contexts()
-
-    def _pad_decode_contexts(self) -> tuple[torch.Tensor, torch.Tensor]:
         contexts = [self.chunks[i].context_slots for i in self._decode_rows]
-        if not contexts:
-            return torch.empty(0, 0, dtype=torch.long), torch.empty(0, 0, dtype=torch.bool)
-        longest = max(len(c) for c in contexts)
+        longest = max((len(c) for c in contexts), default=0)
         slots = torch.zeros(len(contexts), longest, dtype=torch.long)
         mask = torch.zeros(len(contexts), longest, dtype=torch.bool)
         for row, context in enumerate(contexts):
             slots[row, : len(context)] = context
             mask[row, : len(context)] = True
-        return slots, mask[:, None, None, :]
+        return index, slots, mask[:, None, None, :]
 
     def attend(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         """q (1, heads, N, d), k/v (1, kv_heads, N, d) for the packed tokens → (1, heads, N, d)."""
