@@ -73,14 +73,3 @@ def test_pope_metrics():
     m = scoring.pope([s("yes", "yes"), s("yes", "no"), s("no", "yes"), s("no", "no")])
     assert m["accuracy"] == 0.5 and m["yes_ratio"] == 0.5
     assert m["precision"] == 0.5 and m["recall"] == 0.5 and m["hallucination_rate"] == 0.5
-
-
-def test_position_reply_places_both_things_then_answers():
-    questions = [q for s in make_split("train", 200) for q in s.questions if q.kind == "position"]
-    assert {q.answer for q in questions} == {"yes", "no"}
-    for q in questions:
-        first, second = q.question.removeprefix("Is the ").rstrip("?").split(" the ")
-        assert q.reply.startswith(f"The {first.removesuffix(' left of').removesuffix(' above')} ")
-        assert f" the {second} is in the " in q.reply
-        assert q.reply.endswith(f"so {q.answer}.")
-        assert scoring.is_correct("position", q.reply, q.answer)

@@ -28,7 +28,7 @@ _FAMILIES = {  # hue range in degrees, saturation range, value range per colour 
 }
 HUE_BAND = 2.0  # degrees: train/validation shades use even bands, test shades the odd ones
 _SPLIT_SEEDS = {"train": 1_000_003, "val": 2_000_003, "test": 3_000_017}
-WORDS = (
+_WORDS = (
     "open",
     "exit",
     "stop",
@@ -69,12 +69,7 @@ FONTS = {
 class Question:
     kind: str  # shape | colour | count | size | position | exists | ocr
     question: str
-    answer: str  # the gold answer the evaluation scores against
-    reply: str = ""  # what training teaches the model to say, when more than ``answer``
-
-    @property
-    def target(self) -> str:
-        return self.reply or self.answer
+    answer: str
 
 
 @dataclass(frozen=True)
@@ -131,9 +126,7 @@ def _draw_thing(draw: ImageDraw.ImageDraw, thing: Thing, fill, rng: random.Rando
             [(cx, cy - radius), (cx + radius, cy + radius), (cx - radius, cy + radius)], fill=fill
         )
     size = "large" if thing.large else "small"
-    return Region(
-        box, (size, thing.colour, thing.shape, _ROWS[thing.cell[1]], _COLUMNS[thing.cell[0]])
-    )
+    return Region(box, (size, thing.colour, thing.shape, *_where(thing.cell).split()))
 
 
 def _scene_things(rng: random.Random) -> list[Thing]:
@@ -145,12 +138,9 @@ def _scene_things(rng: random.Random) -> list[Thing]:
     ]
 
 
-_COLUMNS = ("left", "middle", "right")
-_ROWS = ("top", "middle", "bottom")
-
-
 def _where(cell: tuple[int, int]) -> str:
-    col, row = _COLUMNS[cell[0]], _ROWS[cell[1]]
+    col = ("left", "middle", "right")[cell[0]]
+    row = ("top", "middle", "bottom")[cell[1]]
     return "centre" if (row, col) == ("middle", "middle") else f"{row} {col}".replace("middle ", "")
 
 
@@ -184,17 +174,11 @@ def _shape_questions(things: list[Thing], rng: random.Random) -> list[Question]:
 
 
 def _position(a: Thing, b: Thing) -> Question:
-    """Left of (different columns) or above (same column); the reply places both, then answers."""
     if a.cell[0] != b.cell[0]:
-        relation, axis, names, line = "left of", 0, _COLUMNS, "column"
-    else:
-        relation, axis, names, line = "above", 1, _ROWS, "row"
-    answer = "yes" if a.cell[axis] < b.cell[axis] else "no"
-    reply = (
-        f"The {a.name} is in the {names[a.cell[axis]]} {line} and the {b.name} is in the "
-        f"{names[b.cell[axis]]} {line}, so {answer}."
-    )
-    return Question("position", f"Is the {a.name} {relation} the {b.name}?", answer, reply)
+        answer = "yes" if a.cell[0] < b.cell[0] else "no"
+        return Question("position", f"Is the {a.name} left of the {b.name}?", answer)
+    answer = "yes" if a.cell[1] < b.cell[1] else "no"
+    return Question("position", f"Is the {a.name} above the {b.name}?", answer)
 
 
 def _existence(things: list[Thing], rng: random.Random) -> list[Question]:
@@ -217,7 +201,7 @@ def _shape_sample(split: str, index: int, rng: random.Random) -> Sample:
 
 
 def _text_sample(split: str, index: int, rng: random.Random) -> Sample:
-    text = rng.choice(WORDS) if rng.random() < 0.6 else str(rng.randint(10, 9999))
+    text = rng.choice(_WORDS) if rng.random() < 0.6 else str(rng.randint(10, 9999))
     font = ImageFont.truetype(str(_font_dir() / rng.choice(FONTS[split])), rng.randint(40, 60))
     image = Image.new("RGB", (SIZE, SIZE), (250, 250, 245))
     draw = ImageDraw.Draw(image)

@@ -46,7 +46,7 @@ class Perception:
 
 
 class PerceptionCascade:
-    def __init__(self, encoder, ocr: OcrEngine, min_label_prob: float = 0.05, top_k: int = 3):
+    def __init__(self, encoder, ocr: OcrEngine, min_label_prob: float = 0.15, top_k: int = 3):
         self.encoder, self.ocr = encoder, ocr
         self.min_label_prob, self.top_k = min_label_prob, top_k
 

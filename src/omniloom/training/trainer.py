@@ -24,13 +24,7 @@ from tqdm import tqdm
 from omniloom.eval.synthetic import Sample, make_sample, make_split
 from omniloom.models.lora import attach_lora, lora_state
 from omniloom.models.registry import LoadedModel
-from omniloom.training.data import (
-    NO_IMAGE,
-    Example,
-    build_examples,
-    cascade_examples,
-    encode_samples,
-)
+from omniloom.training.data import Example, build_examples, encode_samples
 from omniloom.training.grounding import grounding_loss, grounding_targets
 
 
@@ -43,7 +37,6 @@ class Stage:
     lr: float
     lora: bool
     batch_size: int = 0  # 0: the recipe's
-    cascade: int = 0  # image-free conversations over a perception description, per ``images``
 
 
 @dataclass(frozen=True)
@@ -51,7 +44,7 @@ class Recipe:
     stages: tuple[Stage, ...] = (
         Stage("ground", "ground", images=1200, steps=400, lr=2e-3, lora=False, batch_size=32),
         Stage("align", "align", images=1200, steps=100, lr=2e-3, lora=False),
-        Stage("instruct", "instruct", images=1600, steps=440, lr=1e-3, lora=True, cascade=500),
+        Stage("instruct", "instruct", images=1600, steps=440, lr=1e-3, lora=True),
     )
     batch_size: int = 8
     val_images: int = 120
@@ -74,7 +67,7 @@ QUICK_RECIPE = Recipe(
     stages=(
         Stage("ground", "ground", 16, 6, 2e-3, False),
         Stage("align", "align", 16, 6, 2e-3, False),
-        Stage("instruct", "instruct", 16, 6, 1e-3, True, cascade=4),
+        Stage("instruct", "instruct", 16, 6, 1e-3, True),
     ),
     batch_size=4,
     val_images=8,
@@ -98,7 +91,7 @@ def batch_loss(model: LoadedModel, examples: list[Example], features: torch.Tens
     ids = torch.tensor([e.ids + [pad] * (length - len(e.ids)) for e in examples])
     embeds = vlm.embed_ids(ids.flatten()).view(len(examples), length, -1)
     is_placeholder = torch.isin(ids, vlm.placeholder_ids)
-    projected = vlm.projector(features[[e.image for e in examples if e.image != NO_IMAGE]])
+    projected = vlm.projector(features[[e.image for e in examples]])
     embeds = embeds.masked_scatter(is_placeholder.unsqueeze(-1), projected.to(embeds.dtype))
     hidden = vlm.backbone.hidden_states(embeds)
     rows, cols, targets = [], [], []
@@ -206,8 +199,6 @@ class Trainer:
         if stage.task == "ground":
             return GroundingTask(self.model, features, grounding_targets(samples, self.model))
         examples = build_examples(samples, self.model, stage.task, seed=seed)
-        described = stage.cascade * len(samples) // stage.images
-        examples += cascade_examples(self.model, described, seed=seed)
         return ConversationTask(self.model, examples, features)
 
     def _run_stage(self, index: int, stage: Stage) -> None:
