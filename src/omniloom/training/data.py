@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 
 from omniloom.config import ImageSettings, Limits
-from omniloom.eval.synthetic import Sample
+from omniloom.eval.synthetic import COLOURS, SHAPES, Question, Sample
 from omniloom.media.image import decode_image
 from omniloom.models.registry import LoadedModel
 from omniloom.processing.image_item import ImageItem, prepare_image
@@ -79,11 +79,31 @@ def _chunks(items: list, rng: random.Random, longest: int) -> list[list]:
     return out
 
 
+def hard_negative(sample: Sample, rng: random.Random) -> list[Question]:
+    """An absent object that shares its colour or its shape with one that is there ("Is there a
+    red square?" beside a red circle), so a yes has to bind colour to shape. Training only: the
+    test split keeps the generator's uniformly drawn absent objects, as POPE's random setting."""
+    present = {r.words[1:3] for r in sample.regions if len(r.words) > 3}
+    near = {
+        (c, s)
+        for colour, shape in present
+        for c in COLOURS
+        for s in SHAPES
+        if (c == colour) != (s == shape)
+    }
+    if not (choices := sorted(near - present)):
+        return []
+    colour, shape = rng.choice(choices)
+    return [Question("exists", f"Is there a {colour} {shape} in the image?", "no")]
+
+
 def build_examples(
-    samples: list[Sample], model: LoadedModel, stage: str, seed: int = 0, longest: int = 3
+    samples: list[Sample], model: LoadedModel, stage: str, seed: int = 0, longest: int = 8
 ) -> list[Example]:
-    """``align``: one caption per image. ``instruct``: each image's questions, shuffled, in
-    conversations of 1 to ``longest`` turns (a caption request joins one in five images)."""
+    """``align``: one caption per image. ``instruct``: each image's questions plus a hard
+    negative, shuffled, in conversations of 1 to ``longest`` turns (a caption request joins one
+    in five images). Several turns per image put more answers in each step for little more
+    compute: the image's 51 tokens are paid once."""
     rng = random.Random(seed)
     examples = []
     for row, sample in enumerate(samples):
@@ -92,7 +112,8 @@ def build_examples(
         if stage == "align":
             groups = [caption]
         else:
-            turns = [(q.question, q.answer) for q in sample.questions]
+            questions = sample.questions + hard_negative(sample, rng)
+            turns = [(q.question, q.answer) for q in questions]
             turns += caption if rng.random() < 0.2 else []
             rng.shuffle(turns)
             groups = _chunks(turns, rng, longest)
