@@ -365,8 +365,56 @@ void rope_(torch::Tensor x, torch::Tensor cos, torch::Tensor sin) {
   });
 }
 
+// scores[j] = query · keys[slots[j]] · scale for `length` slots. Four keys at a time, each with
+// its own accumulator summed over i in the same order as dot(), so the bits match dot()'s.
+void attention_scores(const float* query, const float* kp, const int64_t* slots, int64_t length,
+                      int64_t stride, int64_t d, float scale, float* scores) {
+  int64_t j = 0;
+#ifdef OMNILOOM_AVX2
+  if (d % 8 == 0) {
+    for (; j + 4 <= length; j += 4) {
+      const float* key[4];
+      __m256 acc[4];
+      for (int u = 0; u < 4; ++u) {
+        key[u] = kp + slots[j + u] * stride;
+        acc[u] = _mm256_setzero_ps();
+      }
+      for (int64_t i = 0; i < d; i += 8) {
+        const __m256 qv = _mm256_loadu_ps(query + i);
+        for (int u = 0; u < 4; ++u) acc[u] = _mm256_fmadd_ps(qv, _mm256_loadu_ps(key[u] + i), acc[u]);
+      }
+      for (int u = 0; u < 4; ++u) scores[j + u] = hsum(acc[u]) * scale;
+    }
+  }
+#endif
+  for (; j < length; ++j) scores[j] = dot(query, kp + slots[j] * stride, d) * scale;
+}
+
+// out = Σ_j weights[j] · values[slots[j]], accumulated in increasing j as repeated axpy() calls
+// would (same bits), but with 64 outputs at a time held in registers across all j.
+void weighted_values(const float* weights, const float* vp, const int64_t* slots, int64_t length,
+                     int64_t stride, int64_t d, float* out) {
+  for (int64_t i = 0; i < d; ++i) out[i] = 0.f;
+  int64_t i0 = 0;
+#ifdef OMNILOOM_AVX2
+  for (; i0 + 64 <= d; i0 += 64) {
+    __m256 acc[8];
+    for (int u = 0; u < 8; ++u) acc[u] = _mm256_setzero_ps();
+    for (int64_t j = 0; j < length; ++j) {
+      const float* v = vp + slots[j] * stride + i0;
+      const __m256 p = _mm256_set1_ps(weights[j]);
+      for (int u = 0; u < 8; ++u) acc[u] = _mm256_fmadd_ps(p, _mm256_loadu_ps(v + 8 * u), acc[u]);
+    }
+    for (int u = 0; u < 8; ++u) _mm256_storeu_ps(out + i0 + 8 * u, acc[u]);
+  }
+#endif
+  for (int64_t j = 0; j < length; ++j) axpy(weights[j], vp + slots[j] * stride + i0, out + i0, d - i0);
+}
+
 // q (D, heads, d); keys and values (slots, kv_heads, d); slots (D, L) with the first lengths[i]
 // entries of row i valid. Returns softmax(q·kᵀ · scale) · v per sequence and head, (D, heads, d).
+// Work items are (sequence, kv head) pairs: the query heads sharing a kv head (GQA) read its keys
+// and values while they are in L1.
 torch::Tensor paged_attention(torch::Tensor q, torch::Tensor keys, torch::Tensor values,
                                      torch::Tensor slots, torch::Tensor lengths, double scale) {
   TORCH_CHECK(q.scalar_type() == torch::kFloat32 && keys.scalar_type() == torch::kFloat32 &&
@@ -387,28 +435,25 @@ torch::Tensor paged_attention(torch::Tensor q, torch::Tensor keys, torch::Tensor
   const int64_t* lp = lengths.data_ptr<int64_t>();
   float* op = out.data_ptr<float>();
   const float fscale = static_cast<float>(scale);
-  at::parallel_for(0, seqs * heads, 1, [&](int64_t begin, int64_t end) {
+  const int64_t stride = kv_heads * d;
+  at::parallel_for(0, seqs * kv_heads, 1, [&](int64_t begin, int64_t end) {
     std::vector<float> scores;
     for (int64_t item = begin; item < end; ++item) {
-      const int64_t seq = item / heads, head = item % heads, kv = head / group;
-      const int64_t length = lp[seq];
-      const float* query = qp + (seq * heads + head) * d;
+      const int64_t seq = item / kv_heads, kv = item % kv_heads, length = lp[seq];
       const int64_t* row_slots = sp + seq * width;
       scores.resize(length);
-      float best = -INFINITY;
-      for (int64_t j = 0; j < length; ++j) {
-        scores[j] = dot(query, kp + (row_slots[j] * kv_heads + kv) * d, d) * fscale;
-        best = std::max(best, scores[j]);
-      }
-      float total = 0.f;
-      for (int64_t j = 0; j < length; ++j) {
-        scores[j] = std::exp(scores[j] - best);
-        total += scores[j];
-      }
-      float* result = op + (seq * heads + head) * d;
-      for (int64_t i = 0; i < d; ++i) result[i] = 0.f;
-      for (int64_t j = 0; j < length; ++j) {
-        axpy(scores[j] / total, vp + (row_slots[j] * kv_heads + kv) * d, result, d);
+      for (int64_t head = kv * group; head < (kv + 1) * group; ++head) {
+        const int64_t at = (seq * heads + head) * d;
+        attention_scores(qp + at, kp + kv * d, row_slots, length, stride, d, fscale, scores.data());
+        float best = -INFINITY;
+        for (int64_t j = 0; j < length; ++j) best = std::max(best, scores[j]);
+        float total = 0.f;
+        for (int64_t j = 0; j < length; ++j) {
+          scores[j] = std::exp(scores[j] - best);
+          total += scores[j];
+        }
+        for (int64_t j = 0; j < length; ++j) scores[j] /= total;
+        weighted_values(scores.data(), vp + kv * d, row_slots, length, stride, d, op + at);
       }
     }
   });
