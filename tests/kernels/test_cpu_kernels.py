@@ -93,6 +93,17 @@ def test_rms_norm_rope_and_silu_mul_match_torch():
     assert_close(kernels.silu_mul(gate, up), F.silu(gate) * up)
 
 
+def test_silu_mul_is_accurate_far_out_and_row_invariant():
+    gate = torch.linspace(-120, 120, 9 * 41).view(9, 41)  # 8-wide and scalar-tail columns
+    up = torch.ones_like(gate)
+    got = kernels.silu_mul(gate, up)
+    assert_close(got, F.silu(gate.double()).float() * up, rtol=3e-7, atol=1e-30)
+    for row in range(9):
+        assert torch.equal(
+            kernels.silu_mul(gate[row : row + 1], up[row : row + 1]), got[row : row + 1]
+        )
+
+
 @pytest.mark.parametrize("d", [16, 20, 64, 72])
 def test_paged_attention_matches_sdpa_over_gathered_slots(d):
     gen = torch.Generator().manual_seed(3)
