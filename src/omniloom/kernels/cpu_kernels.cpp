@@ -394,7 +394,6 @@ void attention_scores(const float* query, const float* kp, const int64_t* slots,
 // would (same bits), but with 64 outputs at a time held in registers across all j.
 void weighted_values(const float* weights, const float* vp, const int64_t* slots, int64_t length,
                      int64_t stride, int64_t d, float* out) {
-  for (int64_t i = 0; i < d; ++i) out[i] = 0.f;
   int64_t i0 = 0;
 #ifdef OMNILOOM_AVX2
   for (; i0 + 64 <= d; i0 += 64) {
@@ -408,6 +407,7 @@ void weighted_values(const float* weights, const float* vp, const int64_t* slots
     for (int u = 0; u < 8; ++u) _mm256_storeu_ps(out + i0 + 8 * u, acc[u]);
   }
 #endif
+  for (int64_t i = i0; i < d; ++i) out[i] = 0.f;  // the tail that the 64-wide chunks did not write
   for (int64_t j = 0; j < length; ++j) axpy(weights[j], vp + slots[j] * stride + i0, out + i0, d - i0);
 }
 
