@@ -4,7 +4,10 @@ Starts ``omniloom serve`` on a free loopback port and, when ``--llama-server PAT
 llama.cpp's server on the same SmolLM2-135M GGUF with ``-np`` parallel slots, then runs the
 same load against each: ``--concurrency`` streams at once (default 1 4 16 32), each asking for
 ``--tokens`` completion tokens (``ignore_eos``) after a unique ~48-token prompt, with prompt
-caching off for llama.cpp as in ``shared/reference/PERF.md``. Also measures time to first token
+caching off for llama.cpp as in ``shared/reference/PERF.md``. Both servers stay up and take
+turns, level by level, ``--repeats`` times (new prompts each time, so no prefix cache helps):
+the table gives medians and the median of the paired ratios, so drift on a shared machine
+hits both alike. Also measures time to first token
 for a text prompt, an image prompt, and the same image prompt again (a prefix-cache hit), the
 server's peak RSS, and this machine's memory read bandwidth (the decode bound at batch 1).
 Prints a table and writes ``benchmarks/results/serving.json``.
@@ -24,6 +27,7 @@ import statistics
 import subprocess
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -97,11 +101,15 @@ async def stream_one(client: httpx.AsyncClient, url: str, body: dict) -> tuple[f
     return first or float("nan"), tokens
 
 
-async def throughput(url: str, model: str, streams: int, tokens: int, extra: dict) -> dict:
+async def throughput(
+    url: str, model: str, streams: int, tokens: int, extra: dict, round_: int = 0
+) -> dict:
     bodies = [
         {
             "model": model,
-            "messages": [{"role": "user", "content": prompt_text(streams * 1000 + i)}],
+            "messages": [
+                {"role": "user", "content": prompt_text(round_ * 100_000 + streams * 1000 + i)}
+            ],
             "max_tokens": tokens,
             "temperature": 0,
             "ignore_eos": True,
@@ -180,62 +188,120 @@ def start_llama(binary: str, port: int, gguf: Path, threads: int) -> subprocess.
     return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
-def measure(name: str, proc, url: str, model: str, args, extra: dict, images: bool) -> dict:
-    try:
-        wait_healthy(url, proc)
-        asyncio.run(throughput(url, model, 2, 8, extra))  # warm-up
-        result: dict = {"engine": name}
-        if images:
-            result["ttft_s"] = asyncio.run(ttft_rows(url, model))
-        result["throughput"] = [
-            asyncio.run(throughput(url, model, c, args.tokens, extra)) for c in args.concurrency
-        ]
-        result["peak_rss_mb"] = peak_rss_mb(proc.pid)
-        return result
-    finally:
-        proc.terminate()
-        proc.wait(timeout=60)
+@dataclass
+class Server:
+    name: str
+    proc: subprocess.Popen
+    url: str
+    model: str
+    extra: dict = field(default_factory=dict)
+    runs: dict[int, list[dict]] = field(default_factory=dict)  # streams → one row per round
 
 
-def print_table(results: list[dict], bandwidth: float) -> None:
+def run_rounds(servers: list[Server], args) -> None:
+    """Each concurrency level ``args.repeats`` times, the servers taking turns within a round."""
+    for streams in args.concurrency:
+        for round_ in range(args.repeats):
+            for s in servers:
+                row = asyncio.run(
+                    throughput(s.url, s.model, streams, args.tokens, s.extra, round_ + 1)
+                )
+                s.runs.setdefault(streams, []).append(row)
+
+
+def summary(server: Server) -> list[dict]:
+    return [
+        {
+            "streams": streams,
+            "tok_per_s": statistics.median(r["tok_per_s"] for r in rows),
+            "tok_per_s_runs": [r["tok_per_s"] for r in rows],
+            "ttft_median_s": statistics.median(r["ttft_median_s"] for r in rows),
+        }
+        for streams, rows in server.runs.items()
+    ]
+
+
+def paired_ratios(ours: Server, theirs: Server) -> dict[int, float]:
+    """Median over rounds of our tok/s over theirs in the same round."""
+    return {
+        streams: statistics.median(
+            a["tok_per_s"] / b["tok_per_s"] for a, b in zip(rows, theirs.runs[streams], strict=True)
+        )
+        for streams, rows in ours.runs.items()
+    }
+
+
+def print_table(results: list[dict], ratios: dict[int, float], bandwidth: float) -> None:
     print(f"memory read bandwidth {bandwidth:.1f} GB/s")
     for r in results:
         print(f"\n{r['engine']}  (peak RSS {r['peak_rss_mb']:.0f} MB)")
         for kind, seconds in r.get("ttft_s", {}).items():
             print(f"  TTFT {kind:<24}{seconds:>8.3f} s")
-        print(f"  {'streams':>8}{'tok/s':>10}{'TTFT median (s)':>18}")
+        print(f"  {'streams':>8}{'tok/s':>10}{'TTFT median (s)':>18}   runs")
         for row in r["throughput"]:
-            print(f"  {row['streams']:>8}{row['tok_per_s']:>10.1f}{row['ttft_median_s']:>18.2f}")
+            runs = " ".join(f"{t:.1f}" for t in row["tok_per_s_runs"])
+            print(
+                f"  {row['streams']:>8}{row['tok_per_s']:>10.1f}{row['ttft_median_s']:>18.2f}"
+                f"   {runs}"
+            )
+    for streams, ratio in ratios.items():
+        print(f"omniloom / llama.cpp at {streams} streams: {ratio:.2f}x (median of paired rounds)")
+
+
+def start_servers(args) -> list[Server]:
+    from omniloom.models.registry import smollm2_gguf_path
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    servers = [
+        Server(f"omniloom {args.dtype}", start_omniloom(port, args.dtype), url, "omniloom-smol")
+    ]
+    if args.llama_server:
+        gguf = Path(args.llama_gguf) if args.llama_gguf else smollm2_gguf_path()
+        port = free_port()
+        proc = start_llama(args.llama_server, port, gguf, len(os.sched_getaffinity(0)))
+        url = f"http://127.0.0.1:{port}"
+        servers.append(Server(f"llama.cpp {gguf.name}", proc, url, "x", {"cache_prompt": False}))
+    return servers
+
+
+def measure(servers: list[Server], args) -> tuple[list[dict], dict[int, float]]:
+    try:
+        for s in servers:
+            wait_healthy(s.url, s.proc)
+            asyncio.run(throughput(s.url, s.model, 2, 8, s.extra))  # warm-up
+        ttft_s = asyncio.run(ttft_rows(servers[0].url, servers[0].model))
+        run_rounds(servers, args)
+        results = [
+            {"engine": s.name, "throughput": summary(s), "peak_rss_mb": peak_rss_mb(s.proc.pid)}
+            for s in servers
+        ]
+        results[0]["ttft_s"] = ttft_s
+        ratios = paired_ratios(servers[0], servers[1]) if len(servers) > 1 else {}
+        return results, ratios
+    finally:
+        for s in servers:
+            s.proc.terminate()
+            s.proc.wait(timeout=60)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--tokens", type=int, default=128)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16, 32])
+    parser.add_argument("--repeats", type=int, default=3, help="rounds per concurrency level")
     parser.add_argument("--dtype", default="float32", choices=WEIGHT_FORMATS)
     parser.add_argument("--llama-server", help="path to llama.cpp's llama-server binary")
     parser.add_argument("--llama-gguf", help="GGUF for llama.cpp (default: the shipped Q4_1)")
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "serving.json"))
     args = parser.parse_args()
-    from omniloom.models.registry import smollm2_gguf_path
-
-    results = []
-    port = free_port()
-    proc = start_omniloom(port, args.dtype)
-    url = f"http://127.0.0.1:{port}"
-    results.append(measure(f"omniloom {args.dtype}", proc, url, "omniloom-smol", args, {}, True))
-    if args.llama_server:
-        gguf = Path(args.llama_gguf) if args.llama_gguf else smollm2_gguf_path()
-        port = free_port()
-        proc = start_llama(args.llama_server, port, gguf, len(os.sched_getaffinity(0)))
-        extra = {"cache_prompt": False}
-        url = f"http://127.0.0.1:{port}"
-        results.append(measure(f"llama.cpp {gguf.name}", proc, url, "x", args, extra, False))
+    results, ratios = measure(start_servers(args), args)
     bandwidth = memory_bandwidth_gbs()
-    print_table(results, bandwidth)
+    print_table(results, ratios, bandwidth)
     out = Path(args.out)
     out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps({"bandwidth_gbs": bandwidth, "results": results}, indent=2))
+    body = {"bandwidth_gbs": bandwidth, "results": results, "paired_ratio": ratios}
+    out.write_text(json.dumps(body, indent=2))
     print(f"wrote {out}")
 
 
