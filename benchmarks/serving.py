@@ -259,7 +259,11 @@ def start_servers(args) -> list[Server]:
     if args.llama_server:
         gguf = Path(args.llama_gguf) if args.llama_gguf else smollm2_gguf_path()
         port = free_port()
-        proc = start_llama(args.llama_server, port, gguf, len(os.sched_getaffinity(0)))
+        try:
+            proc = start_llama(args.llama_server, port, gguf, len(os.sched_getaffinity(0)))
+        except OSError:
+            servers[0].proc.terminate()
+            raise
         url = f"http://127.0.0.1:{port}"
         servers.append(Server(f"llama.cpp {gguf.name}", proc, url, "x", {"cache_prompt": False}))
     return servers
