@@ -1,4 +1,4 @@
-"""``benchmarks/serving.py`` scaled down: rounds with fresh prompts, medians, paired ratios."""
+"""``benchmarks/serving.py`` scaled down: rounds, medians, paired ratios."""
 
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ def test_paired_ratio_is_the_median_of_same_round_ratios():
 
 
 @pytest.mark.slow
-def test_rounds_through_the_real_server_give_medians_and_fresh_prompts():
+def test_rounds_through_the_real_server_give_a_median_over_rounds():
     serving = _serving_module()
     args = argparse.Namespace(
         dtype="float32", llama_server=None, concurrency=[2], repeats=2, tokens=4
