@@ -67,14 +67,15 @@ def test_int8_activation_quantization_stays_close_to_float():
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.int8])
-@pytest.mark.parametrize("k", [576, 40, 21])  # wide steps only; an 8-wide remainder; a tail
+# wide steps only; a one-vector remainder (40 on AVX2, 48 on AVX-512); a scalar tail
+@pytest.mark.parametrize("k", [576, 40, 48, 21])
 def test_a_row_gives_the_same_bits_alone_or_in_any_batch(dtype, k):
     gen = torch.Generator().manual_seed(1)
     x = torch.randn(37, k, generator=gen)
     w = (torch.randn(200, k, generator=gen) * 30).to(dtype)
     scales = torch.rand(200, generator=gen) if dtype == torch.int8 else None
     batch = kernels.skinny_linear(x, w, scales)
-    for size in (1, 2, 3, 5, 16):
+    for size in (1, 2, 3, 4, 5, 7, 16):  # every tile height (3 on AVX2, 4 on AVX-512)
         for start in (0, 7, 37 - size):
             part = kernels.skinny_linear(x[start : start + size], w, scales)
             assert torch.equal(part, batch[start : start + size])

@@ -4,7 +4,8 @@
 // skinny_linear: y[M,N] = x[M,K] · W[N,K]ᵀ (+ bias) with few rows M.
 // At decode time M is the number of sequences in the step (1–64), so the cost is streaming W from
 // memory once. W may be fp32, bf16, fp16 or int8 (one fp32 scale per output row); it is widened
-// to fp32 in registers (AVX2/F16C) and activations and accumulation stay fp32. Output rows are
+// to fp32 in registers (AVX-512 where the machine has it, else AVX2/F16C) and activations and
+// accumulation stay fp32. Output rows are
 // split across PyTorch's intra-op threads. With few rows each group of weight rows is used
 // straight from memory; with more rows it is widened once into a small fp32 buffer that then
 // stays in L1 while every activation row passes over it. int8 weights with per-row scales
@@ -24,12 +25,24 @@
 #if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
 #include <immintrin.h>
 #define OMNILOOM_AVX2 1
+#if defined(__AVX512F__)
+#define OMNILOOM_AVX512 1
+#endif
 #endif
 
 namespace {
 
-constexpr int64_t kRows = 4;         // weight rows per group (4 accumulators per activation row)
-constexpr int64_t kDirectRows = 3;  // up to this many activation rows read W straight from memory
+// skinny_linear's register tile: kRows weight rows × up to kTileRows activation rows, one vector
+// accumulator each (24 of AVX-512's 32 registers, 12 of AVX2's 16). Activation rows beyond
+// kTileRows go through the tile again, so up to kTileRows rows read W straight from memory.
+#ifdef OMNILOOM_AVX512
+constexpr int64_t kRows = 6;
+constexpr int kTileRows = 4;
+#else
+constexpr int64_t kRows = 4;
+constexpr int kTileRows = 3;
+#endif
+constexpr int64_t kQ8Rows = 4;  // int8 weight rows per group of the int8 × int8 path
 
 inline float widen(float v) { return v; }
 inline float widen(at::BFloat16 v) { return static_cast<float>(v); }
@@ -57,6 +70,36 @@ inline float hsum(__m256 v) {
 }
 #endif
 
+// The widest vectors this machine has, for skinny_linear's dot products: kWidth fp32 lanes.
+#if defined(OMNILOOM_AVX512)
+using Vec = __m512;
+constexpr int64_t kWidth = 16;
+inline Vec vzero() { return _mm512_setzero_ps(); }
+inline Vec vload(const float* x) { return _mm512_loadu_ps(x); }
+inline Vec vfma(Vec a, Vec b, Vec c) { return _mm512_fmadd_ps(a, b, c); }
+inline float vsum(Vec v) { return _mm512_reduce_add_ps(v); }
+inline Vec vwiden(const float* w) { return _mm512_loadu_ps(w); }
+inline Vec vwiden(const at::BFloat16* w) {
+  __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w));
+  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+}
+inline Vec vwiden(const at::Half* w) {
+  return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(w)));
+}
+inline Vec vwiden(const int8_t* w) {
+  return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w))));
+}
+#elif defined(OMNILOOM_AVX2)
+using Vec = __m256;
+constexpr int64_t kWidth = 8;
+inline Vec vzero() { return _mm256_setzero_ps(); }
+inline Vec vload(const float* x) { return _mm256_loadu_ps(x); }
+inline Vec vfma(Vec a, Vec b, Vec c) { return _mm256_fmadd_ps(a, b, c); }
+inline float vsum(Vec v) { return hsum(v); }
+template <typename T>
+inline Vec vwiden(const T* w) { return widen8(w); }
+#endif
+
 #ifdef OMNILOOM_AVX2
 // dots[r * kRows + j] = x[r] · w[j] for R activation rows and kRows full weight rows; R is a
 // compile-time constant so the R × kRows accumulators stay in registers.
@@ -64,44 +107,54 @@ template <typename T, int R>
 void dot_block(const float* x, int64_t k, const T* w, float* dots, bool prefetch) {
   // Narrow weights take several vectors per row per pass, so each pass reads 32+ bytes per row.
   constexpr int kVectors = sizeof(T) >= 4 ? 1 : 4 / static_cast<int>(sizeof(T));
-  constexpr int64_t kStep = 8 * kVectors;
-  const int64_t k_wide = k - k % kStep, k8 = k - k % 8;
-  __m256 acc[R][kRows];
-#pragma GCC unroll 3
-  for (int r = 0; r < R; ++r)
+  constexpr int64_t kStep = kWidth * kVectors;
+  constexpr int64_t kAheadBytes = kRows * kStep * sizeof(T);  // one group's share of a pass
+  const int64_t k_wide = k - k % kStep, k_vec = k - k % kWidth;
+  Vec acc[R][kRows];
 #pragma GCC unroll 4
-    for (int j = 0; j < kRows; ++j) acc[r][j] = _mm256_setzero_ps();
+  for (int r = 0; r < R; ++r)
+#pragma GCC unroll 6
+    for (int j = 0; j < kRows; ++j) acc[r][j] = vzero();
   // Streaming from memory, sweep the weight rows two groups ahead while this group computes.
   const char* ahead = reinterpret_cast<const char*>(w + 2 * kRows * k);
-  // One 8-wide step at column i; every path sums the 8-wide steps in increasing i, then the
+  // One vector step at column i; every path sums the vector steps in increasing i, then the
   // scalar tail, so the order (and the bits) never depend on the weight type or batch size.
   auto step = [&](int64_t i) {
-    __m256 wv[kRows];
+    Vec wv[kRows];
+#pragma GCC unroll 6
+    for (int j = 0; j < kRows; ++j) wv[j] = vwiden(w + j * k + i);
 #pragma GCC unroll 4
-    for (int j = 0; j < kRows; ++j) wv[j] = widen8(w + j * k + i);
-#pragma GCC unroll 3
     for (int r = 0; r < R; ++r) {
-      const __m256 xv = _mm256_loadu_ps(x + r * k + i);
-#pragma GCC unroll 4
-      for (int j = 0; j < kRows; ++j) acc[r][j] = _mm256_fmadd_ps(wv[j], xv, acc[r][j]);
+      const Vec xv = vload(x + r * k + i);
+#pragma GCC unroll 6
+      for (int j = 0; j < kRows; ++j) acc[r][j] = vfma(wv[j], xv, acc[r][j]);
     }
   };
   for (int64_t i0 = 0; i0 < k_wide; i0 += kStep) {
     if (prefetch) {
-      const char* at = ahead + (i0 / kStep) * kRows * kStep * sizeof(T);
-      _mm_prefetch(at, _MM_HINT_T0);
-      _mm_prefetch(at + 64, _MM_HINT_T0);
+      const char* at = ahead + (i0 / kStep) * kAheadBytes;
+#pragma GCC unroll 6
+      for (int64_t line = 0; line < kAheadBytes; line += 64) _mm_prefetch(at + line, _MM_HINT_T0);
     }
 #pragma GCC unroll 4
-    for (int u = 0; u < kVectors; ++u) step(i0 + 8 * u);
+    for (int u = 0; u < kVectors; ++u) step(i0 + kWidth * u);
   }
-  for (int64_t i = k_wide; i < k8; i += 8) step(i);
+  for (int64_t i = k_wide; i < k_vec; i += kWidth) step(i);
   for (int r = 0; r < R; ++r)
     for (int j = 0; j < kRows; ++j) {
-      float s = hsum(acc[r][j]);
-      for (int64_t i = k8; i < k; ++i) s += widen(w[j * k + i]) * x[r * k + i];
+      float s = vsum(acc[r][j]);
+      for (int64_t i = k_vec; i < k; ++i) s += widen(w[j * k + i]) * x[r * k + i];
       dots[r * kRows + j] = s;
     }
+}
+
+// The last m (< R) activation rows of a group, through the tile of exactly that many rows.
+template <typename T, int R>
+void dot_rest(const float* x, int64_t m, int64_t k, const T* w, float* dots, bool prefetch) {
+  if constexpr (R > 0) {
+    if (m == R) return dot_block<T, R>(x, k, w, dots, prefetch);
+    dot_rest<T, R - 1>(x, m, k, w, dots, prefetch);
+  }
 }
 #endif
 
@@ -111,12 +164,12 @@ void dot_rows(const float* x, int64_t m, int64_t k, const T* w, int64_t rows, fl
               bool prefetch) {
 #ifdef OMNILOOM_AVX2
   if (rows == kRows) {
-    // Every (row, weight row) pair accumulates in the same order whatever the block size, so
-    // a row's result does not depend on how many rows share the call.
+    // Every (row, weight row) pair accumulates in the same order whatever the tile, so a
+    // row's result does not depend on how many rows share the call.
     int64_t r = 0;
-    for (; r + 3 <= m; r += 3) dot_block<T, 3>(x + r * k, k, w, dots + r * kRows, prefetch);
-    if (m - r == 2) dot_block<T, 2>(x + r * k, k, w, dots + r * kRows, prefetch);
-    if (m - r == 1) dot_block<T, 1>(x + r * k, k, w, dots + r * kRows, prefetch);
+    for (; r + kTileRows <= m; r += kTileRows)
+      dot_block<T, kTileRows>(x + r * k, k, w, dots + r * kRows, prefetch);
+    dot_rest<T, kTileRows - 1>(x + r * k, m - r, k, w, dots + r * kRows, prefetch);
     return;
   }
 #endif
@@ -141,7 +194,7 @@ template <typename T>
 void skinny_linear_typed(const float* x, const T* w, const float* scales, const float* bias,
                          float* y, int64_t m, int64_t k, int64_t n) {
   const int64_t groups = (n + kRows - 1) / kRows;
-  const bool buffered = !std::is_same<T, float>::value && m > kDirectRows;
+  const bool buffered = !std::is_same<T, float>::value && m > kTileRows;
   at::parallel_for(0, groups, 8, [&](int64_t begin, int64_t end) {
     std::vector<float> buffer(buffered ? kRows * k : 0);
     float dots[64 * kRows];
@@ -169,20 +222,20 @@ void skinny_linear_typed(const float* x, const T* w, const float* scales, const 
 
 constexpr int64_t kQBlock = 32;  // activations are quantized in blocks of this many
 
-// out[j] = Σ_blocks scale_x[b] · Σ_i x[i]·w_j[i] for `rows` (≤ kRows) int8 weight rows against
+// out[j] = Σ_blocks scale_x[b] · Σ_i x[i]·w_j[i] for `rows` (≤ kQ8Rows) int8 weight rows against
 // one quantized activation row; each weight row keeps its own accumulator, whatever `rows` is.
 void q8_dots(const int8_t* xr, const float* sr, const int8_t* w, int64_t k, int64_t rows,
              float* out) {
   const int64_t blocks = k / kQBlock;
 #ifdef OMNILOOM_AVX2
   const __m256i ones = _mm256_set1_epi16(1);
-  __m256 acc[kRows];
+  __m256 acc[kQ8Rows];
   for (auto& a : acc) a = _mm256_setzero_ps();
   for (int64_t b = 0; b < blocks; ++b) {
     // the weight rows two groups ahead, swept linearly while this group is computed
-    _mm_prefetch(reinterpret_cast<const char*>(w + 2 * kRows * k + b * kRows * kQBlock),
+    _mm_prefetch(reinterpret_cast<const char*>(w + 2 * kQ8Rows * k + b * kQ8Rows * kQBlock),
                  _MM_HINT_T0);
-    _mm_prefetch(reinterpret_cast<const char*>(w + 2 * kRows * k + b * kRows * kQBlock + 64),
+    _mm_prefetch(reinterpret_cast<const char*>(w + 2 * kQ8Rows * k + b * kQ8Rows * kQBlock + 64),
                  _MM_HINT_T0);
     const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xr + b * kQBlock));
     const __m256 scale = _mm256_set1_ps(sr[b]);
@@ -233,11 +286,11 @@ void skinny_linear_q8(const float* x, const int8_t* w, const float* scales, cons
   quantize_blocks(x, m * k, qx.data(), sx.data());
   const int8_t* qp = qx.data();
   const float* sp = sx.data();
-  const int64_t groups = (n + kRows - 1) / kRows;
+  const int64_t groups = (n + kQ8Rows - 1) / kQ8Rows;
   at::parallel_for(0, groups, 8, [=](int64_t begin, int64_t end) {
-    float dots[kRows];
+    float dots[kQ8Rows];
     for (int64_t g = begin; g < end; ++g) {
-      const int64_t n0 = g * kRows, rows = std::min(kRows, n - n0);
+      const int64_t n0 = g * kQ8Rows, rows = std::min(kQ8Rows, n - n0);
       for (int64_t r = 0; r < m; ++r) {
         q8_dots(qp + r * k, sp + r * blocks, w + n0 * k, k, rows, dots);
         for (int64_t j = 0; j < rows; ++j)
