@@ -77,6 +77,8 @@ constexpr int64_t kWidth = 16;
 inline Vec vzero() { return _mm512_setzero_ps(); }
 inline Vec vload(const float* x) { return _mm512_loadu_ps(x); }
 inline Vec vfma(Vec a, Vec b, Vec c) { return _mm512_fmadd_ps(a, b, c); }
+inline Vec vset1(float v) { return _mm512_set1_ps(v); }
+inline void vstore(float* out, Vec v) { _mm512_storeu_ps(out, v); }
 inline float vsum(Vec v) { return _mm512_reduce_add_ps(v); }
 inline Vec vwiden(const float* w) { return _mm512_loadu_ps(w); }
 inline Vec vwiden(const at::BFloat16* w) {
@@ -95,6 +97,8 @@ constexpr int64_t kWidth = 8;
 inline Vec vzero() { return _mm256_setzero_ps(); }
 inline Vec vload(const float* x) { return _mm256_loadu_ps(x); }
 inline Vec vfma(Vec a, Vec b, Vec c) { return _mm256_fmadd_ps(a, b, c); }
+inline Vec vset1(float v) { return _mm256_set1_ps(v); }
+inline void vstore(float* out, Vec v) { _mm256_storeu_ps(out, v); }
 inline float vsum(Vec v) { return hsum(v); }
 template <typename T>
 inline Vec vwiden(const T* w) { return widen8(w); }
@@ -349,9 +353,9 @@ float dot(const float* a, const float* b, int64_t n) {
   int64_t i = 0;
   float total = 0.f;
 #ifdef OMNILOOM_AVX2
-  __m256 acc = _mm256_setzero_ps();
-  for (; i + 8 <= n; i += 8) acc = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), acc);
-  total = hsum(acc);
+  Vec acc = vzero();
+  for (; i + kWidth <= n; i += kWidth) acc = vfma(vload(a + i), vload(b + i), acc);
+  total = vsum(acc);
 #endif
   for (; i < n; ++i) total += a[i] * b[i];
   return total;
@@ -418,25 +422,57 @@ void rope_(torch::Tensor x, torch::Tensor cos, torch::Tensor sin) {
   });
 }
 
+#ifdef OMNILOOM_AVX2
+// e^x for 8 floats: 2^n · e^r with n = round(x · log2 e) and r = x − n · ln 2 (in two parts), e^r
+// from Cephes' expf polynomial; within 2 ulp of std::exp over the clamped range.
+inline __m256 exp8(__m256 x) {
+  x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.3f)), _mm256_set1_ps(88.3f));
+  const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                                   _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
+  r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
+  __m256 p = _mm256_set1_ps(1.9875691500e-4f);
+  for (float c : {1.3981999507e-3f, 8.3334519073e-3f, 4.1665795894e-2f, 1.6666665459e-1f,
+                  5.0000001201e-1f})
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(c));
+  p = _mm256_add_ps(_mm256_fmadd_ps(p, _mm256_mul_ps(r, r), r), _mm256_set1_ps(1.f));
+  const __m256i bits = _mm256_slli_epi32(
+      _mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+  return _mm256_mul_ps(p, _mm256_castsi256_ps(bits));
+}
+#endif
+
+// scores[j] = e^(scores[j] − best), 8 at a time where it can (which path a score takes depends
+// only on its index and the context's length).
+void softmax_exponentials(float* scores, int64_t length, float best) {
+  int64_t j = 0;
+#ifdef OMNILOOM_AVX2
+  const __m256 shift = _mm256_set1_ps(best);
+  for (; j + 8 <= length; j += 8)
+    _mm256_storeu_ps(scores + j, exp8(_mm256_sub_ps(_mm256_loadu_ps(scores + j), shift)));
+#endif
+  for (; j < length; ++j) scores[j] = std::exp(scores[j] - best);
+}
+
 // scores[j] = query · keys[slots[j]] · scale for `length` slots. Four keys at a time, each with
 // its own accumulator summed over i in the same order as dot(), so the bits match dot()'s.
 void attention_scores(const float* query, const float* kp, const int64_t* slots, int64_t length,
                       int64_t stride, int64_t d, float scale, float* scores) {
   int64_t j = 0;
 #ifdef OMNILOOM_AVX2
-  if (d % 8 == 0) {
+  if (d % kWidth == 0) {
     for (; j + 4 <= length; j += 4) {
       const float* key[4];
-      __m256 acc[4];
+      Vec acc[4];
       for (int u = 0; u < 4; ++u) {
         key[u] = kp + slots[j + u] * stride;
-        acc[u] = _mm256_setzero_ps();
+        acc[u] = vzero();
       }
-      for (int64_t i = 0; i < d; i += 8) {
-        const __m256 qv = _mm256_loadu_ps(query + i);
-        for (int u = 0; u < 4; ++u) acc[u] = _mm256_fmadd_ps(qv, _mm256_loadu_ps(key[u] + i), acc[u]);
+      for (int64_t i = 0; i < d; i += kWidth) {
+        const Vec qv = vload(query + i);
+        for (int u = 0; u < 4; ++u) acc[u] = vfma(qv, vload(key[u] + i), acc[u]);
       }
-      for (int u = 0; u < 4; ++u) scores[j + u] = hsum(acc[u]) * scale;
+      for (int u = 0; u < 4; ++u) scores[j + u] = vsum(acc[u]) * scale;
     }
   }
 #endif
@@ -449,15 +485,16 @@ void weighted_values(const float* weights, const float* vp, const int64_t* slots
                      int64_t stride, int64_t d, float* out) {
   int64_t i0 = 0;
 #ifdef OMNILOOM_AVX2
+  constexpr int kVectors = 64 / kWidth;
   for (; i0 + 64 <= d; i0 += 64) {
-    __m256 acc[8];
-    for (int u = 0; u < 8; ++u) acc[u] = _mm256_setzero_ps();
+    Vec acc[kVectors];
+    for (int u = 0; u < kVectors; ++u) acc[u] = vzero();
     for (int64_t j = 0; j < length; ++j) {
       const float* v = vp + slots[j] * stride + i0;
-      const __m256 p = _mm256_set1_ps(weights[j]);
-      for (int u = 0; u < 8; ++u) acc[u] = _mm256_fmadd_ps(p, _mm256_loadu_ps(v + 8 * u), acc[u]);
+      const Vec p = vset1(weights[j]);
+      for (int u = 0; u < kVectors; ++u) acc[u] = vfma(p, vload(v + kWidth * u), acc[u]);
     }
-    for (int u = 0; u < 8; ++u) _mm256_storeu_ps(out + i0 + 8 * u, acc[u]);
+    for (int u = 0; u < kVectors; ++u) vstore(out + i0 + kWidth * u, acc[u]);
   }
 #endif
   for (int64_t i = i0; i < d; ++i) out[i] = 0.f;  // the tail that the 64-wide chunks did not write
@@ -500,11 +537,9 @@ torch::Tensor paged_attention(torch::Tensor q, torch::Tensor keys, torch::Tensor
         attention_scores(qp + at, kp + kv * d, row_slots, length, stride, d, fscale, scores.data());
         float best = -INFINITY;
         for (int64_t j = 0; j < length; ++j) best = std::max(best, scores[j]);
+        softmax_exponentials(scores.data(), length, best);
         float total = 0.f;
-        for (int64_t j = 0; j < length; ++j) {
-          scores[j] = std::exp(scores[j] - best);
-          total += scores[j];
-        }
+        for (int64_t j = 0; j < length; ++j) total += scores[j];
         for (int64_t j = 0; j < length; ++j) scores[j] /= total;
         weighted_values(scores.data(), vp + kv * d, row_slots, length, stride, d, op + at);
       }
@@ -512,26 +547,6 @@ torch::Tensor paged_attention(torch::Tensor q, torch::Tensor keys, torch::Tensor
   });
   return out;
 }
-
-#ifdef OMNILOOM_AVX2
-// e^x for 8 floats: 2^n · e^r with n = round(x · log2 e) and r = x − n · ln 2 (in two parts), e^r
-// from Cephes' expf polynomial; within 2 ulp of std::exp over the clamped range.
-inline __m256 exp8(__m256 x) {
-  x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.3f)), _mm256_set1_ps(88.3f));
-  const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
-                                   _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
-  r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
-  __m256 p = _mm256_set1_ps(1.9875691500e-4f);
-  for (float c : {1.3981999507e-3f, 8.3334519073e-3f, 4.1665795894e-2f, 1.6666665459e-1f,
-                  5.0000001201e-1f})
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(c));
-  p = _mm256_add_ps(_mm256_fmadd_ps(p, _mm256_mul_ps(r, r), r), _mm256_set1_ps(1.f));
-  const __m256i bits = _mm256_slli_epi32(
-      _mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
-  return _mm256_mul_ps(p, _mm256_castsi256_ps(bits));
-}
-#endif
 
 // silu(gate) · up, elementwise. Row by row, so which path (8-wide or scalar tail) an element
 // takes depends only on its column, never on how many rows share the call.
