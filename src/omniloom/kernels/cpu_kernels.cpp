@@ -104,23 +104,28 @@ template <typename T>
 inline Vec vwiden(const T* w) { return widen8(w); }
 #endif
 
+// The bytes of weights (from the group two ahead) that one tile prefetches, spread evenly over
+// its steps. The tiles of a group share that group's sweep, so memory sees a steady stream
+// rather than a burst in the first tile and silence in the others.
+struct Sweep {
+  const char* from = nullptr;
+  int64_t bytes = 0;
+};
+
 #ifdef OMNILOOM_AVX2
 // dots[r * kRows + j] = x[r] · w[j] for R activation rows and kRows full weight rows; R is a
 // compile-time constant so the R × kRows accumulators stay in registers.
 template <typename T, int R>
-void dot_block(const float* x, int64_t k, const T* w, float* dots, bool prefetch) {
+void dot_block(const float* x, int64_t k, const T* w, float* dots, Sweep sweep) {
   // Narrow weights take several vectors per row per pass, so each pass reads 32+ bytes per row.
   constexpr int kVectors = sizeof(T) >= 4 ? 1 : 4 / static_cast<int>(sizeof(T));
   constexpr int64_t kStep = kWidth * kVectors;
-  constexpr int64_t kAheadBytes = kRows * kStep * sizeof(T);  // one group's share of a pass
-  const int64_t k_wide = k - k % kStep, k_vec = k - k % kWidth;
+  const int64_t k_wide = k - k % kStep, k_vec = k - k % kWidth, steps = k_wide / kStep;
   Vec acc[R][kRows];
 #pragma GCC unroll 4
   for (int r = 0; r < R; ++r)
 #pragma GCC unroll 6
     for (int j = 0; j < kRows; ++j) acc[r][j] = vzero();
-  // Streaming from memory, sweep the weight rows two groups ahead while this group computes.
-  const char* ahead = reinterpret_cast<const char*>(w + 2 * kRows * k);
   // One vector step at column i; every path sums the vector steps in increasing i, then the
   // scalar tail, so the order (and the bits) never depend on the weight type or batch size.
   auto step = [&](int64_t i) {
@@ -134,11 +139,11 @@ void dot_block(const float* x, int64_t k, const T* w, float* dots, bool prefetch
       for (int j = 0; j < kRows; ++j) acc[r][j] = vfma(wv[j], xv, acc[r][j]);
     }
   };
-  for (int64_t i0 = 0; i0 < k_wide; i0 += kStep) {
-    if (prefetch) {
-      const char* at = ahead + (i0 / kStep) * kAheadBytes;
-#pragma GCC unroll 6
-      for (int64_t line = 0; line < kAheadBytes; line += 64) _mm_prefetch(at + line, _MM_HINT_T0);
+  for (int64_t i0 = 0, s = 0; i0 < k_wide; i0 += kStep, ++s) {
+    if (sweep.bytes) {
+      const int64_t end = sweep.bytes * (s + 1) / steps;
+      for (int64_t b = (sweep.bytes * s / steps) & ~int64_t{63}; b < end; b += 64)
+        _mm_prefetch(sweep.from + b, _MM_HINT_T0);
     }
 #pragma GCC unroll 4
     for (int u = 0; u < kVectors; ++u) step(i0 + kWidth * u);
@@ -154,10 +159,10 @@ void dot_block(const float* x, int64_t k, const T* w, float* dots, bool prefetch
 
 // The last m (< R) activation rows of a group, through the tile of exactly that many rows.
 template <typename T, int R>
-void dot_rest(const float* x, int64_t m, int64_t k, const T* w, float* dots, bool prefetch) {
+void dot_rest(const float* x, int64_t m, int64_t k, const T* w, float* dots, Sweep sweep) {
   if constexpr (R > 0) {
-    if (m == R) return dot_block<T, R>(x, k, w, dots, prefetch);
-    dot_rest<T, R - 1>(x, m, k, w, dots, prefetch);
+    if (m == R) return dot_block<T, R>(x, k, w, dots, sweep);
+    dot_rest<T, R - 1>(x, m, k, w, dots, sweep);
   }
 }
 #endif
@@ -170,10 +175,17 @@ void dot_rows(const float* x, int64_t m, int64_t k, const T* w, int64_t rows, fl
   if (rows == kRows) {
     // Every (row, weight row) pair accumulates in the same order whatever the tile, so a
     // row's result does not depend on how many rows share the call.
-    int64_t r = 0;
-    for (; r + kTileRows <= m; r += kTileRows)
-      dot_block<T, kTileRows>(x + r * k, k, w, dots + r * kRows, prefetch);
-    dot_rest<T, kTileRows - 1>(x + r * k, m - r, k, w, dots + r * kRows, prefetch);
+    // Streaming from memory, the tiles sweep the weight rows two groups ahead between them.
+    const int64_t tiles = (m + kTileRows - 1) / kTileRows, bytes = kRows * k * sizeof(T);
+    const char* ahead = reinterpret_cast<const char*>(w + 2 * kRows * k);
+    auto sweep = [&](int64_t t) {
+      return prefetch ? Sweep{ahead + bytes * t / tiles, bytes * (t + 1) / tiles - bytes * t / tiles}
+                      : Sweep{};
+    };
+    int64_t r = 0, t = 0;
+    for (; r + kTileRows <= m; r += kTileRows, ++t)
+      dot_block<T, kTileRows>(x + r * k, k, w, dots + r * kRows, sweep(t));
+    dot_rest<T, kTileRows - 1>(x + r * k, m - r, k, w, dots + r * kRows, sweep(t));
     return;
   }
 #endif
