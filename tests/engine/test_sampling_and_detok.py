@@ -85,3 +85,13 @@ def test_penalties_discourage_repeats():
     assert repetition(logits) == 1  # 3.0 / 1.2 < 2.9
     frequency = Sampler(SamplingParams(temperature=0.0, frequency_penalty=0.06))
     assert [frequency(logits) for _ in range(3)] == [0, 0, 1]  # 3.0 - 2·0.06 < 2.9
+
+
+def test_the_steps_batched_argmax_is_used_only_where_it_is_the_answer():
+    logits = torch.tensor([[3.0, 2.9, 0.0]])
+    raw_argmax = int(logits.argmax())
+    assert Sampler(SamplingParams(temperature=0.0))(logits, raw_argmax) == 0
+    presence = Sampler(SamplingParams(temperature=0.0, presence_penalty=0.5))
+    assert [presence(logits, raw_argmax) for _ in range(2)] == [0, 1]  # the penalty wins
+    drawn = Sampler(SamplingParams(temperature=1.0, top_k=1, seed=0))
+    assert drawn(torch.tensor([[0.0, 5.0, 0.0]]), argmax=0) == 1  # sampling ignores the hint

@@ -171,11 +171,12 @@ class Engine:
         if not plan:
             return
         logits = self._forward(plan)
+        argmax = logits.argmax(dim=-1).tolist()  # one call for every greedy row
         for row, (seq, count) in enumerate(plan):
             seq.computed += count
             self._register_full_blocks(seq)
             if seq.pending == 0:
-                self._sample(seq, logits[row : row + 1])
+                self._sample(seq, logits[row : row + 1], argmax[row])
 
     # -- admission --------------------------------------------------------------------------
 
@@ -344,7 +345,7 @@ class Engine:
         set_lora_active(self._lora, active)
         self._lora_active = active
 
-    def _sample(self, seq: Sequence, logits: torch.Tensor) -> None:
+    def _sample(self, seq: Sequence, logits: torch.Tensor, argmax: int) -> None:
         run = seq.run
         if not run.forks_made:  # the prompt is in the cache now: the other choices join
             run.forks_made = True
@@ -352,7 +353,7 @@ class Engine:
                 fork = self._new_sequence(run, index)
                 fork.prompt_embeds = seq.prompt_embeds
                 self._waiting.appendleft(fork)
-        token = seq.sampler(logits)
+        token = seq.sampler(logits, argmax)
         run.first_token()
         seq.append(token)
         logprobs = self._logprobs(seq, logits, token)

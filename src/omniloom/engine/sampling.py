@@ -68,13 +68,22 @@ class Sampler:
         if params.grammar is not None:
             self.constraint = GrammarConstraint(params.grammar, vocab_size)
 
-    def __call__(self, logits: torch.Tensor) -> int:
-        """``logits`` (1, vocab) float32 → the next token id (remembered for penalties)."""
+    @property
+    def plain_greedy(self) -> bool:
+        """Greedy with nothing to change the logits first (the argmax of the raw logits)."""
+        return self.params.greedy and not self.params.penalised and self.constraint is None
+
+    def __call__(self, logits: torch.Tensor, argmax: int | None = None) -> int:
+        """``logits`` (1, vocab) float32 → the next token id (remembered for penalties).
+        ``argmax``: the raw logits' argmax when the caller has it (a step computes them for all
+        its rows at once), used only where it is the answer."""
         if self.params.penalised:
             logits = self._penalise(logits.clone())
         if self.constraint is not None:
             logits = self.constraint.mask(logits.clone())
-        if self.params.greedy:
+        if self.plain_greedy and argmax is not None:
+            token = argmax
+        elif self.params.greedy:
             token = int(logits[0].argmax())
         else:
             probs = self._filtered_probs(logits / self.params.temperature)
