@@ -318,19 +318,33 @@ class Engine:
     def _forward(self, plan: list[tuple[Sequence, int]]) -> torch.Tensor:
         """Run the step's tokens as one packed row; next-token logits per planned sequence."""
         backbone = self.model.vlm.backbone
-        embeds, chunks = [], []
-        for seq, count in plan:
-            embeds.append(
-                seq.input_embeds(seq.computed, seq.computed + count, self.model.vlm.embed_ids)
-            )
-            slots = self.pool.slots(seq.blocks, seq.computed + count)
-            chunks.append(SequenceChunk(slots, count))
+        chunks = [
+            SequenceChunk(self.pool.slots(seq.blocks, seq.computed + count), count)
+            for seq, count in plan
+        ]
         batch = PagedBatch(self.pool, chunks)
         self._switch_lora(plan)
-        hidden = backbone.hidden_states(
-            torch.cat(embeds).unsqueeze(0).to(self.model.vlm.dtype), batch
-        )
+        embeds = self._step_embeds(plan)
+        hidden = backbone.hidden_states(embeds.unsqueeze(0).to(self.model.vlm.dtype), batch)
         return backbone.lm_head(hidden[0, batch.last_token_rows()]).float()
+
+    def _step_embeds(self, plan: list[tuple[Sequence, int]]) -> torch.Tensor:
+        """The step's input embeddings in plan order; every generated token (the decodes) is
+        looked up in one call, prompt chunks come from their prompt embeddings."""
+        embed_ids = self.model.vlm.embed_ids
+        generated = [(seq, count) for seq, count in plan if seq.computed >= seq.prompt_len]
+        ids = [
+            t for seq, count in generated for t in seq.tokens[seq.computed : seq.computed + count]
+        ]
+        looked_up = embed_ids(torch.tensor(ids)).split([c for _, c in generated]) if ids else ()
+        by_seq = {id(seq): rows for (seq, _), rows in zip(generated, looked_up, strict=True)}
+        parts = []
+        for seq, count in plan:
+            rows = by_seq.get(id(seq))
+            if rows is None:
+                rows = seq.input_embeds(seq.computed, seq.computed + count, embed_ids)
+            parts.append(rows)
+        return torch.cat(parts)
 
     def _switch_lora(self, plan: list[tuple[Sequence, int]]) -> None:
         """Adapters on for media prompts' tokens only: all on, all off, or a per-token mask."""
