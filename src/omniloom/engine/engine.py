@@ -171,7 +171,7 @@ class Engine:
         if not plan:
             return
         logits = self._forward(plan)
-        argmax = logits.argmax(dim=-1).tolist()  # one call for every greedy row
+        argmax = self._greedy_argmax(plan, logits)
         for row, (seq, count) in enumerate(plan):
             seq.computed += count
             self._register_full_blocks(seq)
@@ -332,19 +332,26 @@ class Engine:
         """The step's input embeddings in plan order; every generated token (the decodes) is
         looked up in one call, prompt chunks come from their prompt embeddings."""
         embed_ids = self.model.vlm.embed_ids
-        generated = [(seq, count) for seq, count in plan if seq.computed >= seq.prompt_len]
-        ids = [
-            t for seq, count in generated for t in seq.tokens[seq.computed : seq.computed + count]
-        ]
-        looked_up = embed_ids(torch.tensor(ids)).split([c for _, c in generated]) if ids else ()
-        by_seq = {id(seq): rows for (seq, _), rows in zip(generated, looked_up, strict=True)}
-        parts = []
-        for seq, count in plan:
-            rows = by_seq.get(id(seq))
-            if rows is None:
-                rows = seq.input_embeds(seq.computed, seq.computed + count, embed_ids)
-            parts.append(rows)
-        return torch.cat(parts)
+        generated = [seq.computed >= seq.prompt_len for seq, _ in plan]
+        chunks = [(seq, count) for (seq, count), g in zip(plan, generated, strict=True) if g]
+        ids = [t for seq, count in chunks for t in seq.tokens[seq.computed : seq.computed + count]]
+        looked_up = iter(embed_ids(torch.tensor(ids)).split([c for _, c in chunks]) if ids else ())
+        return torch.cat(
+            [
+                next(looked_up)
+                if g
+                else seq.input_embeds(seq.computed, seq.computed + n, embed_ids)
+                for (seq, n), g in zip(plan, generated, strict=True)
+            ]
+        )
+
+    @staticmethod
+    def _greedy_argmax(plan: list[tuple[Sequence, int]], logits: torch.Tensor) -> list:
+        """Each row's argmax in one call when some row that ends its pending tokens this step
+        samples greedily from its raw logits (else ``None`` per row: the samplers need none)."""
+        if any(seq.pending == count and seq.sampler.plain_greedy for seq, count in plan):
+            return logits.argmax(dim=-1).tolist()
+        return [None] * len(plan)
 
     def _switch_lora(self, plan: list[tuple[Sequence, int]]) -> None:
         """Adapters on for media prompts' tokens only: all on, all off, or a per-token mask."""
@@ -359,7 +366,7 @@ class Engine:
         set_lora_active(self._lora, active)
         self._lora_active = active
 
-    def _sample(self, seq: Sequence, logits: torch.Tensor, argmax: int) -> None:
+    def _sample(self, seq: Sequence, logits: torch.Tensor, argmax: int | None) -> None:
         run = seq.run
         if not run.forks_made:  # the prompt is in the cache now: the other choices join
             run.forks_made = True
