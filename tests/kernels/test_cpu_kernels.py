@@ -27,7 +27,7 @@ def _off(monkeypatch):
 
 @pytest.mark.parametrize("weight_format", ["float32", "bfloat16", "float16", "int8"])
 @pytest.mark.parametrize("rows", [1, 2, 3, 4, 7, 33])
-@pytest.mark.parametrize(("k", "n"), [(576, 96), (20, 7)])
+@pytest.mark.parametrize(("k", "n"), [(576, 96), (96, 13), (20, 7)])
 def test_skinny_linear_matches_torch(weight_format, rows, k, n):
     gen = torch.Generator().manual_seed(rows * 100 + k)
     x, w, bias = (torch.randn(s, generator=gen) for s in ((rows, k), (n, k), (n,)))
@@ -67,8 +67,9 @@ def test_int8_activation_quantization_stays_close_to_float():
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.int8])
-# wide steps only; a one-vector remainder (40 on AVX2, 48 on AVX-512); a scalar tail
-@pytest.mark.parametrize("k", [576, 40, 48, 21])
+# wide steps only; a one-vector remainder (40 on AVX2, 48 on AVX-512); a scalar tail; int8's
+# half 64-byte chunk (96)
+@pytest.mark.parametrize("k", [576, 40, 48, 21, 96])
 def test_a_row_gives_the_same_bits_alone_or_in_any_batch(dtype, k):
     gen = torch.Generator().manual_seed(1)
     x = torch.randn(37, k, generator=gen)

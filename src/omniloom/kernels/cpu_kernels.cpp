@@ -18,6 +18,7 @@
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <vector>
@@ -27,6 +28,9 @@
 #define OMNILOOM_AVX2 1
 #if defined(__AVX512F__)
 #define OMNILOOM_AVX512 1
+#if defined(__AVX512BW__) && defined(__AVX512VNNI__)
+#define OMNILOOM_VNNI 1
+#endif
 #endif
 #endif
 
@@ -238,6 +242,7 @@ void skinny_linear_typed(const float* x, const T* w, const float* scales, const 
 
 constexpr int64_t kQBlock = 32;  // activations are quantized in blocks of this many
 
+#ifndef OMNILOOM_VNNI
 // out[j] = Σ_blocks scale_x[b] · Σ_i x[i]·w_j[i] for `rows` (≤ kQ8Rows) int8 weight rows against
 // one quantized activation row; each weight row keeps its own accumulator, whatever `rows` is.
 void q8_dots(const int8_t* xr, const float* sr, const int8_t* w, int64_t k, int64_t rows,
@@ -278,6 +283,8 @@ void q8_dots(const int8_t* xr, const float* sr, const int8_t* w, int64_t k, int6
 #endif
 }
 
+#endif
+
 // Each block of 32 activations → int8 with scale max|x|/127 (llama.cpp's Q8_0 for activations).
 void quantize_blocks(const float* x, int64_t count, int8_t* q, float* scales) {
   for (int64_t b = 0; b < count / kQBlock; ++b) {
@@ -291,6 +298,106 @@ void quantize_blocks(const float* x, int64_t count, int8_t* q, float* scales) {
   }
 }
 
+#ifdef OMNILOOM_VNNI
+// VNNI's dot product takes one unsigned operand, so activations go in as q + 128 (q ^ 0x80) and
+// each accumulator starts at -128·Σw over its four bytes: the int32 lanes then hold Σ q·w exactly,
+// the same integers as the AVX2 path. One 64-byte chunk is two blocks of 32: lanes 0–7 belong to
+// the first and 8–15 to the second, so `lane_scales` holds each lane's block scale.
+template <int R>
+void q8_block_vnni(const uint8_t* xu, const float* lane_scales, int64_t k, const int8_t* w,
+                   float* dots, Sweep sweep) {
+  const __m512i bias = _mm512_set1_epi8(static_cast<char>(0x80));
+  __m512 acc[R][kQ8Rows];
+  for (int r = 0; r < R; ++r)
+    for (int j = 0; j < kQ8Rows; ++j) acc[r][j] = _mm512_setzero_ps();
+  // One chunk at byte i; `bytes` and `lanes` mask off the missing half of a last 32-byte block.
+  auto step = [&](int64_t i, __mmask64 bytes, __mmask16 lanes) {
+    __m512i wv[kQ8Rows], start[kQ8Rows];
+    for (int j = 0; j < kQ8Rows; ++j) {
+      wv[j] = _mm512_maskz_loadu_epi8(bytes, w + j * k + i);
+      start[j] = _mm512_sub_epi32(_mm512_setzero_si512(),
+                                  _mm512_dpbusd_epi32(_mm512_setzero_si512(), bias, wv[j]));
+    }
+    for (int r = 0; r < R; ++r) {
+      const __m512i xv = _mm512_maskz_loadu_epi8(bytes, xu + r * k + i);
+      const __m512 sv = _mm512_maskz_loadu_ps(lanes, lane_scales + r * (k / 4) + i / 4);
+      for (int j = 0; j < kQ8Rows; ++j) {
+        const __m512i sums = _mm512_dpbusd_epi32(start[j], xv, wv[j]);
+        acc[r][j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sums), sv, acc[r][j]);
+      }
+    }
+  };
+  const int64_t full = k / 64;
+  for (int64_t c = 0; c < full; ++c) {
+    if (sweep.bytes)
+      for (int64_t b = (sweep.bytes * c / full) & ~int64_t{63}; b < sweep.bytes * (c + 1) / full;
+           b += 64)
+        _mm_prefetch(sweep.from + b, _MM_HINT_T0);
+    step(c * 64, ~__mmask64{0}, __mmask16(0xFFFF));
+  }
+  if (k % 64) step(full * 64, (__mmask64{1} << (k % 64)) - 1, __mmask16(0x00FF));
+  for (int r = 0; r < R; ++r)
+    for (int j = 0; j < kQ8Rows; ++j) dots[r * kQ8Rows + j] = _mm512_reduce_add_ps(acc[r][j]);
+}
+
+template <int R>
+void q8_rest_vnni(const uint8_t* xu, const float* lane_scales, int64_t m, int64_t k,
+                  const int8_t* w, float* dots, Sweep sweep) {
+  if constexpr (R > 0) {
+    if (m == R) return q8_block_vnni<R>(xu, lane_scales, k, w, dots, sweep);
+    q8_rest_vnni<R - 1>(xu, lane_scales, m, k, w, dots, sweep);
+  }
+}
+
+constexpr int kQ8TileRows = 4;  // activation rows per VNNI tile: 16 accumulators
+
+// dots[r * kQ8Rows + j] for all m activation rows against one full group of kQ8Rows weight rows,
+// tile by tile, the tiles sharing the prefetch of the group two ahead.
+void q8_group_vnni(const uint8_t* xu, const float* lane_scales, int64_t m, int64_t k,
+                   const int8_t* w, float* dots, bool prefetch) {
+  const int64_t tiles = (m + kQ8TileRows - 1) / kQ8TileRows, bytes = kQ8Rows * k;
+  const char* ahead = reinterpret_cast<const char*>(w + 2 * kQ8Rows * k);
+  auto sweep = [&](int64_t t) {
+    return prefetch ? Sweep{ahead + bytes * t / tiles, bytes * (t + 1) / tiles - bytes * t / tiles}
+                    : Sweep{};
+  };
+  const int64_t scale_stride = k / 4;
+  int64_t r = 0, t = 0;
+  for (; r + kQ8TileRows <= m; r += kQ8TileRows, ++t)
+    q8_block_vnni<kQ8TileRows>(xu + r * k, lane_scales + r * scale_stride, k, w,
+                               dots + r * kQ8Rows, sweep(t));
+  q8_rest_vnni<kQ8TileRows - 1>(xu + r * k, lane_scales + r * scale_stride, m - r, k, w,
+                                dots + r * kQ8Rows, sweep(t));
+}
+
+void skinny_linear_q8_vnni(const int8_t* qx, const float* sx, const int8_t* w,
+                           const float* scales, const float* bias, float* y, int64_t m, int64_t k,
+                           int64_t n) {
+  std::vector<uint8_t> xu(m * k);
+  for (int64_t i = 0; i < m * k; ++i) xu[i] = static_cast<uint8_t>(qx[i]) ^ 0x80;
+  std::vector<float> lane_scales(m * k / 4);
+  for (int64_t i = 0; i < m * k / 4; ++i) lane_scales[i] = sx[i * 4 / kQBlock];
+  const int64_t groups = (n + kQ8Rows - 1) / kQ8Rows;
+  at::parallel_for(0, groups, 8, [&](int64_t begin, int64_t end) {
+    std::vector<float> dots(m * kQ8Rows);
+    std::vector<int8_t> padded;
+    for (int64_t g = begin; g < end; ++g) {
+      const int64_t n0 = g * kQ8Rows, rows = std::min(kQ8Rows, n - n0);
+      const int8_t* group = w + n0 * k;
+      if (rows < kQ8Rows) {  // the last, short group: zero rows make up the tile
+        padded.assign(kQ8Rows * k, 0);
+        std::copy(group, group + rows * k, padded.begin());
+        group = padded.data();
+      }
+      q8_group_vnni(xu.data(), lane_scales.data(), m, k, group, dots.data(), g + 2 < groups);
+      for (int64_t r = 0; r < m; ++r)
+        for (int64_t j = 0; j < rows; ++j)
+          y[r * n + n0 + j] = dots[r * kQ8Rows + j] * scales[n0 + j] + (bias ? bias[n0 + j] : 0.f);
+    }
+  });
+}
+#endif
+
 // int8 weights times int8 activations (blocks of 32 values of a row, each with its own scale),
 // summed exactly in int32 per block, then scaled in fp32. Needs k divisible by 32. Rows are
 // quantized on their own, so results stay batch invariant.
@@ -300,6 +407,9 @@ void skinny_linear_q8(const float* x, const int8_t* w, const float* scales, cons
   std::vector<int8_t> qx(m * k);
   std::vector<float> sx(m * blocks);
   quantize_blocks(x, m * k, qx.data(), sx.data());
+#ifdef OMNILOOM_VNNI
+  skinny_linear_q8_vnni(qx.data(), sx.data(), w, scales, bias, y, m, k, n);
+#else
   const int8_t* qp = qx.data();
   const float* sp = sx.data();
   const int64_t groups = (n + kQ8Rows - 1) / kQ8Rows;
@@ -314,6 +424,7 @@ void skinny_linear_q8(const float* x, const int8_t* w, const float* scales, cons
       }
     }
   });
+#endif
 }
 
 torch::Tensor skinny_linear(torch::Tensor x, torch::Tensor weight, c10::optional<torch::Tensor> scales,
