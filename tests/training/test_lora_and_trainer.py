@@ -13,8 +13,8 @@ from torch.testing import assert_close
 from omniloom.eval.synthetic import make_split
 from omniloom.models.lora import attach_lora, load_lora, lora_state, set_lora_active
 from omniloom.models.registry import ADAPTER, load_model
-from omniloom.training.data import build_examples, encode_samples
-from omniloom.training.trainer import QUICK_RECIPE, Trainer, mean_loss
+from omniloom.training.data import build_examples, encode_samples, perception_examples
+from omniloom.training.trainer import QUICK_RECIPE, Trainer, batch_loss, mean_loss
 
 
 def test_loaded_lora_equals_trained_and_switches_off():
@@ -64,3 +64,35 @@ def test_shipped_adapter_beats_untrained():
         examples = build_examples(val, model, "instruct", seed=1)
         losses[fresh] = mean_loss(model, examples, encode_samples(val, model))
     assert losses[False] < 0.5 * losses[True]
+
+
+def test_described_images_teach_passing_on_the_cascade_words():
+    model = load_model(dtype="float32", fresh_adapter=True)
+    examples = perception_examples(model, 20, seed=3)
+    assert all(e.image == -1 for e in examples)  # no image tokens: the words stand for it
+    for e in examples:
+        text = model.tokenizer.decode(e.ids)
+        block = text.split('<image-description source="perception" trust="untrusted">')[1]
+        block = block.split("</image-description>")[0]
+        answers = [model.tokenizer.decode(e.ids[s:t]) for s, t in e.answer_spans]
+        named = next(a for a in answers if a.startswith("It shows "))
+        for name in named.removeprefix("It shows ").split(".")[0].split(" or "):
+            assert name in block
+        if 'Text in it reads: "' in block:
+            read = block.split('Text in it reads: "')[1].split('"')[0]
+            assert any(a.startswith(read) for a in answers if a != named)
+
+
+@torch.no_grad()
+def test_a_batch_mixing_seen_and_described_images_scores_each_as_alone():
+    model = load_model(dtype="float32", fresh_adapter=True)
+    val = make_split("val", 2)
+    seen = build_examples(val, model, "instruct", seed=1)[:2]
+    examples = [seen[0], *perception_examples(model, 2, seed=1), seen[1]]
+    features = encode_samples(val, model)
+    tokens = [sum(end - start for start, end in e.answer_spans) for e in examples]
+    alone = sum(
+        float(batch_loss(model, [e], features)) * n for e, n in zip(examples, tokens, strict=True)
+    )
+    together = float(batch_loss(model, examples, features)) * sum(tokens)
+    assert together == pytest.approx(alone, rel=1e-4)

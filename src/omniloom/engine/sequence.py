@@ -102,7 +102,7 @@ class Sequence:
         self.keys: list[int | str] = token_keys(job.prompt)  # what each position hashes as
         self.prompt_len = len(self.tokens)
         self.prompt_embeds: torch.Tensor | None = None  # (prompt_len, hidden), set on admission
-        self.lora = bool(job.prompt.spans)  # the vision adapter runs for prompts with media
+        self.lora = job.prompt.about_media  # the vision adapter runs where media are in play
         self.computed = 0
         self.blocks: list[int] = []
         self.hashes: list[bytes] = []  # chained hash of each full block, in order

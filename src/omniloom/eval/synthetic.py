@@ -200,8 +200,13 @@ def _shape_sample(split: str, index: int, rng: random.Random) -> Sample:
     return Sample(split, index, image, _caption(things), questions, regions)
 
 
+def random_text(rng: random.Random) -> str:
+    """A word of a sign or a number, as the text samples render them."""
+    return rng.choice(_WORDS) if rng.random() < 0.6 else str(rng.randint(10, 9999))
+
+
 def _text_sample(split: str, index: int, rng: random.Random) -> Sample:
-    text = rng.choice(_WORDS) if rng.random() < 0.6 else str(rng.randint(10, 9999))
+    text = random_text(rng)
     font = ImageFont.truetype(str(_font_dir() / rng.choice(FONTS[split])), rng.randint(40, 60))
     image = Image.new("RGB", (SIZE, SIZE), (250, 250, 245))
     draw = ImageDraw.Draw(image)

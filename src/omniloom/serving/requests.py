@@ -61,6 +61,7 @@ class MediaContext:
     safety: ImageSafety | None = None
     injection: list[Finding] = field(default_factory=list)  # filled while converting media
     safety_report: SafetyReport | None = None  # filled while converting media
+    described: bool = False  # set once an image has been put into words (cascade, hybrid)
 
     @property
     def scans(self) -> bool:
@@ -102,6 +103,7 @@ def _convert_image(part: ContentPart, where: str, ctx: MediaContext) -> list:
         seen = ctx.cascade.describe(decoded.image)
         parts.append(TextPart("\n" + seen.as_context() + "\n"))
         ctx.injection.extend(seen.injection)
+        ctx.described = True
     elif ctx.scans:
         ctx.injection.extend(ctx.cascade.read_text(decoded.image).injection)
     return parts
@@ -182,7 +184,9 @@ def _media_context(req, model, settings, cascade, safety) -> MediaContext:
 
 def _build(req: ChatCompletionRequest, ctx: MediaContext) -> Prompt:
     messages = [_convert_message(i, m, ctx) for i, m in enumerate(req.messages)]
-    return build_prompt(messages, ctx.model.template, ctx.model.tokenizer)
+    prompt = build_prompt(messages, ctx.model.template, ctx.model.tokenizer)
+    prompt.describes_media = ctx.described
+    return prompt
 
 
 def _stop_strings(stop: str | list[str] | None) -> tuple[str, ...]:

@@ -14,9 +14,11 @@ from dataclasses import dataclass
 import torch
 
 from omniloom.config import ImageSettings, Limits
-from omniloom.eval.synthetic import COLOURS, SHAPES, Question, Sample
+from omniloom.eval.synthetic import COLOURS, SHAPES, Question, Sample, random_text
 from omniloom.media.image import decode_image
 from omniloom.models.registry import LoadedModel
+from omniloom.perception.cascade import Perception, imagenet_names, with_article
+from omniloom.perception.ocr import OcrLine
 from omniloom.processing.image_item import ImageItem, prepare_image
 from omniloom.processing.prompt import MediaPart, Message, TextPart, build_prompt
 
@@ -27,11 +29,15 @@ CAPTION_PROMPTS = (
 )
 
 
+NAME_PROMPTS = (*CAPTION_PROMPTS, "What is in this image?", "What does this image show?")
+READ_PROMPTS = ("What does the text say?", "What is written in the image?")
+
+
 @dataclass(frozen=True)
 class Example:
     ids: list[int]  # a whole conversation: prompt, answers, end-of-turn tokens
     answer_spans: list[tuple[int, int]]  # [start, end) of each answer and its end-of-turn
-    image: int  # row of the feature tensor
+    image: int  # row of the feature tensor; -1: the image is only described in words
 
 
 def image_item(sample: Sample, model: LoadedModel) -> ImageItem:
@@ -45,12 +51,13 @@ def image_item(sample: Sample, model: LoadedModel) -> ImageItem:
 
 def conversation(
     model: LoadedModel,
-    item: ImageItem,
+    media: TextPart | MediaPart,
     turns: list[tuple[str, str]],
     image: int,
     image_first: bool,
 ) -> Example:
-    """One image, then question–answer turns; each answer carries loss (LLaVA's multi-turn form)."""
+    """One image (its tokens, or the perception block that stands for it), then question–answer
+    turns; each answer carries loss (LLaVA's multi-turn form)."""
     end = model.tokenizer.token_id("<|im_end|>")
     messages: list[Message] = []
     ids: list[int] = []
@@ -58,7 +65,7 @@ def conversation(
     for question, answer in turns:
         parts: list[TextPart | MediaPart] = [TextPart(question)]
         if not messages:
-            parts = [MediaPart(item), *parts] if image_first else [*parts, MediaPart(item)]
+            parts = [media, *parts] if image_first else [*parts, media]
         messages.append(Message("user", parts))
         prompt = build_prompt(messages, model.template, model.tokenizer).token_ids
         if prompt[: len(ids)] != ids:
@@ -117,7 +124,33 @@ def build_examples(
             turns += caption if rng.random() < 0.2 else []
             rng.shuffle(turns)
             groups = _chunks(turns, rng, longest)
-        examples += [conversation(model, item, g, row, rng.random() < 0.5) for g in groups]
+        media = MediaPart(item)
+        examples += [conversation(model, media, g, row, rng.random() < 0.5) for g in groups]
+    return examples
+
+
+def perception_examples(model: LoadedModel, count: int, seed: int) -> list[Example]:
+    """Conversations about images the model knows only through the perception cascade's block
+    (``cascade`` mode): random ImageNet names and sign text, in the server's exact wording, and
+    answers that pass on what the block says. The base model drops or garbles the names about
+    half the time; these teach the adapter, which runs for such prompts too, to name them."""
+    rng = random.Random(seed)
+    names = sorted(set(imagenet_names()))
+    examples = []
+    for _ in range(count):
+        labels = rng.sample(names, rng.choice((1, 2, 3)))
+        probs = sorted((rng.uniform(0.05, 0.9) for _ in labels), reverse=True)
+        text = random_text(rng) if rng.random() < 0.4 else None
+        seen = Perception(
+            [OcrLine(text, 0.9)] if text else [], list(zip(labels, probs, strict=True))
+        )
+        shows = "It shows " + " or ".join(with_article(n) for n in labels) + "."
+        said = f' The text in it reads "{text}".' if text else ""
+        turns = [(rng.choice(NAME_PROMPTS), shows + said)]
+        if text:
+            turns.insert(rng.randint(0, 1), (rng.choice(READ_PROMPTS), text))
+        block = TextPart("\n" + seen.as_context() + "\n")
+        examples.append(conversation(model, block, turns, -1, rng.random() < 0.5))
     return examples
 
 

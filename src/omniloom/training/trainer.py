@@ -3,7 +3,9 @@
 Stage ``ground`` fits the projector alone to per-cell word embeddings (``grounding.py``; no LLM
 step). Stage ``align`` trains the projector and the media-token embeddings on captions with the LLM
 frozen; stage ``instruct`` adds LoRA adapters on every attention and MLP projection and trains
-on multi-turn question–answer conversations about each image. Only answer tokens carry loss.
+on multi-turn question–answer conversations about each image, plus conversations that see an
+image only through the perception cascade's words (the adapter runs for those prompts too).
+Only answer tokens carry loss.
 A checkpoint is written every ``checkpoint_every`` steps and at each stage's end; running
 again resumes from it.
 """
@@ -24,7 +26,12 @@ from tqdm import tqdm
 from omniloom.eval.synthetic import Sample, make_sample, make_split
 from omniloom.models.lora import attach_lora, lora_state
 from omniloom.models.registry import LoadedModel
-from omniloom.training.data import Example, build_examples, encode_samples
+from omniloom.training.data import (
+    Example,
+    build_examples,
+    encode_samples,
+    perception_examples,
+)
 from omniloom.training.grounding import grounding_loss, grounding_targets
 
 
@@ -37,6 +44,7 @@ class Stage:
     lr: float
     lora: bool
     batch_size: int = 0  # 0: the recipe's
+    perception: int = 0  # extra conversations that see the image only as the cascade's words
 
 
 @dataclass(frozen=True)
@@ -67,7 +75,7 @@ QUICK_RECIPE = Recipe(
     stages=(
         Stage("ground", "ground", 16, 6, 2e-3, False),
         Stage("align", "align", 16, 6, 2e-3, False),
-        Stage("instruct", "instruct", 16, 6, 1e-3, True),
+        Stage("instruct", "instruct", 16, 6, 1e-3, True, perception=4),
     ),
     batch_size=4,
     val_images=8,
@@ -91,7 +99,7 @@ def batch_loss(model: LoadedModel, examples: list[Example], features: torch.Tens
     ids = torch.tensor([e.ids + [pad] * (length - len(e.ids)) for e in examples])
     embeds = vlm.embed_ids(ids.flatten()).view(len(examples), length, -1)
     is_placeholder = torch.isin(ids, vlm.placeholder_ids)
-    projected = vlm.projector(features[[e.image for e in examples]])
+    projected = vlm.projector(features[[e.image for e in examples if e.image >= 0]])
     embeds = embeds.masked_scatter(is_placeholder.unsqueeze(-1), projected.to(embeds.dtype))
     hidden = vlm.backbone.hidden_states(embeds)
     rows, cols, targets = [], [], []
@@ -199,6 +207,8 @@ class Trainer:
         if stage.task == "ground":
             return GroundingTask(self.model, features, grounding_targets(samples, self.model))
         examples = build_examples(samples, self.model, stage.task, seed=seed)
+        described = stage.perception * len(samples) // stage.images  # as many per image in val
+        examples += perception_examples(self.model, described, seed=seed)
         return ConversationTask(self.model, examples, features)
 
     def _run_stage(self, index: int, stage: Stage) -> None:
