@@ -55,7 +55,10 @@ class Perception:
 
 
 def with_article(name: str) -> str:
-    """ "a cat", "an espresso": how the block and the answers trained on it name things."""
+    """ "a cat", "an espresso": how the block and the answers trained on it name things. Names
+    that bring their own article ("a cat having a striped coat") keep it."""
+    if name.lower().startswith(("a ", "an ", "the ")):
+        return name
     return f"{'an' if name[0].lower() in 'aeiou' else 'a'} {name}"
 
 

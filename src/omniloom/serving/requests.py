@@ -61,7 +61,6 @@ class MediaContext:
     safety: ImageSafety | None = None
     injection: list[Finding] = field(default_factory=list)  # filled while converting media
     safety_report: SafetyReport | None = None  # filled while converting media
-    described: bool = False  # set once an image has been put into words (cascade, hybrid)
 
     @property
     def scans(self) -> bool:
@@ -103,7 +102,6 @@ def _convert_image(part: ContentPart, where: str, ctx: MediaContext) -> list:
         seen = ctx.cascade.describe(decoded.image)
         parts.append(TextPart("\n" + seen.as_context() + "\n"))
         ctx.injection.extend(seen.injection)
-        ctx.described = True
     elif ctx.scans:
         ctx.injection.extend(ctx.cascade.read_text(decoded.image).injection)
     return parts
@@ -185,7 +183,7 @@ def _media_context(req, model, settings, cascade, safety) -> MediaContext:
 def _build(req: ChatCompletionRequest, ctx: MediaContext) -> Prompt:
     messages = [_convert_message(i, m, ctx) for i, m in enumerate(req.messages)]
     prompt = build_prompt(messages, ctx.model.template, ctx.model.tokenizer)
-    prompt.describes_media = ctx.described
+    prompt.describes_media = ctx.perception != "native" and _count_images(req) > 0
     return prompt
 
 

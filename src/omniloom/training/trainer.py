@@ -52,7 +52,7 @@ class Recipe:
     stages: tuple[Stage, ...] = (
         Stage("ground", "ground", images=1200, steps=400, lr=2e-3, lora=False, batch_size=32),
         Stage("align", "align", images=1200, steps=100, lr=2e-3, lora=False),
-        Stage("instruct", "instruct", 1600, steps=400, lr=1e-3, lora=True, perception=400),
+        Stage("instruct", "instruct", 1600, steps=380, lr=1e-3, lora=True, perception=160),
     )
     batch_size: int = 8
     val_images: int = 120
