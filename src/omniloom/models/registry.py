@@ -9,10 +9,12 @@ it the projector is initialised from a fixed seed.
 from __future__ import annotations
 
 import importlib.util
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file
 
 from omniloom import kernels
@@ -42,6 +44,7 @@ class LoadedModel:
     template: ChatTemplate
     context_length: int
     license: str | None = None
+    adapter_reads_descriptions: bool = False  # trained on the cascade's words: runs for them too
 
     @property
     def tokens_per_tile(self) -> int:
@@ -115,7 +118,7 @@ def build_vlm(
 def load_adapter(vlm: VisionLanguageModel, path: Path = ADAPTER) -> bool:
     """Load trained projector, media-token and LoRA weights if shipped; return whether they were.
 
-    LoRA adapters stay unmerged: the engine switches them on only for prompts with media.
+    LoRA adapters stay unmerged: the engine switches them on only for prompts about media.
     """
     if not path.exists():
         return False
@@ -144,8 +147,7 @@ def load_model(
     backbone = build_backbone(ckpt, torch.float32, device)
     pack_weights(backbone, resolve_weight_format(dtype))  # activations stay fp32
     vlm = build_vlm(backbone, ckpt.config.vocab_size)
-    if weights is None and not fresh_adapter:
-        load_adapter(vlm)
+    adapter = weights is None and not fresh_adapter and load_adapter(vlm)
     return LoadedModel(
         name=name,
         vlm=vlm,
@@ -153,4 +155,12 @@ def load_model(
         template=build_template(ckpt, tokenizer),
         context_length=ckpt.config.max_position,
         license=ckpt.license,
+        adapter_reads_descriptions=adapter and _trained_on_descriptions(ADAPTER),
     )
+
+
+def _trained_on_descriptions(path: Path) -> bool:
+    """Whether the adapter's recipe (in its metadata) had conversations that see an image only
+    through the perception cascade's words; only then does it answer cascade prompts."""
+    recipe = json.loads(safe_open(str(path), "pt").metadata().get("recipe", "{}"))
+    return any(stage.get("perception", 0) > 0 for stage in recipe.get("stages", []))

@@ -67,11 +67,13 @@ class MediaSpan:
 class Prompt:
     token_ids: list[int]
     spans: list[MediaSpan] = field(default_factory=list)
-    describes_media: bool = False  # holds the perception cascade's words for some media
+    describes_media: bool = (
+        False  # holds the cascade's words for media, for an adapter that reads them
+    )
 
     @property
     def about_media(self) -> bool:
-        """Whether media reach the model in this prompt, as tokens or as words about them."""
+        """Whether media reach the adapter in this prompt, as tokens or as words about them."""
         return bool(self.spans) or self.describes_media
 
     def tokens_by_modality(self) -> dict[str, int]:

@@ -183,7 +183,8 @@ def _media_context(req, model, settings, cascade, safety) -> MediaContext:
 def _build(req: ChatCompletionRequest, ctx: MediaContext) -> Prompt:
     messages = [_convert_message(i, m, ctx) for i, m in enumerate(req.messages)]
     prompt = build_prompt(messages, ctx.model.template, ctx.model.tokenizer)
-    prompt.describes_media = ctx.perception != "native" and _count_images(req) > 0
+    described = ctx.perception != "native" and _count_images(req) > 0
+    prompt.describes_media = described and ctx.model.adapter_reads_descriptions
     return prompt
 
 
