@@ -117,6 +117,22 @@ struct Sweep {
 };
 
 #ifdef OMNILOOM_AVX2
+// Tile t of `tiles`' share of the sweep over a group of `group_bytes` starting at `ahead`.
+inline Sweep tile_share(bool prefetch, const char* ahead, int64_t group_bytes, int64_t t,
+                        int64_t tiles) {
+  if (!prefetch) return Sweep{};
+  const int64_t begin = group_bytes * t / tiles;
+  return Sweep{ahead + begin, group_bytes * (t + 1) / tiles - begin};
+}
+
+// Prefetches the part of the sweep that falls to step s of a tile's `steps`.
+inline void sweep_step(Sweep sweep, int64_t s, int64_t steps) {
+  if (!sweep.bytes) return;
+  const int64_t end = sweep.bytes * (s + 1) / steps;
+  for (int64_t b = (sweep.bytes * s / steps) & ~int64_t{63}; b < end; b += 64)
+    _mm_prefetch(sweep.from + b, _MM_HINT_T0);
+}
+
 // dots[r * kRows + j] = x[r] · w[j] for R activation rows and kRows full weight rows; R is a
 // compile-time constant so the R × kRows accumulators stay in registers.
 template <typename T, int R>
@@ -144,11 +160,7 @@ void dot_block(const float* x, int64_t k, const T* w, float* dots, Sweep sweep) 
     }
   };
   for (int64_t i0 = 0, s = 0; i0 < k_wide; i0 += kStep, ++s) {
-    if (sweep.bytes) {
-      const int64_t end = sweep.bytes * (s + 1) / steps;
-      for (int64_t b = (sweep.bytes * s / steps) & ~int64_t{63}; b < end; b += 64)
-        _mm_prefetch(sweep.from + b, _MM_HINT_T0);
-    }
+    sweep_step(sweep, s, steps);
 #pragma GCC unroll 4
     for (int u = 0; u < kVectors; ++u) step(i0 + kWidth * u);
   }
@@ -182,10 +194,7 @@ void dot_rows(const float* x, int64_t m, int64_t k, const T* w, int64_t rows, fl
     // Streaming from memory, the tiles sweep the weight rows two groups ahead between them.
     const int64_t tiles = (m + kTileRows - 1) / kTileRows, bytes = kRows * k * sizeof(T);
     const char* ahead = reinterpret_cast<const char*>(w + 2 * kRows * k);
-    auto sweep = [&](int64_t t) {
-      return prefetch ? Sweep{ahead + bytes * t / tiles, bytes * (t + 1) / tiles - bytes * t / tiles}
-                      : Sweep{};
-    };
+    auto sweep = [&](int64_t t) { return tile_share(prefetch, ahead, bytes, t, tiles); };
     int64_t r = 0, t = 0;
     for (; r + kTileRows <= m; r += kTileRows, ++t)
       dot_block<T, kTileRows>(x + r * k, k, w, dots + r * kRows, sweep(t));
@@ -329,10 +338,7 @@ void q8_block_vnni(const uint8_t* xu, const float* lane_scales, int64_t k, const
   };
   const int64_t full = k / 64;
   for (int64_t c = 0; c < full; ++c) {
-    if (sweep.bytes)
-      for (int64_t b = (sweep.bytes * c / full) & ~int64_t{63}; b < sweep.bytes * (c + 1) / full;
-           b += 64)
-        _mm_prefetch(sweep.from + b, _MM_HINT_T0);
+    sweep_step(sweep, c, full);
     step(c * 64, ~__mmask64{0}, __mmask16(0xFFFF));
   }
   if (k % 64) step(full * 64, (__mmask64{1} << (k % 64)) - 1, __mmask16(0x00FF));
@@ -357,10 +363,7 @@ void q8_group_vnni(const uint8_t* xu, const float* lane_scales, int64_t m, int64
                    const int8_t* w, float* dots, bool prefetch) {
   const int64_t tiles = (m + kQ8TileRows - 1) / kQ8TileRows, bytes = kQ8Rows * k;
   const char* ahead = reinterpret_cast<const char*>(w + 2 * kQ8Rows * k);
-  auto sweep = [&](int64_t t) {
-    return prefetch ? Sweep{ahead + bytes * t / tiles, bytes * (t + 1) / tiles - bytes * t / tiles}
-                    : Sweep{};
-  };
+  auto sweep = [&](int64_t t) { return tile_share(prefetch, ahead, bytes, t, tiles); };
   const int64_t scale_stride = k / 4;
   int64_t r = 0, t = 0;
   for (; r + kQ8TileRows <= m; r += kQ8TileRows, ++t)

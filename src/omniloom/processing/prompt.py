@@ -67,9 +67,8 @@ class MediaSpan:
 class Prompt:
     token_ids: list[int]
     spans: list[MediaSpan] = field(default_factory=list)
-    describes_media: bool = (
-        False  # holds the cascade's words for media, for an adapter that reads them
-    )
+    # holds the perception cascade's words for media, for an adapter trained to read them
+    describes_media: bool = False
 
     @property
     def about_media(self) -> bool:
