@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 
 from omniloom.eval import scoring
@@ -47,6 +49,24 @@ def test_questions_are_unambiguous_and_pope_is_balanced():
                 assert s.caption.count(f" {shape} ") == 1, (s.caption, q)
     kinds = {q.kind for s in samples for q in s.questions}
     assert kinds == {"count", "colour", "shape", "size", "position", "exists", "ocr"}
+
+
+def test_position_replies_place_both_things_then_answer():
+    questions = [q for s in make_split("train", 200) for q in s.questions if q.kind == "position"]
+    assert len(questions) > 100
+    for q in questions:
+        a, relation, b = re.fullmatch(
+            r"Is the (\w+ \w+) (left of|above) the (\w+ \w+)\?", q.question
+        ).groups()
+        places = (
+            ("on the left", "on the right")
+            if relation == "left of"
+            else ("at the top", "at the bottom")
+        )
+        assert re.fullmatch(f"The {a} is (.+) and the {b} is (.+), so (yes|no)\\.", q.reply)
+        assert any(p in q.reply for p in places)
+        assert q.reply.endswith(f"so {q.answer}.")
+        assert scoring.is_correct("position", q.reply, q.answer)
 
 
 def test_extraction_by_kind():

@@ -44,7 +44,7 @@ def test_counted_tokens_equal_emitted(encoder, size, detail):
     rng = np.random.default_rng(size[0] * 7 + size[1])
     data = png_bytes(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8))
     decoded = decode_image(data, Limits())
-    projector = build_projector("mlp", encoder.feature_dim, 64)
+    projector = build_projector("mlp", encoder.feature_dim, 64, encoder.tokens_per_tile())
     item = prepare_image(
         decoded, detail, ImageSettings(), projector.num_output_tokens(49), MediaVocabulary(1000)
     )
@@ -58,11 +58,34 @@ def test_counted_tokens_equal_emitted(encoder, size, detail):
 
 @pytest.mark.parametrize("kind", ["linear", "mlp", "resampler"])
 def test_projectors_declare_their_token_count(encoder, kind):
-    projector = build_projector(kind, encoder.feature_dim, 96)
+    projector = build_projector(kind, encoder.feature_dim, 96, encoder.tokens_per_tile())
     tiles = torch.randint(0, 256, (3, 3, 224, 224), dtype=torch.uint8)
     with torch.inference_mode():
         out = projector(encoder(tiles))
     assert out.shape == (3, projector.num_output_tokens(49), 96)
+
+
+@pytest.mark.parametrize("kind", ["linear", "mlp", "resampler"])
+def test_projectors_know_which_cell_a_feature_came_from(kind):
+    """Without a position per cell, moving features between cells only moves the tokens (or,
+    for the resampler, changes nothing): a CNN encoder's features alone do not say where."""
+    torch.manual_seed(0)
+    projector = build_projector(kind, 32, 24, 49)
+    torch.nn.init.normal_(projector.position.table)
+    features = torch.randn(2, 49, 32)
+    shuffled = torch.randperm(49)
+    with torch.no_grad():
+        out, moved = projector(features), projector(features[:, shuffled])
+        if kind != "resampler":
+            out = out[:, shuffled]
+        assert not torch.allclose(out, moved, atol=1e-3)
+        torch.nn.init.zeros_(projector.position.table)
+        out, moved = projector(features), projector(features[:, shuffled])
+        if kind != "resampler":
+            out = out[:, shuffled]
+        assert torch.allclose(out, moved, atol=1e-5)
+    with pytest.raises(ValueError, match="50 feature cells per tile"):
+        projector(torch.randn(1, 50, 32))
 
 
 def test_same_bytes_same_tensors(encoder, astronaut_jpeg):

@@ -12,7 +12,7 @@ from torch.testing import assert_close
 
 from omniloom.eval.synthetic import make_split
 from omniloom.models.lora import attach_lora, load_lora, lora_state, set_lora_active
-from omniloom.models.registry import ADAPTER, _trained_on_descriptions, load_model
+from omniloom.models.registry import ADAPTER, load_model, trained_on_descriptions
 from omniloom.training.data import build_examples, encode_samples, perception_examples
 from omniloom.training.trainer import QUICK_RECIPE, Trainer, batch_loss, mean_loss
 
@@ -41,7 +41,8 @@ def test_quick_recipe_trains_resumes_and_reproduces(tmp_path):
     assert [len(losses) for losses in first.losses] == [s.steps for s in QUICK_RECIPE.stages]
     assert first.val_loss["instruct"] < first.losses[-1][0]  # it learned something
     assert (tmp_path / "a" / "loss.png").stat().st_size > 1000
-    assert _trained_on_descriptions(tmp_path / "a" / "adapter.safetensors")  # so it reads them
+    meta = safe_open(str(tmp_path / "a" / "adapter.safetensors"), "pt").metadata()
+    assert trained_on_descriptions(meta)  # so it reads them
     resumed = _train(tmp_path / "a")  # finished run: resumes to the end, no new steps
     assert resumed.losses == first.losses
     again = _train(tmp_path / "b")  # retraining from the recipe reproduces the result

@@ -69,7 +69,8 @@ FONTS = {
 class Question:
     kind: str  # shape | colour | count | size | position | exists | ocr
     question: str
-    answer: str
+    answer: str  # what scoring compares
+    reply: str = ""  # the full reply training teaches, where it reasons before the answer
 
 
 @dataclass(frozen=True)
@@ -173,12 +174,20 @@ def _shape_questions(things: list[Thing], rng: random.Random) -> list[Question]:
     return qs + _existence(things, rng)
 
 
+_COLUMNS = ("on the left", "in the middle", "on the right")
+_ROWS = ("at the top", "in the middle", "at the bottom")
+
+
 def _position(a: Thing, b: Thing) -> Question:
-    if a.cell[0] != b.cell[0]:
-        answer = "yes" if a.cell[0] < b.cell[0] else "no"
-        return Question("position", f"Is the {a.name} left of the {b.name}?", answer)
-    answer = "yes" if a.cell[1] < b.cell[1] else "no"
-    return Question("position", f"Is the {a.name} above the {b.name}?", answer)
+    """Left of when the columns differ, else above. The reply places each thing first and
+    answers last: a 135M model that must say yes or no at once stays at chance."""
+    axis, places, relation = (
+        (0, _COLUMNS, "left of") if a.cell[0] != b.cell[0] else (1, _ROWS, "above")
+    )
+    answer = "yes" if a.cell[axis] < b.cell[axis] else "no"
+    where_a, where_b = places[a.cell[axis]], places[b.cell[axis]]
+    reply = f"The {a.name} is {where_a} and the {b.name} is {where_b}, so {answer}."
+    return Question("position", f"Is the {a.name} {relation} the {b.name}?", answer, reply)
 
 
 def _existence(things: list[Thing], rng: random.Random) -> list[Question]:

@@ -108,7 +108,7 @@ def ask(client, model: str, item: EvalItem, condition: str) -> scoring.Scored:
     r = client.chat.completions.create(
         model=model,
         messages=[{"role": "user", "content": content}],
-        max_tokens=16,
+        max_tokens=48,
         temperature=0,
         extra_body={"perception": perception},
     )

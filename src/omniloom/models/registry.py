@@ -15,7 +15,6 @@ from pathlib import Path
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import load_file
 
 from omniloom import kernels
 from omniloom.models.backbones.llama import LlamaForCausalLM, RotaryEmbedding
@@ -104,7 +103,10 @@ def build_vlm(
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         projector = build_projector(
-            projector_kind, encoder.feature_dim, backbone.config.hidden_size
+            projector_kind,
+            encoder.feature_dim,
+            backbone.config.hidden_size,
+            encoder.tokens_per_tile(),
         )
         vlm = VisionLanguageModel(backbone, encoder, projector, MediaVocabulary(text_vocab_size))
         nn_std = backbone.model.embed_tokens.weight.float().std().item()
@@ -115,21 +117,24 @@ def build_vlm(
     return vlm.eval()
 
 
-def load_adapter(vlm: VisionLanguageModel, path: Path = ADAPTER) -> bool:
-    """Load trained projector, media-token and LoRA weights if shipped; return whether they were.
+def load_adapter(vlm: VisionLanguageModel, path: Path = ADAPTER) -> dict[str, str] | None:
+    """Load trained projector, media-token and LoRA weights if shipped; return the adapter's
+    metadata (its recipe and validation losses), or None where there is no adapter.
 
     LoRA adapters stay unmerged: the engine switches them on only for prompts about media.
     """
     if not path.exists():
-        return False
-    state = load_file(str(path))
+        return None
+    with safe_open(str(path), "pt") as f:
+        state = {key: f.get_tensor(key) for key in f.keys()}  # noqa: SIM118 (safe_open has no __iter__)
+        metadata = f.metadata() or {}
     vlm.projector.load_state_dict(
         {k.removeprefix("projector."): v for k, v in state.items() if k.startswith("projector.")}
     )
     vlm.media_embed.weight.data.copy_(state["media_embed.weight"])
     lora = {k.removeprefix("lora."): v for k, v in state.items() if k.startswith("lora.")}
     load_lora(vlm.backbone, lora)
-    return True
+    return metadata
 
 
 def load_model(
@@ -147,7 +152,7 @@ def load_model(
     backbone = build_backbone(ckpt, torch.float32, device)
     pack_weights(backbone, resolve_weight_format(dtype))  # activations stay fp32
     vlm = build_vlm(backbone, ckpt.config.vocab_size)
-    adapter = weights is None and not fresh_adapter and load_adapter(vlm)
+    adapter = None if weights is not None or fresh_adapter else load_adapter(vlm)
     return LoadedModel(
         name=name,
         vlm=vlm,
@@ -155,12 +160,12 @@ def load_model(
         template=build_template(ckpt, tokenizer),
         context_length=ckpt.config.max_position,
         license=ckpt.license,
-        adapter_reads_descriptions=adapter and _trained_on_descriptions(ADAPTER),
+        adapter_reads_descriptions=adapter is not None and trained_on_descriptions(adapter),
     )
 
 
-def _trained_on_descriptions(path: Path) -> bool:
+def trained_on_descriptions(metadata: dict[str, str]) -> bool:
     """Whether the adapter's recipe (in its metadata) had conversations that see an image only
     through the perception cascade's words; only then does it answer cascade prompts."""
-    recipe = json.loads(safe_open(str(path), "pt").metadata().get("recipe", "{}"))
+    recipe = json.loads(metadata.get("recipe", "{}"))
     return any(stage.get("perception", 0) > 0 for stage in recipe.get("stages", []))

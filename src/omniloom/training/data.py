@@ -120,7 +120,7 @@ def build_examples(
             groups = [caption]
         else:
             questions = sample.questions + hard_negative(sample, rng)
-            turns = [(q.question, q.answer) for q in questions]
+            turns = [(q.question, q.reply or q.answer) for q in questions]
             turns += caption if rng.random() < 0.2 else []
             rng.shuffle(turns)
             groups = _chunks(turns, rng, longest)

@@ -1,7 +1,8 @@
 """A Perceiver-style resampler: a fixed set of learned queries cross-attends to the features.
 
 It turns any number of feature vectors per tile into ``num_queries`` tokens (Flamingo/Qwen-VL),
-so the token count per tile is set by the projector, not the encoder.
+so the token count per tile is set by the projector, not the encoder. The keys carry each
+cell's position, so the queries can tell where a feature came from.
 """
 
 from __future__ import annotations
@@ -9,15 +10,24 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from omniloom.models.projectors.position import CellPosition
+
 
 class PerceiverResampler(nn.Module):
     def __init__(
-        self, in_dim: int, out_dim: int, num_queries: int = 16, num_heads: int = 8, depth: int = 1
+        self,
+        in_dim: int,
+        out_dim: int,
+        cells: int,
+        num_queries: int = 16,
+        num_heads: int = 8,
+        depth: int = 1,
     ):
         super().__init__()
         self.num_queries = num_queries
         self.queries = nn.Parameter(torch.randn(num_queries, out_dim) * 0.02)
         self.kv_proj = nn.Linear(in_dim, out_dim)
+        self.position = CellPosition(cells, out_dim)
         self.blocks = nn.ModuleList(_ResamplerBlock(out_dim, num_heads) for _ in range(depth))
         self.norm = nn.LayerNorm(out_dim)
 
@@ -25,7 +35,7 @@ class PerceiverResampler(nn.Module):
         return self.num_queries
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        kv = self.kv_proj(features)
+        kv = self.position(self.kv_proj(features))
         x = self.queries.unsqueeze(0).expand(features.shape[0], -1, -1)
         for block in self.blocks:
             x = block(x, kv)
