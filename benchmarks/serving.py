@@ -175,8 +175,10 @@ def memory_bandwidth_gbs() -> float:
 
 
 def start_omniloom(port: int, dtype: str, **settings: str) -> subprocess.Popen:
-    """``omniloom serve`` on ``port``; ``settings`` are extra ``OMNILOOM_*`` variables."""
+    """``omniloom serve`` on ``port``; ``settings`` are extra ``OMNILOOM_*`` variables. Images
+    take the native path (the engine and the encoder, not OCR) unless ``perception`` says."""
     env = {**os.environ, "OMNILOOM_DTYPE": dtype, "OMNILOOM_ENGINE_MAX_BATCH": "32"}
+    env["OMNILOOM_PERCEPTION"] = "native"
     env.update({f"OMNILOOM_{k.upper()}": v for k, v in settings.items()})
     cmd = [sys.executable, "-m", "omniloom.cli", "serve", "--port", str(port)]
     return subprocess.Popen(cmd, env=env, cwd=REPO, stdout=subprocess.DEVNULL)

@@ -252,7 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ev.add_argument("--limit", type=int, default=300, help="questions per condition")
     ev.add_argument("--jsonl", help="a user set of {image, question, answer} lines instead")
-    ev.add_argument("--conditions", default="native,cascade,blind", help="also: hybrid")
+    ev.add_argument("--conditions", default="native,cascade,hybrid,blind")
     ev.add_argument("--out", default="runs/eval")
     ev.add_argument("--dtype", choices=["auto", *WEIGHT_FORMATS], default=None)
     ev.set_defaults(func=cmd_eval)

@@ -63,7 +63,7 @@ class Settings:
     dtype: str = "auto"  # weight format: auto (float32) | WEIGHT_FORMATS; activations stay fp32
     threads: int = 0  # 0: one per available core
     seed: int = 0
-    perception: str = "native"  # native | cascade | hybrid (default for requests that omit it)
+    perception: str = "hybrid"  # native | cascade | hybrid (default for requests that omit it)
     scan_media_text: bool = False  # OCR every image to flag prompt injection, native path too
     image_safety: str = "off"  # off | flag (scores in media_safety) | block (refuse at threshold)
     image_safety_threshold: float = 0.8  # open_nsfw score at or above which an image is flagged

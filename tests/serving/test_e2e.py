@@ -278,7 +278,13 @@ def test_cascade_replaces_image_with_untrusted_text(client, server_url):
     ).json()
     assert counted["count"] == r.usage.prompt_tokens
     assert r.model_extra["media_safety"] == {"prompt_injection": False, "findings": []}
-    native = client.chat.completions.create(model=MODEL, messages=messages, max_tokens=4)
+    default = client.chat.completions.create(model=MODEL, messages=messages, max_tokens=4)
+    assert default.model_extra["perception"] == "hybrid"  # the server's default: tokens + words
+    assert default.usage.prompt_tokens_details.image_tokens == 51
+    assert default.usage.prompt_tokens > r.usage.prompt_tokens  # the words as well
+    native = client.chat.completions.create(
+        model=MODEL, messages=messages, max_tokens=4, extra_body={"perception": "native"}
+    )
     assert native.model_extra["perception"] == "native"
     assert native.usage.prompt_tokens_details.image_tokens == 51
     assert "media_safety" not in native.model_extra  # nothing scanned on the native path
