@@ -27,7 +27,9 @@ def build_state(
     model = load_model(settings.model_name, weights=weights, dtype=settings.dtype)
     log.info("loaded %s (%s)", model.name, model.vlm.dtype)
     engine = Engine(model, settings.engine, default_threads(settings), start=start_engine)
-    return ServerState(settings, model, engine, keys=KeyStore.from_file(settings.api_keys_file))
+    state = ServerState(settings, model, engine, keys=KeyStore.from_file(settings.api_keys_file))
+    state.cascade_for(None)  # the default mode's OCR loads now, not on the first image request
+    return state
 
 
 class BackgroundServer:

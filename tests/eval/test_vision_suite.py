@@ -24,6 +24,7 @@ def test_suite_writes_report_for_all_conditions(tmp_path):
     )
     assert vision.jsonl_items(jsonl)[0].answer == item.answer
     state = build_state(Settings.from_env(dtype="float32"))
+    assert state.cascade_loaded  # hybrid by default: ready before the first image
     with BackgroundServer(state) as server:
         client = openai.OpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0)
         results = vision.run_suite(client, state.model.name, items)

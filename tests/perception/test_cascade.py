@@ -49,3 +49,32 @@ def test_labels_name_a_real_photo(ocr):
     cascade = PerceptionCascade(EfficientNetLite0Encoder(), ocr)
     labels = cascade.labels(Image.fromarray(data.coffee()))
     assert labels and labels[0][0] == "espresso"
+
+
+class _CountingOcr:
+    """The real engine, counting how often it is asked to read."""
+
+    def __init__(self, engine: OcrEngine):
+        self.engine, self.reads = engine, 0
+
+    def read(self, image):
+        self.reads += 1
+        return self.engine.read(image)
+
+
+def test_a_repeated_image_is_read_once_and_the_memory_is_bounded(ocr):
+    from omniloom.models.encoders.efficientnet_lite import EfficientNetLite0Encoder
+
+    counting = _CountingOcr(ocr)
+    cascade = PerceptionCascade(EfficientNetLite0Encoder(), counting, remembered=4)
+    first, second, third = _text_samples(3)
+    seen = cascade.describe(first.image, "a")
+    assert cascade.describe(first.image, "a") == seen
+    assert cascade.read_text(first.image, "a").ocr == seen.ocr
+    assert counting.reads == 1
+    cascade.describe(second.image, "b")
+    cascade.describe(third.image, "c")  # four entries (ocr + labels each) bound: "a" goes
+    cascade.read_text(first.image, "a")
+    assert counting.reads == 4
+    cascade.describe(first.image)  # no key: always read
+    assert counting.reads == 5

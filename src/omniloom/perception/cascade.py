@@ -6,7 +6,9 @@ something the user showed the model, never an instruction to it.
 
 from __future__ import annotations
 
-from collections import defaultdict
+import threading
+from collections import OrderedDict, defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 
@@ -71,9 +73,22 @@ def imagenet_names() -> tuple[str, ...]:
 
 
 class PerceptionCascade:
-    def __init__(self, encoder, ocr: OcrEngine, min_label_prob: float = 0.05, top_k: int = 3):
+    """OCR and labels for an image; results are remembered by the decoded image's content hash
+    (``key``), so a repeated image (a multi-turn chat resends it every turn) is read once."""
+
+    def __init__(
+        self,
+        encoder,
+        ocr: OcrEngine,
+        min_label_prob: float = 0.05,
+        top_k: int = 3,
+        remembered: int = 512,
+    ):
         self.encoder, self.ocr = encoder, ocr
         self.min_label_prob, self.top_k = min_label_prob, top_k
+        self.remembered = remembered
+        self._seen: OrderedDict[tuple[str, str], list] = OrderedDict()
+        self._lock = threading.Lock()
 
     def labels(self, image: Image.Image) -> list[tuple[str, float]]:
         """The ``top_k`` most likely names at ``min_label_prob`` or more. ImageNet classes that
@@ -86,9 +101,24 @@ class PerceptionCascade:
         ranked = sorted(by_name.items(), key=lambda item: -item[1])[: self.top_k]
         return [(name, p) for name, p in ranked if p >= self.min_label_prob]
 
-    def describe(self, image: Image.Image) -> Perception:
-        return Perception(self.ocr.read(image), self.labels(image))
+    def describe(self, image: Image.Image, key: str | None = None) -> Perception:
+        labels = self._remember("labels", key, lambda: self.labels(image))
+        return Perception(self._remember("ocr", key, lambda: self.ocr.read(image)), labels)
 
-    def read_text(self, image: Image.Image) -> Perception:
+    def read_text(self, image: Image.Image, key: str | None = None) -> Perception:
         """OCR only (for the injection scan on the native path): no labels."""
-        return Perception(self.ocr.read(image), [])
+        return Perception(self._remember("ocr", key, lambda: self.ocr.read(image)), [])
+
+    def _remember(self, what: str, key: str | None, compute: Callable[[], list]) -> list:
+        if key is None:
+            return compute()
+        with self._lock:
+            if (hit := self._seen.get((what, key))) is not None:
+                self._seen.move_to_end((what, key))
+                return hit
+        value = compute()
+        with self._lock:
+            self._seen[(what, key)] = value
+            while len(self._seen) > self.remembered:
+                self._seen.popitem(last=False)
+        return value

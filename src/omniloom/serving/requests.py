@@ -99,11 +99,11 @@ def _convert_image(part: ContentPart, where: str, ctx: MediaContext) -> list:
     )
     parts: list = [] if ctx.perception == "cascade" else [MediaPart(item)]
     if ctx.perception != "native":
-        seen = ctx.cascade.describe(decoded.image)
+        seen = ctx.cascade.describe(decoded.image, decoded.content_hash)
         parts.append(TextPart("\n" + seen.as_context() + "\n"))
         ctx.injection.extend(seen.injection)
     elif ctx.scans:
-        ctx.injection.extend(ctx.cascade.read_text(decoded.image).injection)
+        ctx.injection.extend(ctx.cascade.read_text(decoded.image, decoded.content_hash).injection)
     return parts
 
 

@@ -60,6 +60,10 @@ class ServerState:
                 self._cascade = PerceptionCascade(self.model.vlm.encoder, OcrEngine())
         return self._cascade
 
+    @property
+    def cascade_loaded(self) -> bool:
+        return self._cascade is not None
+
     def image_safety(self) -> ImageSafety | None:
         """The image safety classifier, built on first use, when the policy is not ``off``."""
         policy = self.settings.image_safety
