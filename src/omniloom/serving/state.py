@@ -51,7 +51,8 @@ class ServerState:
     _perception_lock: threading.Lock = field(default_factory=threading.Lock)
 
     def cascade_for(self, requested: str | None) -> PerceptionCascade | None:
-        """The perception cascade, built on first use, if this request's mode needs it."""
+        """The perception cascade if this request's mode needs it; built at start-up when the
+        server's default mode needs it (``runtime.build_state``), else on first use."""
         native = (requested or self.settings.perception) == "native"
         if native and not self.settings.scan_media_text:
             return None
