@@ -6,8 +6,7 @@ something the user showed the model, never an instruction to it.
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict, defaultdict
+from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
@@ -16,6 +15,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from omniloom.lru import LRU
 from omniloom.perception.injection import Finding, scan
 from omniloom.perception.ocr import OcrEngine, OcrLine
 from omniloom.processing.tiling import letterbox
@@ -74,7 +74,8 @@ def imagenet_names() -> tuple[str, ...]:
 
 class PerceptionCascade:
     """OCR and labels for an image; results are remembered by the decoded image's content hash
-    (``key``), so a repeated image (a multi-turn chat resends it every turn) is read once."""
+    (``key``), so a repeated image (a multi-turn chat resends it every turn) is read once, and
+    requests that bring the same new image at once share one reading."""
 
     def __init__(
         self,
@@ -86,9 +87,7 @@ class PerceptionCascade:
     ):
         self.encoder, self.ocr = encoder, ocr
         self.min_label_prob, self.top_k = min_label_prob, top_k
-        self.remembered = remembered
-        self._seen: OrderedDict[tuple[str, str], list] = OrderedDict()
-        self._lock = threading.Lock()
+        self._seen: LRU[list] = LRU(remembered)
 
     def labels(self, image: Image.Image) -> list[tuple[str, float]]:
         """The ``top_k`` most likely names at ``min_label_prob`` or more. ImageNet classes that
@@ -112,13 +111,4 @@ class PerceptionCascade:
     def _remember(self, what: str, key: str | None, compute: Callable[[], list]) -> list:
         if key is None:
             return compute()
-        with self._lock:
-            if (hit := self._seen.get((what, key))) is not None:
-                self._seen.move_to_end((what, key))
-                return hit
-        value = compute()
-        with self._lock:
-            self._seen[(what, key)] = value
-            while len(self._seen) > self.remembered:
-                self._seen.popitem(last=False)
-        return value
+        return self._seen.get_or_compute((what, key), compute)
