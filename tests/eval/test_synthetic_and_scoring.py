@@ -93,3 +93,13 @@ def test_pope_metrics():
     m = scoring.pope([s("yes", "yes"), s("yes", "no"), s("no", "yes"), s("no", "no")])
     assert m["accuracy"] == 0.5 and m["yes_ratio"] == 0.5
     assert m["precision"] == 0.5 and m["recall"] == 0.5 and m["hallucination_rate"] == 0.5
+
+
+def test_wilson_interval_brackets_the_rate_and_narrows_with_more_questions():
+    wilson_interval = scoring.wilson_interval
+    low, high = wilson_interval(28, 40)
+    assert round(low, 3) == 0.546 and round(high, 3) == 0.819  # the textbook 95% interval
+    wide, narrow = wilson_interval(7, 10), wilson_interval(700, 1000)
+    assert wide[0] < narrow[0] < 0.7 < narrow[1] < wide[1]
+    assert wilson_interval(0, 10)[0] == 0.0 and wilson_interval(10, 10)[1] == 1.0
+    assert wilson_interval(0, 0) == (0.0, 1.0)

@@ -36,6 +36,7 @@ def test_suite_writes_report_for_all_conditions(tmp_path):
     assert native["latency_p95_s"] >= native["latency_p50_s"] > 0
     report = (tmp_path / "out" / "report.md").read_text()
     assert "POPE accuracy" in report and "OCR exact match" in report
+    assert "95% Wilson interval" in report and "] |" in report
     assert (tmp_path / "out" / "accuracy_by_type.png").stat().st_size > 1000
     assert json.loads((tmp_path / "out" / "report.json").read_text())["cascade"]["items"]
     hybrid = photos["hybrid"]["summary"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from collections import defaultdict
 from dataclasses import dataclass
@@ -89,6 +90,7 @@ def pope(scored: list[Scored]) -> dict[str, float]:
     return {
         "n": len(items),
         "accuracy": (tp + tn) / len(items) if items else 0.0,
+        "accuracy_ci95": wilson_interval(tp + tn, len(items)),
         "precision": precision,
         "recall": recall,
         "f1": 2 * precision * recall / (precision + recall) if precision + recall else 0.0,
@@ -97,11 +99,28 @@ def pope(scored: list[Scored]) -> dict[str, float]:
     }
 
 
-def accuracy_by_kind(scored: list[Scored]) -> dict[str, float]:
+def counts_by_kind(scored: list[Scored]) -> dict[str, tuple[int, int]]:
+    """(correct, asked) per question kind."""
     groups: dict[str, list[bool]] = defaultdict(list)
     for s in scored:
         groups[s.kind].append(s.correct)
-    return {kind: sum(v) / len(v) for kind, v in sorted(groups.items())}
+    return {kind: (sum(v), len(v)) for kind, v in sorted(groups.items())}
+
+
+def accuracy_by_kind(scored: list[Scored]) -> dict[str, float]:
+    return {kind: right / n for kind, (right, n) in counts_by_kind(scored).items()}
+
+
+def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """The 95% Wilson score interval of a rate seen as ``successes`` out of ``n``: how far the
+    true rate may sit from a score over few questions (40 questions at 70%: 55–82%)."""
+    if n == 0:
+        return 0.0, 1.0
+    rate = successes / n
+    spread = z * z / n
+    centre = (rate + spread / 2) / (1 + spread)
+    half = z * math.sqrt(rate * (1 - rate) / n + spread / (4 * n)) / (1 + spread)
+    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 def percentile(values: list[float], q: float) -> float:

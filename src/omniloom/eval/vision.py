@@ -122,10 +122,15 @@ def ask(client, model: str, item: EvalItem, condition: str) -> scoring.Scored:
 def summarize(scored: list[scoring.Scored]) -> dict:
     latencies = [s.latency for s in scored]
     vqa = [s for s in scored if s.kind != "ocr"]
+    vqa_right = sum(s.correct for s in vqa)
+    counts = scoring.counts_by_kind(scored)
     return {
         "n": len(scored),
         "accuracy_by_type": scoring.accuracy_by_kind(scored),
-        "vqa_accuracy": sum(s.correct for s in vqa) / len(vqa) if vqa else None,
+        "questions_by_type": {kind: n for kind, (_, n) in counts.items()},
+        "ci95_by_type": {kind: scoring.wilson_interval(*c) for kind, c in counts.items()},
+        "vqa_accuracy": vqa_right / len(vqa) if vqa else None,
+        "vqa_ci95": scoring.wilson_interval(vqa_right, len(vqa)) if vqa else None,
         "ocr_exact_match": scoring.accuracy_by_kind(scored).get("ocr"),
         "pope": scoring.pope(scored),
         "latency_p50_s": scoring.percentile(latencies, 0.5),
@@ -158,23 +163,45 @@ def render_markdown(results: dict, title: str) -> str:
     head = "| metric | " + " | ".join(conditions) + " |\n|---|" + "---|" * len(conditions) + "\n"
     rows = []
 
-    def row(name, get, fmt="{:.1%}"):
-        cells = [get(results[c]["summary"]) for c in conditions]
-        rows.append(
-            f"| {name} | " + " | ".join("—" if v is None else fmt.format(v) for v in cells) + " |"
-        )
+    def row(name, get, fmt="{:.1%}", interval=lambda s: None):
+        cells = []
+        for c in conditions:
+            value, bounds = get(results[c]["summary"]), interval(results[c]["summary"])
+            cell = "—" if value is None else fmt.format(value)
+            if value is not None and bounds is not None:
+                cell += f" [{bounds[0] * 100:.0f}–{bounds[1] * 100:.0f}%]"
+            cells.append(cell)
+        rows.append(f"| {name} | " + " | ".join(cells) + " |")
 
     for kind in kinds:
-        row(f"accuracy: {kind}", lambda s, k=kind: s["accuracy_by_type"].get(k))
-    row("VQA accuracy (all but OCR)", lambda s: s["vqa_accuracy"])
-    row("OCR exact match", lambda s: s["ocr_exact_match"])
-    for key in ("accuracy", "precision", "recall", "f1", "yes_ratio", "hallucination_rate"):
+        row(
+            f"accuracy: {kind}",
+            lambda s, k=kind: s["accuracy_by_type"].get(k),
+            interval=lambda s, k=kind: s["ci95_by_type"].get(k),
+        )
+    row("VQA accuracy (all but OCR)", lambda s: s["vqa_accuracy"], interval=lambda s: s["vqa_ci95"])
+    row(
+        "OCR exact match",
+        lambda s: s["ocr_exact_match"],
+        interval=lambda s: s["ci95_by_type"].get("ocr"),
+    )
+    row(
+        "POPE accuracy",
+        lambda s: s["pope"]["accuracy"] if s["pope"]["n"] else None,
+        interval=lambda s: s["pope"]["accuracy_ci95"],
+    )
+    for key in ("precision", "recall", "f1", "yes_ratio", "hallucination_rate"):
         row(f"POPE {key}", lambda s, k=key: s["pope"][k] if s["pope"]["n"] else None)
     row("latency p50 (s)", lambda s: s["latency_p50_s"], "{:.2f}")
     row("latency p95 (s)", lambda s: s["latency_p95_s"], "{:.2f}")
     row("image tokens / request", lambda s: s["image_tokens_per_request"], "{:.1f}")
-    n = results[conditions[0]]["summary"]["n"]
-    return f"# {title}\n\n{n} questions per condition.\n\n" + head + "\n".join(rows) + "\n"
+    first = results[conditions[0]]["summary"]
+    per_type = ", ".join(f"{k} {n}" for k, n in first["questions_by_type"].items())
+    note = (
+        f"{first['n']} questions per condition ({per_type}). "
+        "[a–b]: the 95% Wilson interval of a rate over that many questions."
+    )
+    return f"# {title}\n\n{note}\n\n" + head + "\n".join(rows) + "\n"
 
 
 def plot(results: dict, path: Path) -> None:
