@@ -98,3 +98,19 @@ def test_a_batch_mixing_seen_and_described_images_scores_each_as_alone():
     )
     together = float(batch_loss(model, examples, features)) * sum(tokens)
     assert together == pytest.approx(alone, rel=1e-4)
+
+
+def test_hybrid_examples_carry_the_image_tokens_and_the_cascade_block():
+    from omniloom.perception.cascade import Perception
+    from omniloom.perception.ocr import OcrLine
+
+    model = load_model(dtype="float32", fresh_adapter=True)
+    val = make_split("val", 2)
+    seen = Perception([OcrLine("taxi", 0.9)], [("tabby cat", 0.6)])
+    examples = build_examples(val, model, "instruct", seed=1, described={0: seen})
+    block = seen.as_prompt_part().text
+    for e in examples:
+        text = model.tokenizer.decode(e.ids)
+        image_tokens = int(torch.isin(torch.tensor(e.ids), model.vlm.placeholder_ids).sum())
+        assert image_tokens == model.tokens_per_tile  # the image is there either way
+        assert (block in text) == (e.image == 0)  # and the block only beside image 0

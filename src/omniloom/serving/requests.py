@@ -100,7 +100,7 @@ def _convert_image(part: ContentPart, where: str, ctx: MediaContext) -> list:
     parts: list = [] if ctx.perception == "cascade" else [MediaPart(item)]
     if ctx.perception != "native":
         seen = ctx.cascade.describe(decoded.image, decoded.content_hash)
-        parts.append(TextPart("\n" + seen.as_context() + "\n"))
+        parts.append(seen.as_prompt_part())
         ctx.injection.extend(seen.injection)
     elif ctx.scans:
         ctx.injection.extend(ctx.cascade.read_text(decoded.image, decoded.content_hash).injection)

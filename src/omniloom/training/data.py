@@ -51,13 +51,13 @@ def image_item(sample: Sample, model: LoadedModel) -> ImageItem:
 
 def conversation(
     model: LoadedModel,
-    media: TextPart | MediaPart,
+    media: list[TextPart | MediaPart],
     turns: list[tuple[str, str]],
     image: int,
     image_first: bool,
 ) -> Example:
-    """One image (its tokens, or the perception block that stands for it), then question–answer
-    turns; each answer carries loss (LLaVA's multi-turn form)."""
+    """One image as the server sends it (its tokens, the perception block that stands for it,
+    or both), then question–answer turns; each answer carries loss (LLaVA's multi-turn form)."""
     end = model.tokenizer.token_id("<|im_end|>")
     messages: list[Message] = []
     ids: list[int] = []
@@ -65,7 +65,7 @@ def conversation(
     for question, answer in turns:
         parts: list[TextPart | MediaPart] = [TextPart(question)]
         if not messages:
-            parts = [media, *parts] if image_first else [*parts, media]
+            parts = [*media, *parts] if image_first else [*parts, *media]
         messages.append(Message("user", parts))
         prompt = build_prompt(messages, model.template, model.tokenizer).token_ids
         if prompt[: len(ids)] != ids:
@@ -105,12 +105,19 @@ def hard_negative(sample: Sample, rng: random.Random) -> list[Question]:
 
 
 def build_examples(
-    samples: list[Sample], model: LoadedModel, stage: str, seed: int = 0, longest: int = 8
+    samples: list[Sample],
+    model: LoadedModel,
+    stage: str,
+    seed: int = 0,
+    longest: int = 8,
+    described: dict[int, Perception] | None = None,
 ) -> list[Example]:
     """``align``: one caption per image. ``instruct``: each image's questions plus a hard
     negative, shuffled, in conversations of 1 to ``longest`` turns (a caption request joins one
     in five images). Several turns per image put more answers in each step for little more
-    compute: the image's 51 tokens are paid once."""
+    compute: the image's 51 tokens are paid once. Images in ``described`` (row → what the
+    cascade read from it) come with the cascade's block too, as ``hybrid`` serves them."""
+    described = described or {}
     rng = random.Random(seed)
     examples = []
     for row, sample in enumerate(samples):
@@ -124,7 +131,9 @@ def build_examples(
             turns += caption if rng.random() < 0.2 else []
             rng.shuffle(turns)
             groups = _chunks(turns, rng, longest)
-        media = MediaPart(item)
+        media: list = [MediaPart(item)]
+        if row in described:
+            media.append(described[row].as_prompt_part())
         examples += [conversation(model, media, g, row, rng.random() < 0.5) for g in groups]
     return examples
 
@@ -149,8 +158,7 @@ def perception_examples(model: LoadedModel, count: int, seed: int) -> list[Examp
         turns = [(rng.choice(NAME_PROMPTS), shows + said)]
         if text:
             turns.insert(rng.randint(0, 1), (rng.choice(READ_PROMPTS), text))
-        block = TextPart("\n" + seen.as_context() + "\n")
-        examples.append(conversation(model, block, turns, -1, rng.random() < 0.5))
+        examples.append(conversation(model, [seen.as_prompt_part()], turns, -1, rng.random() < 0.5))
     return examples
 
 

@@ -3,9 +3,10 @@
 Stage ``ground`` fits the projector alone to per-cell word embeddings (``grounding.py``; no LLM
 step). Stage ``align`` trains the projector and the media-token embeddings on captions with the LLM
 frozen; stage ``instruct`` adds LoRA adapters on every attention and MLP projection and trains
-on multi-turn question–answer conversations about each image, plus conversations that see an
-image only through the perception cascade's words (the adapter runs for those prompts too).
-Only answer tokens carry loss.
+on multi-turn question–answer conversations about each image — a quarter of the images with the
+perception cascade's words beside them, as the server's default ``hybrid`` mode sends them — plus
+conversations that see an image only through those words (the adapter runs for those prompts
+too). Only answer tokens carry loss.
 A checkpoint is written every ``checkpoint_every`` steps and at each stage's end; running
 again resumes from it.
 """
@@ -26,6 +27,8 @@ from tqdm import tqdm
 from omniloom.eval.synthetic import Sample, make_sample, make_split
 from omniloom.models.lora import attach_lora, lora_state
 from omniloom.models.registry import LoadedModel
+from omniloom.perception.cascade import Perception, PerceptionCascade
+from omniloom.perception.ocr import OcrEngine
 from omniloom.training.data import (
     Example,
     build_examples,
@@ -45,6 +48,7 @@ class Stage:
     lora: bool
     batch_size: int = 0  # 0: the recipe's
     perception: int = 0  # extra conversations that see the image only as the cascade's words
+    hybrid: int = 0  # images whose conversations carry the cascade's words beside the image
 
 
 @dataclass(frozen=True)
@@ -52,7 +56,9 @@ class Recipe:
     stages: tuple[Stage, ...] = (
         Stage("ground", "ground", images=1200, steps=400, lr=2e-3, lora=False, batch_size=32),
         Stage("align", "align", images=1200, steps=100, lr=2e-3, lora=False),
-        Stage("instruct", "instruct", 1600, steps=380, lr=1e-3, lora=True, perception=160),
+        Stage(
+            "instruct", "instruct", 1600, steps=380, lr=1e-3, lora=True, perception=160, hybrid=400
+        ),
     )
     batch_size: int = 8
     val_images: int = 120
@@ -75,7 +81,7 @@ QUICK_RECIPE = Recipe(
     stages=(
         Stage("ground", "ground", 16, 6, 2e-3, False),
         Stage("align", "align", 16, 6, 2e-3, False),
-        Stage("instruct", "instruct", 16, 6, 1e-3, True, perception=4),
+        Stage("instruct", "instruct", 16, 6, 1e-3, True, perception=4, hybrid=4),
     ),
     batch_size=4,
     val_images=8,
@@ -176,6 +182,7 @@ class Trainer:
         self.out.mkdir(parents=True, exist_ok=True)
         self.progress_bar = progress_bar
         self.state = Progress()
+        self._cascade: PerceptionCascade | None = None
         for p in model.vlm.parameters():
             p.requires_grad_(False)
         torch.manual_seed(recipe.seed)
@@ -206,10 +213,21 @@ class Trainer:
     def _task(self, stage: Stage, samples: list[Sample], features: torch.Tensor, seed: int):
         if stage.task == "ground":
             return GroundingTask(self.model, features, grounding_targets(samples, self.model))
-        examples = build_examples(samples, self.model, stage.task, seed=seed)
-        described = stage.perception * len(samples) // stage.images  # as many per image in val
-        examples += perception_examples(self.model, described, seed=seed)
+        share = len(samples) / stage.images  # val gets as many per image as training
+        described = self._described(samples, round(stage.hybrid * share), seed)
+        examples = build_examples(samples, self.model, stage.task, seed=seed, described=described)
+        examples += perception_examples(self.model, int(stage.perception * share), seed=seed)
         return ConversationTask(self.model, examples, features)
+
+    def _described(self, samples: list[Sample], count: int, seed: int) -> dict[int, Perception]:
+        """What the real cascade (OCR and labels) reads from ``count`` of the images, by row."""
+        if count == 0:
+            return {}
+        if self._cascade is None:
+            self._cascade = PerceptionCascade(self.model.vlm.encoder, OcrEngine())
+        rows = sorted(random.Random(seed).sample(range(len(samples)), count))
+        bar = tqdm(rows, desc="cascade", disable=not self.progress_bar)
+        return {row: self._cascade.describe(samples[row].image) for row in bar}
 
     def _run_stage(self, index: int, stage: Stage) -> None:
         samples = _train_samples(index, stage.images)
