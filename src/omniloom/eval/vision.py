@@ -124,14 +124,15 @@ def summarize(scored: list[scoring.Scored]) -> dict:
     vqa = [s for s in scored if s.kind != "ocr"]
     vqa_right = sum(s.correct for s in vqa)
     counts = scoring.counts_by_kind(scored)
+    by_type = scoring.accuracy_by_kind(scored)
     return {
         "n": len(scored),
-        "accuracy_by_type": scoring.accuracy_by_kind(scored),
+        "accuracy_by_type": by_type,
         "questions_by_type": {kind: n for kind, (_, n) in counts.items()},
         "ci95_by_type": {kind: scoring.wilson_interval(*c) for kind, c in counts.items()},
         "vqa_accuracy": vqa_right / len(vqa) if vqa else None,
         "vqa_ci95": scoring.wilson_interval(vqa_right, len(vqa)) if vqa else None,
-        "ocr_exact_match": scoring.accuracy_by_kind(scored).get("ocr"),
+        "ocr_exact_match": by_type.get("ocr"),
         "pope": scoring.pope(scored),
         "latency_p50_s": scoring.percentile(latencies, 0.5),
         "latency_p95_s": scoring.percentile(latencies, 0.95),
