@@ -123,11 +123,13 @@ def cmd_chat(args: argparse.Namespace) -> int:
 
 
 def cmd_tokens(args: argparse.Namespace) -> int:
+    from omniloom.models.registry import default_tile_layout
     from omniloom.processing.costs import image_cost_table, render_table
 
     settings = Settings.from_env()
+    layout = default_tile_layout(settings.image.tile_size)
     for path in args.images:
-        rows = image_cost_table(Path(path).read_bytes(), args.detail, settings)
+        rows = image_cost_table(Path(path).read_bytes(), args.detail, settings, layout)
         print(render_table(path, rows))
     return 0
 

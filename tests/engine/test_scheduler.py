@@ -62,7 +62,7 @@ def text_prompt(model, question: str):
 
 def image_prompt(model, jpeg: bytes, question: str, detail: str = "low"):
     item = prepare_image(
-        decode_image(jpeg, Limits()), detail, ImageSettings(), model.tokens_per_tile,
+        decode_image(jpeg, Limits()), detail, ImageSettings(), model.tile_layout,
         model.vlm.media_vocab,
     )  # fmt: skip
     parts = [MediaPart(item), TextPart(question)]

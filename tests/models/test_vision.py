@@ -8,13 +8,13 @@ import torch
 
 from omniloom.config import ImageSettings, Limits
 from omniloom.media.image import decode_image
-from omniloom.models.encoders.efficientnet_lite import EfficientNetLite0Encoder
+from omniloom.models.encoders.efficientnet_lite import STRIDE, EfficientNetLite0Encoder
 from omniloom.models.projectors import build_projector
-from omniloom.processing.costs import ENCODER_STRIDE
 from omniloom.processing.image_item import prepare_image
-from omniloom.processing.media_tokens import MediaVocabulary
+from omniloom.processing.media_tokens import MediaVocabulary, TileLayout
 from tests.conftest import png_bytes
 
+RASTER = TileLayout.raster(49)
 SIZES = [
     (17, 9),
     (224, 224),
@@ -35,7 +35,7 @@ def encoder():
 
 
 def test_stride_constant_matches_encoder(encoder):
-    assert encoder.tokens_per_tile() == (224 // ENCODER_STRIDE) ** 2 == 49
+    assert encoder.tokens_per_tile() == (224 // STRIDE) ** 2 == 49
 
 
 @pytest.mark.parametrize("size", SIZES)
@@ -46,7 +46,11 @@ def test_counted_tokens_equal_emitted(encoder, size, detail):
     decoded = decode_image(data, Limits())
     projector = build_projector("mlp", encoder.feature_dim, 64, encoder.tokens_per_tile())
     item = prepare_image(
-        decoded, detail, ImageSettings(), projector.num_output_tokens(49), MediaVocabulary(1000)
+        decoded,
+        detail,
+        ImageSettings(),
+        TileLayout.raster(projector.num_output_tokens(49)),
+        MediaVocabulary(1000),
     )
     with torch.inference_mode():
         emitted = projector(encoder(item.tiles()))
@@ -90,10 +94,10 @@ def test_projectors_know_which_cell_a_feature_came_from(kind):
 
 def test_same_bytes_same_tensors(encoder, astronaut_jpeg):
     a = prepare_image(
-        decode_image(astronaut_jpeg, Limits()), "high", ImageSettings(), 49, MediaVocabulary(10)
+        decode_image(astronaut_jpeg, Limits()), "high", ImageSettings(), RASTER, MediaVocabulary(10)
     )
     b = prepare_image(
-        decode_image(astronaut_jpeg, Limits()), "high", ImageSettings(), 49, MediaVocabulary(10)
+        decode_image(astronaut_jpeg, Limits()), "high", ImageSettings(), RASTER, MediaVocabulary(10)
     )
     assert a.content_hash == b.content_hash
     ta, tb = a.tiles(), b.tiles()

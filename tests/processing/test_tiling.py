@@ -8,7 +8,13 @@ from PIL import Image
 
 from omniloom.config import ImageSettings
 from omniloom.errors import InvalidRequest
-from omniloom.processing.media_tokens import MediaVocabulary, count_image_tokens, image_token_ids
+from omniloom.processing.media_tokens import (
+    PLACE_WORDS,
+    MediaVocabulary,
+    TileLayout,
+    count_image_tokens,
+    image_token_ids,
+)
 from omniloom.processing.tiling import candidate_grids, choose_grid, plan_image, render_tiles
 
 CFG = ImageSettings()
@@ -58,17 +64,38 @@ def test_detail_modes():
         plan_image(10, 10, "ultra", CFG)
 
 
+def _words_as_ids(text: str) -> list[int]:
+    """A stand-in tokenizer: one id per word, below the media ids."""
+    return [len(word) for word in text.split()]
+
+
+LAYOUTS = {"raster": TileLayout.raster(49), "places": TileLayout.places(7, _words_as_ids)}
+
+
+@pytest.mark.parametrize("layout", LAYOUTS.values(), ids=LAYOUTS.keys())
 @pytest.mark.parametrize("max_tiles", [1, 4, 6, 12])
 @pytest.mark.parametrize("size", SIZES)
 @pytest.mark.parametrize("detail", ["low", "high", "auto"])
-def test_layout_length_equals_analytic_count(size, detail, max_tiles):
+def test_layout_length_equals_analytic_count(size, detail, max_tiles, layout):
     cfg = ImageSettings(max_tiles=max_tiles)
     plan = plan_image(*size, detail, cfg)
     vocab = MediaVocabulary(49152)
-    ids = image_token_ids(plan, 49, vocab)
-    assert len(ids) == count_image_tokens(plan, 49)
+    ids = image_token_ids(plan, layout, vocab)
+    assert len(ids) == count_image_tokens(plan, layout)
     assert ids.count(vocab.id("<|image_pad|>")) == plan.tiles * 49
     assert plan.grid_tiles <= max_tiles
+
+
+def test_places_layout_groups_each_cell_once_under_its_third():
+    layout = LAYOUTS["places"]
+    assert sorted(layout.order()) == list(range(49))
+    sizes = [len(cells) for _, cells in layout.groups]
+    assert sizes == [4, 6, 4, 6, 9, 6, 4, 6, 4]  # thirds of 7: columns 0–1, 2–4, 5–6
+    top_left, centre = layout.groups[0][1], layout.groups[4][1]
+    assert top_left == (0, 1, 7, 8) and 24 in centre  # cell 24: the grid's middle
+    labels = [label for label, _ in layout.groups]
+    assert labels == [tuple(_words_as_ids(w)) for row in PLACE_WORDS for w in row]
+    assert layout.length == 49 + 13  # "top left" is two words, "top" one
 
 
 def test_render_is_deterministic_and_shaped():

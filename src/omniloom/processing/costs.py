@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import io
 import json
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
@@ -19,11 +18,10 @@ from PIL import Image
 from omniloom.config import Settings
 from omniloom.media.image import decode_image
 from omniloom.processing import provider_tokens as pt
-from omniloom.processing.media_tokens import count_image_tokens
+from omniloom.processing.media_tokens import TileLayout, count_image_tokens
 from omniloom.processing.tiling import plan_image
 
 PRICES_FILE = Path(__file__).with_name("prices.json")
-ENCODER_STRIDE = 32  # EfficientNet-Lite0 downsamples by 32: a 224 tile gives 7×7 features
 
 
 @dataclass(frozen=True)
@@ -43,10 +41,11 @@ def load_prices(path: Path = PRICES_FILE) -> dict:
     return json.loads(path.read_text())
 
 
-def omniloom_tokens(width: int, height: int, detail: str, settings: Settings) -> pt.TokenCount:
+def omniloom_tokens(
+    width: int, height: int, detail: str, settings: Settings, layout: TileLayout
+) -> pt.TokenCount:
     plan = plan_image(width, height, detail, settings.image)
-    per_tile = math.ceil(settings.image.tile_size / ENCODER_STRIDE) ** 2
-    tokens = count_image_tokens(plan, per_tile)
+    tokens = count_image_tokens(plan, layout)
     return pt.TokenCount(tokens, f"{plan.detail}: {plan.cols}×{plan.rows} grid, {plan.tiles} tiles")
 
 
@@ -55,11 +54,11 @@ def _openai_detail(detail: str) -> str:
 
 
 def model_counters(
-    detail: str, settings: Settings
+    detail: str, settings: Settings, layout: TileLayout
 ) -> dict[str, Callable[[int, int], pt.TokenCount]]:
     od = _openai_detail(detail)
     return {
-        "omniloom-smol": lambda w, h: omniloom_tokens(w, h, detail, settings),
+        "omniloom-smol": lambda w, h: omniloom_tokens(w, h, detail, settings, layout),
         "gpt-4o": lambda w, h: pt.openai_tiles(w, h, od, 85, 170),
         "gpt-4o-mini": lambda w, h: pt.openai_tiles(w, h, od, 2833, 5667),
         "gpt-4.1": lambda w, h: pt.openai_tiles(w, h, od, 85, 170),
@@ -93,11 +92,14 @@ def image_size(data: bytes, settings: Settings) -> tuple[int, int]:
     return (h, w) if orientation in (5, 6, 7, 8) else (w, h)
 
 
-def image_cost_table(data: bytes, detail: str, settings: Settings) -> list[CostRow]:
+def image_cost_table(
+    data: bytes, detail: str, settings: Settings, layout: TileLayout
+) -> list[CostRow]:
+    """``layout``: the tile layout omniloom's model serves with (its tokens per tile)."""
     width, height = image_size(data, settings)
     prices = load_prices()["models"]
     rows = []
-    for model, counter in model_counters(detail, settings).items():
+    for model, counter in model_counters(detail, settings, layout).items():
         count = counter(width, height)
         rows.append(CostRow(model, count.tokens, count.detail, prices.get(model, {}).get("price")))
     return rows

@@ -8,7 +8,12 @@ import torch
 
 from omniloom.config import ImageSettings
 from omniloom.media.image import DecodedImage
-from omniloom.processing.media_tokens import MediaVocabulary, count_image_tokens, image_token_ids
+from omniloom.processing.media_tokens import (
+    MediaVocabulary,
+    TileLayout,
+    count_image_tokens,
+    image_token_ids,
+)
 from omniloom.processing.tiling import ImagePlan, plan_image, render_tiles
 
 
@@ -16,7 +21,7 @@ from omniloom.processing.tiling import ImagePlan, plan_image, render_tiles
 class ImageItem:
     decoded: DecodedImage
     plan: ImagePlan
-    tokens_per_tile: int
+    layout: TileLayout
     vocab: MediaVocabulary
     modality: str = "image"
 
@@ -25,16 +30,16 @@ class ImageItem:
         return self.decoded.content_hash
 
     def cache_key(self) -> str:
-        return f"{self.plan.cache_key()}/{self.tokens_per_tile}"
+        return f"{self.plan.cache_key()}/{self.layout.key()}"
 
     def num_tokens(self) -> int:
-        return count_image_tokens(self.plan, self.tokens_per_tile)
+        return count_image_tokens(self.plan, self.layout)
 
     def num_placeholders(self) -> int:
-        return self.plan.tiles * self.tokens_per_tile
+        return self.plan.tiles * self.layout.placeholders
 
     def token_ids(self) -> list[int]:
-        return image_token_ids(self.plan, self.tokens_per_tile, self.vocab)
+        return image_token_ids(self.plan, self.layout, self.vocab)
 
     def tiles(self) -> torch.Tensor:
         return render_tiles(self.decoded.image, self.plan)
@@ -44,8 +49,8 @@ def prepare_image(
     decoded: DecodedImage,
     detail: str | None,
     settings: ImageSettings,
-    tokens_per_tile: int,
+    layout: TileLayout,
     vocab: MediaVocabulary,
 ) -> ImageItem:
     plan = plan_image(decoded.width, decoded.height, detail, settings)
-    return ImageItem(decoded, plan, tokens_per_tile, vocab)
+    return ImageItem(decoded, plan, layout, vocab)

@@ -94,7 +94,7 @@ def _convert_image(part: ContentPart, where: str, ctx: MediaContext) -> list:
         decoded,
         part.image_url.detail,
         ctx.settings.image,
-        model.tokens_per_tile,
+        model.tile_layout,
         model.vlm.media_vocab,
     )
     parts: list = [] if ctx.perception == "cascade" else [MediaPart(item)]

@@ -44,9 +44,7 @@ def image_item(sample: Sample, model: LoadedModel) -> ImageItem:
     buf = io.BytesIO()
     sample.image.save(buf, "PNG")
     decoded = decode_image(buf.getvalue(), Limits())
-    return prepare_image(
-        decoded, "low", ImageSettings(), model.tokens_per_tile, model.vlm.media_vocab
-    )
+    return prepare_image(decoded, "low", ImageSettings(), model.tile_layout, model.vlm.media_vocab)
 
 
 def conversation(
@@ -115,8 +113,10 @@ def build_examples(
     """``align``: one caption per image. ``instruct``: each image's questions plus a hard
     negative, shuffled, in conversations of 1 to ``longest`` turns (a caption request joins one
     in five images). Several turns per image put more answers in each step for little more
-    compute: the image's 51 tokens are paid once. Images in ``described`` (row → what the
-    cascade read from it) come with the cascade's block too, as ``hybrid`` serves them."""
+    compute: the image's tokens are paid once. Images in ``described`` (row → what the cascade
+    read from it) come with the cascade's block too, as ``hybrid`` serves them, and without
+    caption requests: beside a block, "what is in this image?" is answered from the block's
+    names (``perception_examples``), which a photo's block holds and a synthetic scene's lacks."""
     described = described or {}
     rng = random.Random(seed)
     examples = []
@@ -128,7 +128,7 @@ def build_examples(
         else:
             questions = sample.questions + hard_negative(sample, rng)
             turns = [(q.question, q.reply or q.answer) for q in questions]
-            turns += caption if rng.random() < 0.2 else []
+            turns += caption if rng.random() < 0.2 and row not in described else []
             rng.shuffle(turns)
             groups = _chunks(turns, rng, longest)
         media: list = [MediaPart(item)]

@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from omniloom.eval.synthetic import Sample, make_sample, make_split
 from omniloom.models.lora import attach_lora, lora_state
-from omniloom.models.registry import LoadedModel
+from omniloom.models.registry import LoadedModel, build_tile_layout
 from omniloom.perception.cascade import Perception, PerceptionCascade
 from omniloom.perception.ocr import OcrEngine
 from omniloom.training.data import (
@@ -61,6 +61,7 @@ class Recipe:
         ),
     )
     batch_size: int = 8
+    layout: str = "places"  # the tile layout the adapter learns (and then serves with)
     val_images: int = 120
     lora_rank: int = 8
     lora_alpha: float = 16.0
@@ -105,7 +106,7 @@ def batch_loss(model: LoadedModel, examples: list[Example], features: torch.Tens
     ids = torch.tensor([e.ids + [pad] * (length - len(e.ids)) for e in examples])
     embeds = vlm.embed_ids(ids.flatten()).view(len(examples), length, -1)
     is_placeholder = torch.isin(ids, vlm.placeholder_ids)
-    projected = vlm.projector(features[[e.image for e in examples if e.image >= 0]])
+    projected = vlm.project(features[[e.image for e in examples if e.image >= 0]])
     embeds = embeds.masked_scatter(is_placeholder.unsqueeze(-1), projected.to(embeds.dtype))
     hidden = vlm.backbone.hidden_states(embeds)
     rows, cols, targets = [], [], []
@@ -183,10 +184,12 @@ class Trainer:
         self.progress_bar = progress_bar
         self.state = Progress()
         self._cascade: PerceptionCascade | None = None
-        for p in model.vlm.parameters():
+        vlm = model.vlm
+        vlm.tile_layout = build_tile_layout(recipe.layout, vlm.tokens_per_tile(), model.tokenizer)
+        for p in vlm.parameters():
             p.requires_grad_(False)
         torch.manual_seed(recipe.seed)
-        attach_lora(model.vlm.backbone, recipe.lora_targets, recipe.lora_rank, recipe.lora_alpha)
+        attach_lora(vlm.backbone, recipe.lora_targets, recipe.lora_rank, recipe.lora_alpha)
 
     def trainable(self, stage: Stage) -> list[torch.nn.Parameter]:
         vlm = self.model.vlm
