@@ -9,7 +9,10 @@ import numpy as np
 import pytest
 
 from omniloom.cli import main
+from omniloom.models.registry import default_tile_layout
 from tests.conftest import png_bytes
+
+TILE = default_tile_layout(224).length  # the shipped adapter's tokens per 224² tile
 
 
 def test_tokens_prints_every_model(tmp_path, capsys):
@@ -19,7 +22,7 @@ def test_tokens_prints_every_model(tmp_path, capsys):
     out = capsys.readouterr().out
     rows = {line.split()[0]: line.split()[1] for line in out.splitlines()[2:-1]}
     assert rows["gpt-4o"] == "1105"
-    assert rows["omniloom-smol"] == "152"  # 2×1 grid + thumbnail: 3 + 3·49 + 2
+    assert rows["omniloom-smol"] == str(3 + 3 * TILE + 2)  # a 2×1 grid and the thumbnail
     assert rows["claude-sonnet-4.5"] == "1590"
     assert rows["qwen2-vl-7b"] == "2691"
     assert {
@@ -36,7 +39,7 @@ def test_tokens_low_detail(tmp_path, capsys):
     path.write_bytes(png_bytes(np.zeros((1024, 1024, 3), np.uint8)))
     main(["tokens", str(path), "--detail", "low"])
     rows = {line.split()[0]: line.split()[1] for line in capsys.readouterr().out.splitlines()[2:-1]}
-    assert rows["gpt-4o"] == "85" and rows["omniloom-smol"] == "51"
+    assert rows["gpt-4o"] == "85" and rows["omniloom-smol"] == str(2 + TILE)
 
 
 def _chat(*args: str) -> subprocess.CompletedProcess:

@@ -10,6 +10,7 @@ import pytest
 
 from omniloom.config import Settings
 from omniloom.eval import vision
+from omniloom.models.registry import default_tile_layout
 from omniloom.runtime import BackgroundServer, build_state
 
 
@@ -32,7 +33,10 @@ def test_suite_writes_report_for_all_conditions(tmp_path):
     vision.write_report(results, tmp_path / "out", "test")
     assert set(results) == {"native", "cascade", "blind"}
     native, blind = results["native"]["summary"], results["blind"]["summary"]
-    assert native["image_tokens_per_request"] == 51 and blind["image_tokens_per_request"] == 0
+    assert (
+        native["image_tokens_per_request"] == 2 + default_tile_layout(224).length
+        and blind["image_tokens_per_request"] == 0
+    )
     assert native["latency_p95_s"] >= native["latency_p50_s"] > 0
     report = (tmp_path / "out" / "report.md").read_text()
     assert "POPE accuracy" in report and "OCR exact match" in report
@@ -40,4 +44,7 @@ def test_suite_writes_report_for_all_conditions(tmp_path):
     assert (tmp_path / "out" / "accuracy_by_type.png").stat().st_size > 1000
     assert json.loads((tmp_path / "out" / "report.json").read_text())["cascade"]["items"]
     hybrid = photos["hybrid"]["summary"]
-    assert hybrid["n"] == 2 and hybrid["image_tokens_per_request"] == 51  # image and description
+    assert (
+        hybrid["n"] == 2
+        and hybrid["image_tokens_per_request"] == 2 + default_tile_layout(224).length
+    )  # image and description

@@ -10,7 +10,10 @@ import openai
 import pytest
 from pydantic import BaseModel, Field
 
+from omniloom.models.registry import default_tile_layout
 from tests.conftest import data_url
+
+TILE = default_tile_layout(224).length  # the shipped adapter's tokens per 224² tile
 
 pytestmark = pytest.mark.slow
 MODEL = "omniloom-smol"
@@ -53,12 +56,17 @@ def test_text_completion(client):
     assert u.prompt_tokens_details.image_tokens == 0
 
 
-@pytest.mark.parametrize(("detail", "image_tokens"), [("low", 51), ("high", 252), ("auto", 252)])
+@pytest.mark.parametrize(
+    ("detail", "image_tokens"),
+    [("low", 2 + TILE), ("high", 3 + 5 * TILE + 4), ("auto", 3 + 5 * TILE + 4)],
+)
 def test_photo_each_detail_and_tokenize_agrees(client, server_url, photo_url, detail, image_tokens):
     messages = _image_messages(photo_url, detail)
     r = client.chat.completions.create(model=MODEL, messages=messages, max_tokens=8, temperature=0)
     details = r.usage.prompt_tokens_details
-    assert details.image_tokens == image_tokens  # 512×512: low 2+49; high 2×2 grid: 3+5·49+4
+    assert (
+        details.image_tokens == image_tokens
+    )  # 512×512: low one tile; high a 2×2 grid and the thumbnail
     assert details.text_tokens + details.image_tokens == r.usage.prompt_tokens
     counted = httpx.post(
         f"{server_url}/tokenize", json={"model": MODEL, "messages": messages}
@@ -280,13 +288,13 @@ def test_cascade_replaces_image_with_untrusted_text(client, server_url):
     assert r.model_extra["media_safety"] == {"prompt_injection": False, "findings": []}
     default = client.chat.completions.create(model=MODEL, messages=messages, max_tokens=4)
     assert default.model_extra["perception"] == "hybrid"  # the server's default: tokens + words
-    assert default.usage.prompt_tokens_details.image_tokens == 51
+    assert default.usage.prompt_tokens_details.image_tokens == 2 + TILE
     assert default.usage.prompt_tokens > r.usage.prompt_tokens  # the words as well
     native = client.chat.completions.create(
         model=MODEL, messages=messages, max_tokens=4, extra_body={"perception": "native"}
     )
     assert native.model_extra["perception"] == "native"
-    assert native.usage.prompt_tokens_details.image_tokens == 51
+    assert native.usage.prompt_tokens_details.image_tokens == 2 + TILE
     assert "media_safety" not in native.model_extra  # nothing scanned on the native path
 
 
