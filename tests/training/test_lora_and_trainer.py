@@ -54,9 +54,9 @@ def test_quick_recipe_trains_resumes_and_reproduces(tmp_path):
     assert (tmp_path / "a" / "loss.png").stat().st_size > 1000
     meta = safe_open(str(tmp_path / "a" / "adapter.safetensors"), "pt").metadata()
     assert trained_on_descriptions(meta)  # so it reads them
-    assert adapter_layout(meta) == "places"  # and serves with the layout it learned
+    assert adapter_layout(meta) == "raster"  # and serves with the layout it learned
     served = load_model(dtype="float32", adapter_path=tmp_path / "a" / "adapter.safetensors")
-    assert served.tile_layout.name == "places"
+    assert served.tile_layout.name == "raster"
     resumed = _train(tmp_path / "a")  # finished run: resumes to the end, no new steps
     assert resumed.losses == first.losses
     again = _train(tmp_path / "b")  # retraining from the recipe reproduces the result

@@ -61,7 +61,7 @@ class Recipe:
         ),
     )
     batch_size: int = 8
-    layout: str = "places"  # the tile layout the adapter learns (and then serves with)
+    layout: str = "raster"  # the tile layout the adapter learns (and then serves with)
     val_images: int = 120
     lora_rank: int = 8
     lora_alpha: float = 16.0
