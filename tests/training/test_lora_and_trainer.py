@@ -68,6 +68,13 @@ def _train(out):
     return Trainer(model, QUICK_RECIPE, out, progress_bar=False).run()
 
 
+def test_the_adapters_recipe_names_its_layout():
+    assert adapter_layout({}) == "raster"  # adapters from before layouts
+    assert adapter_layout({"recipe": json.dumps({"layout": "places"})}) == "places"
+    with pytest.raises(ValueError, match="unknown tile layout"):
+        build_tile_layout("spiral", 49, None)
+
+
 def test_image_tokens_take_the_cells_in_the_layouts_order():
     model = load_model(dtype="float32", fresh_adapter=True)
     vlm = model.vlm
