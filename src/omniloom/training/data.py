@@ -114,9 +114,7 @@ def build_examples(
     negative, shuffled, in conversations of 1 to ``longest`` turns (a caption request joins one
     in five images). Several turns per image put more answers in each step for little more
     compute: the image's tokens are paid once. Images in ``described`` (row → what the cascade
-    read from it) come with the cascade's block too, as ``hybrid`` serves them, and without
-    caption requests: beside a block, "what is in this image?" is answered from the block's
-    names (``perception_examples``), which a photo's block holds and a synthetic scene's lacks."""
+    read from it) come with the cascade's block too, as ``hybrid`` serves them."""
     described = described or {}
     rng = random.Random(seed)
     examples = []
@@ -128,7 +126,7 @@ def build_examples(
         else:
             questions = sample.questions + hard_negative(sample, rng)
             turns = [(q.question, q.reply or q.answer) for q in questions]
-            turns += caption if rng.random() < 0.2 and row not in described else []
+            turns += caption if rng.random() < 0.2 else []
             rng.shuffle(turns)
             groups = _chunks(turns, rng, longest)
         media: list = [MediaPart(item)]
