@@ -48,14 +48,12 @@ class OcrEngine:
         self._lock = threading.Lock()
 
     def read(self, image: Image.Image) -> list[OcrLine]:
-        """Lines of text, top to bottom, with recognition scores. Lines without a letter or a
-        digit are dropped: the recogniser reads a filled shape as "●", "•" or ":"."""
+        """Lines of text, top to bottom, with recognition scores."""
         with self._lock:
             result = self._ocr(np.asarray(image.convert("RGB"))[:, :, ::-1])
         if result.txts is None:
             return []
-        lines = zip(result.txts, result.scores, strict=True)
-        return [OcrLine(t, float(s)) for t, s in lines if any(ch.isalnum() for ch in t)]
+        return [OcrLine(t, float(s)) for t, s in zip(result.txts, result.scores, strict=True)]
 
 
 @cache
