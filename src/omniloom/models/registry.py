@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import math
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -22,7 +21,7 @@ from safetensors import safe_open
 
 from omniloom import kernels
 from omniloom.models.backbones.llama import LlamaForCausalLM, RotaryEmbedding
-from omniloom.models.encoders.efficientnet_lite import STRIDE, EfficientNetLite0Encoder
+from omniloom.models.encoders.efficientnet_lite import EfficientNetLite0Encoder, grid_cells
 from omniloom.models.lora import load_lora
 from omniloom.models.projectors import build_projector
 from omniloom.models.quantize import WEIGHT_FORMATS, pack_weights
@@ -159,8 +158,7 @@ def load_model(
     pack_weights(backbone, resolve_weight_format(dtype))  # activations stay fp32
     vlm = build_vlm(backbone, ckpt.config.vocab_size)
     adapter = None if weights is not None or fresh_adapter else load_adapter(vlm, adapter_path)
-    layout = adapter_layout(adapter or {})
-    vlm.tile_layout = build_tile_layout(layout, vlm.tokens_per_tile(), tokenizer)
+    use_tile_layout(vlm, adapter_layout(adapter or {}), tokenizer)
     return LoadedModel(
         name=name,
         vlm=vlm,
@@ -192,6 +190,11 @@ def build_tile_layout(name: str, cells: int, tokenizer: TextTokenizer) -> TileLa
     raise ValueError(f"unknown tile layout {name!r}; choose from raster, places")
 
 
+def use_tile_layout(vlm: VisionLanguageModel, name: str, tokenizer: TextTokenizer) -> None:
+    """Lay the model's image tokens out as ``name`` says, one layout for every tile."""
+    vlm.tile_layout = build_tile_layout(name, vlm.tokens_per_tile(), tokenizer)
+
+
 @cache
 def default_tile_layout(tile_size: int) -> TileLayout:
     """The embedded default's layout, read without loading its weights (token accounting)."""
@@ -200,5 +203,4 @@ def default_tile_layout(tile_size: int) -> TileLayout:
         with safe_open(str(ADAPTER), "pt") as f:
             metadata = f.metadata() or {}
     tokenizer = TextTokenizer(read_tokenizer(GGUFReader(str(smollm2_gguf_path()))))
-    cells = math.ceil(tile_size / STRIDE) ** 2
-    return build_tile_layout(adapter_layout(metadata), cells, tokenizer)
+    return build_tile_layout(adapter_layout(metadata), grid_cells(tile_size), tokenizer)

@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from omniloom.eval.synthetic import Sample, make_sample, make_split
 from omniloom.models.lora import attach_lora, lora_state
-from omniloom.models.registry import LoadedModel, build_tile_layout
+from omniloom.models.registry import LoadedModel, use_tile_layout
 from omniloom.perception.cascade import Perception, PerceptionCascade
 from omniloom.perception.ocr import OcrEngine
 from omniloom.training.data import (
@@ -185,7 +185,7 @@ class Trainer:
         self.state = Progress()
         self._cascade: PerceptionCascade | None = None
         vlm = model.vlm
-        vlm.tile_layout = build_tile_layout(recipe.layout, vlm.tokens_per_tile(), model.tokenizer)
+        use_tile_layout(vlm, recipe.layout, model.tokenizer)
         for p in vlm.parameters():
             p.requires_grad_(False)
         torch.manual_seed(recipe.seed)

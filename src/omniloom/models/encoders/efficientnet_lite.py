@@ -23,6 +23,12 @@ FEATURE_DIM = HEAD_DIM + sum(FINE_STAGES.values()) + 3 + 2  # + mean RGB + (x, y
 STRIDE = 32
 
 
+def grid_cells(tile_size: int) -> int:
+    """Feature vectors per tile: the stride-32 grid over a square tile, rounded up."""
+    side = -(-tile_size // STRIDE)
+    return side * side
+
+
 class EfficientNetLite0Encoder(nn.Module):
     def __init__(self, tile_size: int = 224, pretrained: bool = True):
         super().__init__()
@@ -43,8 +49,7 @@ class EfficientNetLite0Encoder(nn.Module):
         self.feature_dim = FEATURE_DIM
 
     def tokens_per_tile(self) -> int:
-        side = -(-self.tile_size // STRIDE)
-        return side * side
+        return grid_cells(self.tile_size)
 
     @torch.inference_mode()
     def forward(self, tiles: torch.Tensor) -> torch.Tensor:
