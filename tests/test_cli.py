@@ -57,3 +57,9 @@ def test_chat_answers_once_without_server(tmp_path, astronaut_jpeg):
     assert "Paris" in text.stdout
     with_image = _chat("Describe this.", "--image", str(photo), "--max-tokens", "8")
     assert with_image.stdout.strip()
+
+
+def test_eval_names_an_unknown_condition(capsys):
+    assert main(["eval", "--conditions", "native,psychic"]) == 2
+    err = capsys.readouterr().err
+    assert "'psychic'" in err and "auto" in err

@@ -15,7 +15,7 @@ import sys
 import threading
 from pathlib import Path
 
-from omniloom.config import WEIGHT_FORMATS, Settings
+from omniloom.config import PERCEPTION_MODES, WEIGHT_FORMATS, Settings
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
@@ -26,9 +26,10 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
     p.add_argument(
         "--perception",
-        choices=["native", "cascade", "hybrid"],
+        choices=list(PERCEPTION_MODES),
         default=None,
-        help="default image path: projector tokens, OCR/label text instead, or both",
+        help="default image path: projector tokens, OCR/label text instead, both, or auto "
+        "(both where the adapter knows images like it, else the text alone)",
     )
 
 
@@ -159,13 +160,18 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from omniloom.eval import vision
     from omniloom.runtime import BackgroundServer, build_state
 
+    conditions = tuple(args.conditions.split(","))
+    unknown = [c for c in conditions if c not in vision.CONDITIONS]
+    if unknown:
+        choices = ", ".join(vision.CONDITIONS)
+        print(f"error: unknown condition {unknown[0]!r}; choose from {choices}", file=sys.stderr)
+        return 2
     if args.jsonl:
         items = vision.jsonl_items(Path(args.jsonl))
     elif args.suite == "photos":
         items = vision.photo_items()
     else:
         items = vision.synthetic_items(args.limit)
-    conditions = tuple(args.conditions.split(","))
     state = build_state(Settings.from_env(dtype=args.dtype))
     with BackgroundServer(state) as server:
         client = openai.OpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0)
@@ -254,7 +260,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ev.add_argument("--limit", type=int, default=300, help="questions per condition")
     ev.add_argument("--jsonl", help="a user set of {image, question, answer} lines instead")
-    ev.add_argument("--conditions", default="native,cascade,hybrid,blind")
+    ev.add_argument("--conditions", default="native,cascade,auto,blind")
     ev.add_argument("--out", default="runs/eval")
     ev.add_argument("--dtype", choices=["auto", *WEIGHT_FORMATS], default=None)
     ev.set_defaults(func=cmd_eval)

@@ -53,6 +53,7 @@ class EngineSettings:
 
 
 WEIGHT_FORMATS = ("float32", "bfloat16", "float16", "int8")  # how backbone weights are stored
+PERCEPTION_MODES = ("native", "cascade", "hybrid", "auto")  # how an image reaches the LLM
 
 
 @dataclass(frozen=True)
@@ -63,7 +64,8 @@ class Settings:
     dtype: str = "auto"  # weight format: auto (float32) | WEIGHT_FORMATS; activations stay fp32
     threads: int = 0  # 0: one per available core
     seed: int = 0
-    perception: str = "hybrid"  # native | cascade | hybrid (default for requests that omit it)
+    perception: str = "auto"  # native | cascade | hybrid | auto (for requests that omit it)
+    familiar_threshold: float = 0.6  # auto: familiarity at which an image's tokens are sent
     scan_media_text: bool = False  # OCR every image to flag prompt injection, native path too
     image_safety: str = "off"  # off | flag (scores in media_safety) | block (refuse at threshold)
     image_safety_threshold: float = 0.8  # open_nsfw score at or above which an image is flagged

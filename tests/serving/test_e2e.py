@@ -17,6 +17,7 @@ TILE = default_tile_layout(224).length  # the shipped adapter's tokens per 224²
 
 pytestmark = pytest.mark.slow
 MODEL = "omniloom-smol"
+HYBRID = {"perception": "hybrid"}  # the image's tokens whatever the image (auto: familiar only)
 
 
 @pytest.fixture(scope="module")
@@ -62,14 +63,16 @@ def test_text_completion(client):
 )
 def test_photo_each_detail_and_tokenize_agrees(client, server_url, photo_url, detail, image_tokens):
     messages = _image_messages(photo_url, detail)
-    r = client.chat.completions.create(model=MODEL, messages=messages, max_tokens=8, temperature=0)
+    r = client.chat.completions.create(
+        model=MODEL, messages=messages, max_tokens=8, temperature=0, extra_body=HYBRID
+    )
     details = r.usage.prompt_tokens_details
     assert (
         details.image_tokens == image_tokens
     )  # 512×512: low one tile; high a 2×2 grid and the thumbnail
     assert details.text_tokens + details.image_tokens == r.usage.prompt_tokens
     counted = httpx.post(
-        f"{server_url}/tokenize", json={"model": MODEL, "messages": messages}
+        f"{server_url}/tokenize", json={"model": MODEL, "messages": messages, **HYBRID}
     ).json()
     assert counted["count"] == r.usage.prompt_tokens
     assert counted["prompt_tokens_details"]["image_tokens"] == image_tokens
@@ -121,7 +124,7 @@ def test_sampling_n_seed_stop_and_length(client):
 def test_models_health_metrics(client, server_url, photo_url):
     assert [m.id for m in client.models.list().data] == [MODEL]
     client.chat.completions.create(
-        model=MODEL, messages=_image_messages(photo_url, "low"), max_tokens=2
+        model=MODEL, messages=_image_messages(photo_url, "low"), max_tokens=2, extra_body=HYBRID
     )
     assert httpx.get(f"{server_url}/health").json()["status"] == "ok"
     metrics = httpx.get(f"{server_url}/metrics").text
@@ -287,7 +290,7 @@ def test_cascade_replaces_image_with_untrusted_text(client, server_url):
     assert counted["count"] == r.usage.prompt_tokens
     assert r.model_extra["media_safety"] == {"prompt_injection": False, "findings": []}
     default = client.chat.completions.create(model=MODEL, messages=messages, max_tokens=4)
-    assert default.model_extra["perception"] == "hybrid"  # the server's default: tokens + words
+    assert default.model_extra["perception"] == "hybrid"  # auto: a familiar image, tokens + words
     assert default.usage.prompt_tokens_details.image_tokens == 2 + TILE
     assert default.usage.prompt_tokens > r.usage.prompt_tokens  # the words as well
     native = client.chat.completions.create(
@@ -296,6 +299,30 @@ def test_cascade_replaces_image_with_untrusted_text(client, server_url):
     assert native.model_extra["perception"] == "native"
     assert native.usage.prompt_tokens_details.image_tokens == 2 + TILE
     assert "media_safety" not in native.model_extra  # nothing scanned on the native path
+
+
+def test_auto_sends_tokens_only_for_images_the_adapter_knows(client, server_url, photo_url):
+    from omniloom.eval.synthetic import make_sample
+    from tests.conftest import png_bytes
+
+    scene = data_url(png_bytes(np.asarray(make_sample("test", 1).image)))
+    both = _image_messages(photo_url, "low", "What is in these pictures?")
+    both[0]["content"].append({"type": "image_url", "image_url": {"url": scene, "detail": "low"}})
+    for messages, path, tokens in (
+        (_image_messages(photo_url, "low"), "cascade", 0),
+        (_image_messages(scene, "low"), "hybrid", 2 + TILE),
+        (both, "mixed", 2 + TILE),
+    ):
+        raw = client.chat.completions.with_raw_response.create(
+            model=MODEL, messages=messages, max_tokens=4, temperature=0
+        )
+        r = raw.parse()
+        assert r.model_extra["perception"] == path == raw.headers["X-Omniloom-Perception"]
+        assert r.usage.prompt_tokens_details.image_tokens == tokens
+        counted = httpx.post(f"{server_url}/tokenize", json={"model": MODEL, "messages": messages})
+        assert counted.json()["count"] == r.usage.prompt_tokens
+    photo, familiar = r.model_extra["perception_images"]
+    assert photo["path"] == "cascade" and photo["familiarity"] < 0.6 <= familiar["familiarity"]
 
 
 def test_instructions_hidden_in_an_image_are_flagged(client):
@@ -330,7 +357,11 @@ def test_repeated_image_hits_encoder_cache(client, server_url):
     runs, hits = metric("omniloom_encoder_items_total"), metric("omniloom_encoder_cache_hits_total")
     replies = [
         client.chat.completions.create(
-            model=MODEL, messages=_image_messages(url, "low"), max_tokens=6, temperature=0
+            model=MODEL,
+            messages=_image_messages(url, "low"),
+            max_tokens=6,
+            temperature=0,
+            extra_body=HYBRID,
         )
         for _ in range(2)
     ]

@@ -57,6 +57,11 @@ def test_quick_recipe_trains_resumes_and_reproduces(tmp_path):
     assert adapter_layout(meta) == "raster"  # and serves with the layout it learned
     served = load_model(dtype="float32", adapter_path=tmp_path / "a" / "adapter.safetensors")
     assert served.tile_layout.name == "raster"
+    images = QUICK_RECIPE.stages[-1].images  # the bank: the last stage's images, unit rows
+    assert served.familiarity_bank.shape == (images, 1280)
+    assert_close(
+        served.familiarity_bank.float().norm(dim=-1), torch.ones(images), atol=1e-3, rtol=0
+    )
     resumed = _train(tmp_path / "a")  # finished run: resumes to the end, no new steps
     assert resumed.losses == first.losses
     again = _train(tmp_path / "b")  # retraining from the recipe reproduces the result

@@ -74,6 +74,7 @@ class Scored:
     correct: bool
     latency: float
     image_tokens: int
+    path: str = ""  # the perception path the server says ran (``auto`` picks one per image)
 
 
 def pope(scored: list[Scored]) -> dict[str, float]:

@@ -1,10 +1,12 @@
 """The vision suite: held-out synthetic questions (or a user's JSONL) through the real server.
 
-Each item is asked three ways over HTTP with the official ``openai`` client: ``native`` (image
+Each item is asked several ways over HTTP with the official ``openai`` client: ``native`` (image
 tokens from the trained projector), ``cascade`` (the image replaced by OCR text and encoder
-labels) and ``blind`` (the image removed — the gap to blind shows the image is used). The report
-has VQA accuracy by question type, OCR exact match, POPE metrics, hallucination rate, latency
-percentiles and image tokens per request, as Markdown, JSON and a PNG chart.
+labels), ``hybrid`` (both), ``auto`` (the server's default: hybrid where the adapter knows images
+like it, else cascade) and ``blind`` (the image removed — the gap to blind shows the image is
+used). The report has VQA accuracy by question type, OCR exact match, POPE metrics, hallucination
+rate, latency percentiles, image tokens per request and the path that ran, as Markdown, JSON and
+a PNG chart.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import base64
 import io
 import json
 import time
+from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -23,6 +26,7 @@ CONDITIONS = {
     "native": ("native", True),
     "cascade": ("cascade", True),
     "hybrid": ("hybrid", True),
+    "auto": ("auto", True),
     "blind": ("native", False),
 }
 # Real photographs from scikit-image, never trained on, and words that name what they show.
@@ -116,7 +120,8 @@ def ask(client, model: str, item: EvalItem, condition: str) -> scoring.Scored:
     prediction = r.choices[0].message.content or ""
     image_tokens = r.usage.prompt_tokens_details.image_tokens or 0
     correct = scoring.is_correct(item.kind, prediction, item.answer)
-    return scoring.Scored(item.kind, item.answer, prediction, correct, latency, image_tokens)
+    path = (r.model_extra or {}).get("perception", "")
+    return scoring.Scored(item.kind, item.answer, prediction, correct, latency, image_tokens, path)
 
 
 def summarize(scored: list[scoring.Scored]) -> dict:
@@ -137,6 +142,7 @@ def summarize(scored: list[scoring.Scored]) -> dict:
         "latency_p50_s": scoring.percentile(latencies, 0.5),
         "latency_p95_s": scoring.percentile(latencies, 0.95),
         "image_tokens_per_request": sum(s.image_tokens for s in scored) / max(1, len(scored)),
+        "paths": dict(Counter(s.path for s in scored)),
     }
 
 
@@ -196,6 +202,11 @@ def render_markdown(results: dict, title: str) -> str:
     row("latency p50 (s)", lambda s: s["latency_p50_s"], "{:.2f}")
     row("latency p95 (s)", lambda s: s["latency_p95_s"], "{:.2f}")
     row("image tokens / request", lambda s: s["image_tokens_per_request"], "{:.1f}")
+    row(
+        "path that ran",
+        lambda s: ", ".join(f"{p} {n}" for p, n in s.get("paths", {}).items()),
+        "{}",
+    )
     first = results[conditions[0]]["summary"]
     per_type = ", ".join(f"{k} {n}" for k, n in first["questions_by_type"].items())
     note = (

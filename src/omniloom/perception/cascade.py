@@ -1,7 +1,10 @@
 """Describe an image in words for the prompt: OCR lines and the encoder's ImageNet labels.
 
 The words are wrapped as clearly delimited, *untrusted* data: text found in an image is
-something the user showed the model, never an instruction to it.
+something the user showed the model, never an instruction to it. The same encoder pass says how
+familiar the image is to the vision adapter (``models/familiarity.py``), which decides the
+``auto`` mode's path: the image's tokens and the words (``hybrid``), or the words alone
+(``cascade``).
 """
 
 from __future__ import annotations
@@ -11,23 +14,21 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 
-import numpy as np
-import torch
 from PIL import Image
 
 from omniloom.lru import LRU
+from omniloom.models.familiarity import Familiarity, whole_image_tile
 from omniloom.perception.injection import Finding, scan
 from omniloom.perception.ocr import OcrEngine, OcrLine
 from omniloom.processing.prompt import TextPart
-from omniloom.processing.tiling import letterbox
-
-PERCEPTION_MODES = ("native", "cascade", "hybrid")
 
 
 @dataclass(frozen=True)
 class Perception:
     ocr: list[OcrLine]
     labels: list[tuple[str, float]]
+    familiarity: float | None = None  # similarity to the adapter's training images, if known
+    familiar: bool = True  # whether the adapter can read this image's tokens
 
     @property
     def injection(self) -> list[Finding]:
@@ -89,31 +90,39 @@ class PerceptionCascade:
         min_label_prob: float = 0.05,
         top_k: int = 3,
         remembered: int = 512,
+        familiarity: Familiarity | None = None,
     ):
-        self.encoder, self.ocr = encoder, ocr
+        self.encoder, self.ocr, self.familiarity = encoder, ocr, familiarity
         self.min_label_prob, self.top_k = min_label_prob, top_k
-        self._seen: LRU[list] = LRU(remembered)
+        self._seen: LRU[list | tuple] = LRU(remembered)
 
     def labels(self, image: Image.Image) -> list[tuple[str, float]]:
-        """The ``top_k`` most likely names at ``min_label_prob`` or more. ImageNet classes that
-        share a clean name (two are "missile") pool their probability."""
-        tile = np.array(letterbox(image, self.encoder.tile_size), dtype=np.uint8)  # writable
-        probs = self.encoder.classify(torch.from_numpy(tile).permute(2, 0, 1)[None]).softmax(-1)[0]
+        return self.look(image)[0]
+
+    def look(self, image: Image.Image) -> tuple[list[tuple[str, float]], float | None]:
+        """The ``top_k`` most likely names at ``min_label_prob`` or more, and the image's
+        familiarity (None without a bank). ImageNet classes that share a clean name (two are
+        "missile") pool their probability."""
+        pooled, logits = self.encoder.look(whole_image_tile(image, self.encoder.tile_size))
         by_name: dict[str, float] = defaultdict(float)
-        for name, p in zip(imagenet_names(), probs.tolist(), strict=True):
+        for name, p in zip(imagenet_names(), logits.softmax(-1)[0].tolist(), strict=True):
             by_name[name] += p
         ranked = sorted(by_name.items(), key=lambda item: -item[1])[: self.top_k]
-        return [(name, p) for name, p in ranked if p >= self.min_label_prob]
+        labels = [(name, p) for name, p in ranked if p >= self.min_label_prob]
+        known = self.familiarity
+        return labels, None if known is None else known.similarity(pooled[0])
 
     def describe(self, image: Image.Image, key: str | None = None) -> Perception:
-        labels = self._remember("labels", key, lambda: self.labels(image))
-        return Perception(self._remember("ocr", key, lambda: self.ocr.read(image)), labels)
+        labels, familiarity = self._remember("look", key, lambda: self.look(image))
+        ocr = self._remember("ocr", key, lambda: self.ocr.read(image))
+        familiar = familiarity is None or self.familiarity.familiar(familiarity)
+        return Perception(ocr, labels, familiarity, familiar)
 
     def read_text(self, image: Image.Image, key: str | None = None) -> Perception:
         """OCR only (for the injection scan on the native path): no labels."""
         return Perception(self._remember("ocr", key, lambda: self.ocr.read(image)), [])
 
-    def _remember(self, what: str, key: str | None, compute: Callable[[], list]) -> list:
+    def _remember(self, what: str, key: str | None, compute: Callable):
         if key is None:
             return compute()
         return self._seen.get_or_compute((what, key), compute)

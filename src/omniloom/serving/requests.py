@@ -16,7 +16,7 @@ from omniloom.errors import ContextLengthExceeded, InvalidRequest, ModelNotFound
 from omniloom.media.fetch import load_image_bytes
 from omniloom.media.image import decode_image
 from omniloom.models.registry import LoadedModel
-from omniloom.perception.cascade import PerceptionCascade
+from omniloom.perception.cascade import Perception, PerceptionCascade
 from omniloom.perception.image_safety import ImageSafety, SafetyReport
 from omniloom.perception.injection import Finding
 from omniloom.processing.image_item import prepare_image
@@ -35,10 +35,11 @@ _NOT_YET = {
 class PreparedRequest:
     prompt: Prompt
     params: SamplingParams
-    perception: str = "native"
+    perception: str = "native"  # the path that ran: a mode, or "mixed" when auto split images
     scanned: bool = False  # whether text in the media was scanned for prompt injection
     injection: list[Finding] = field(default_factory=list)
     image_safety: SafetyReport | None = None  # classifier scores, when the policy is on
+    image_paths: list[dict] = field(default_factory=list)  # per image: path and familiarity
 
     def media_safety(self) -> dict | None:
         safety: dict = {}
@@ -61,6 +62,7 @@ class MediaContext:
     safety: ImageSafety | None = None
     injection: list[Finding] = field(default_factory=list)  # filled while converting media
     safety_report: SafetyReport | None = None  # filled while converting media
+    image_paths: list[dict] = field(default_factory=list)  # filled while converting media
 
     @property
     def scans(self) -> bool:
@@ -97,14 +99,32 @@ def _convert_image(part: ContentPart, where: str, ctx: MediaContext) -> list:
         model.tile_layout,
         model.vlm.media_vocab,
     )
-    parts: list = [] if ctx.perception == "cascade" else [MediaPart(item)]
-    if ctx.perception != "native":
-        seen = ctx.cascade.describe(decoded.image, decoded.content_hash)
-        parts.append(seen.as_prompt_part())
-        ctx.injection.extend(seen.injection)
-    elif ctx.scans:
-        ctx.injection.extend(ctx.cascade.read_text(decoded.image, decoded.content_hash).injection)
-    return parts
+    if ctx.perception == "native":
+        if ctx.scans:
+            seen = ctx.cascade.read_text(decoded.image, decoded.content_hash)
+            ctx.injection.extend(seen.injection)
+        return [MediaPart(item)]
+    seen = ctx.cascade.describe(decoded.image, decoded.content_hash)
+    ctx.injection.extend(seen.injection)
+    path = image_path(ctx.perception, seen)
+    ctx.image_paths.append({"path": path, "familiarity": seen.familiarity})
+    return ([MediaPart(item)] if path == "hybrid" else []) + [seen.as_prompt_part()]
+
+
+def image_path(mode: str, seen: Perception) -> str:
+    """``auto`` sends the image's tokens beside the words only where the adapter knows images
+    like it; on others (photographs, for the shipped adapter) its tokens only mislead."""
+    if mode == "auto":
+        return "hybrid" if seen.familiar else "cascade"
+    return mode
+
+
+def path_that_ran(mode: str, image_paths: list[dict]) -> str:
+    """The response's ``perception``: the mode, or for ``auto`` the path its images took."""
+    taken = {p["path"] for p in image_paths}
+    if mode != "auto" or not taken:
+        return mode
+    return taken.pop() if len(taken) == 1 else "mixed"
 
 
 def _convert_part(part: ContentPart, where: str, ctx: MediaContext) -> list:
@@ -263,4 +283,5 @@ def prepare(
     prompt = _build(req, ctx)
     params = sampling_params(req, len(prompt.token_ids), model, settings, grammars)
     report = ctx.safety_report if ctx.safety_report and ctx.safety_report.scores else None
-    return PreparedRequest(prompt, params, ctx.perception, ctx.scans, ctx.injection, report)
+    ran = path_that_ran(ctx.perception, ctx.image_paths)
+    return PreparedRequest(prompt, params, ran, ctx.scans, ctx.injection, report, ctx.image_paths)

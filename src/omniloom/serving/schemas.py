@@ -62,4 +62,4 @@ class ChatCompletionRequest(BaseModel):
     logprobs: bool | None = None
     top_logprobs: int | None = Field(default=None, ge=0, le=20)
     ignore_eos: bool = False  # vLLM's extension: generate max_tokens whatever (benchmarks)
-    perception: Literal["native", "cascade", "hybrid"] | None = None
+    perception: Literal["native", "cascade", "hybrid", "auto"] | None = None

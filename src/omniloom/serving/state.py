@@ -18,6 +18,7 @@ from omniloom.engine.engine import Done, Engine, Event, Failed, Job
 from omniloom.engine.sampling import SamplingParams
 from omniloom.engine.sequence import JobStats
 from omniloom.errors import RateLimited, RequestTimedOut, ServiceUnavailable
+from omniloom.models.familiarity import Familiarity
 from omniloom.models.registry import LoadedModel
 from omniloom.perception.cascade import PerceptionCascade
 from omniloom.perception.image_safety import ImageSafety
@@ -58,8 +59,14 @@ class ServerState:
             return None
         with self._perception_lock:
             if self._cascade is None:
-                self._cascade = PerceptionCascade(self.model.vlm.encoder, OcrEngine())
+                self._cascade = PerceptionCascade(
+                    self.model.vlm.encoder, OcrEngine(), familiarity=self._familiarity()
+                )
         return self._cascade
+
+    def _familiarity(self) -> Familiarity | None:
+        bank = self.model.familiarity_bank
+        return None if bank is None else Familiarity(bank, self.settings.familiar_threshold)
 
     @property
     def cascade_loaded(self) -> bool:

@@ -8,7 +8,8 @@ perception cascade's words beside them, as the server's default ``hybrid`` mode 
 conversations that see an image only through those words (the adapter runs for those prompts
 too). Only answer tokens carry loss.
 A checkpoint is written every ``checkpoint_every`` steps and at each stage's end; running
-again resumes from it.
+again resumes from it. The adapter file also carries the familiarity bank: the encoder's pooled
+features of the last stage's first ``BANK_IMAGES`` images (``models/familiarity.py``).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from safetensors.torch import save_file
 from tqdm import tqdm
 
 from omniloom.eval.synthetic import Sample, make_sample, make_split
+from omniloom.models.familiarity import BANK_KEY, build_bank
 from omniloom.models.lora import attach_lora, lora_state
 from omniloom.models.registry import LoadedModel, use_tile_layout
 from omniloom.perception.cascade import Perception, PerceptionCascade
@@ -36,6 +38,8 @@ from omniloom.training.data import (
     perception_examples,
 )
 from omniloom.training.grounding import grounding_loss, grounding_targets
+
+BANK_IMAGES = 512
 
 
 @dataclass(frozen=True)
@@ -285,7 +289,8 @@ class Trainer:
             "recipe": json.dumps(asdict(self.recipe)),
             "val_loss": json.dumps(self.state.val_loss),
         }
-        save_file(self._trainable_state(), str(path), metadata=meta)
+        bank = familiarity_bank(self.model.vlm.encoder, self.recipe)
+        save_file(self._trainable_state() | {BANK_KEY: bank}, str(path), metadata=meta)
 
     def _checkpoint(self, optimizer) -> None:
         torch.save(
@@ -348,6 +353,13 @@ class Trainer:
         fig.tight_layout()
         fig.savefig(path, dpi=100)
         plt.close(fig)
+
+
+def familiarity_bank(encoder, recipe: Recipe) -> torch.Tensor:
+    """Pooled encoder features of the images the adapter learned to answer about last."""
+    last = len(recipe.stages) - 1
+    count = min(BANK_IMAGES, recipe.stages[last].images)
+    return build_bank(encoder, [s.image for s in _train_samples(last, count)])
 
 
 def _train_samples(stage_index: int, count: int) -> list[Sample]:

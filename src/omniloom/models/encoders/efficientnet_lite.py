@@ -71,7 +71,12 @@ class EfficientNetLite0Encoder(nn.Module):
         fmap = torch.cat([head, *pooled, grid.to(head.dtype)], dim=1)
         return fmap.flatten(2).transpose(1, 2).contiguous()
 
-    def classify(self, tiles: torch.Tensor) -> torch.Tensor:
-        """ImageNet-1k logits (N, 1000), for the perception cascade's class labels."""
-        with torch.inference_mode():
-            return self.net((tiles.float() - 127.0) / 128.0)
+    @torch.inference_mode()
+    def look(self, tiles: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Pooled head features (N, 1280) and ImageNet-1k logits (N, 1000) in one pass: the
+        cascade's class labels and the familiarity test (``models/familiarity.py``). The same
+        operations as the network's own forward, so the logits are its logits to the bit."""
+        net = self.net
+        head = net.extract_features((tiles.float() - 127.0) / 128.0)
+        pooled = net._avg_pooling(head).flatten(1)
+        return pooled, net._fc(net._dropout(pooled))

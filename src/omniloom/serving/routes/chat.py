@@ -69,6 +69,8 @@ async def _complete(state: ServerState, prepared: PreparedRequest, submitted: Su
         logprobs if wants_logprobs else None,
     )
     body["perception"] = prepared.perception
+    if prepared.image_paths:
+        body["perception_images"] = prepared.image_paths
     if (safety := prepared.media_safety()) is not None:
         body["media_safety"] = safety
     return body
