@@ -132,6 +132,7 @@ def test_models_health_metrics(client, server_url, photo_url):
         "omniloom_requests_total",
         "omniloom_time_to_first_token_seconds_bucket",
         'omniloom_prompt_tokens_total{modality="image"}',
+        'omniloom_perception_images_total{path="hybrid"}',
         "omniloom_encoder_seconds_bucket",
     ):
         assert name in metrics

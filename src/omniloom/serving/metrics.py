@@ -32,6 +32,11 @@ class Metrics:
             "Media items served from the encoder cache, by modality",
             "modality",
         )
+        self.perception_images = self._counter(
+            "perception_images",
+            "Images by the path they took to the model (native, cascade, hybrid; auto picks one)",
+            "path",
+        )
         self.cached_prompt_tokens = self._counter(
             "cached_prompt_tokens", "Prompt tokens whose KV came from the prefix cache"
         )

@@ -103,6 +103,7 @@ def _convert_image(part: ContentPart, where: str, ctx: MediaContext) -> list:
         if ctx.scans:
             seen = ctx.cascade.read_text(decoded.image, decoded.content_hash)
             ctx.injection.extend(seen.injection)
+        ctx.image_paths.append({"path": "native", "familiarity": None})
         return [MediaPart(item)]
     seen = ctx.cascade.describe(decoded.image, decoded.content_hash)
     ctx.injection.extend(seen.injection)

@@ -33,6 +33,8 @@ async def chat_completions(body: ChatCompletionRequest, request: Request):
     submitted = state.submit(
         prepared.prompt, prepared.params, request.state.api_key, request.state.request_id
     )
+    for image in prepared.image_paths:
+        state.metrics.perception_images.labels(image["path"]).inc()
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         return StreamingResponse(
