@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-from PIL import Image
 from safetensors import safe_open
 
 from omniloom.config import Settings
 from omniloom.eval.synthetic import make_sample
-from omniloom.eval.vision import PHOTOS
+from omniloom.eval.vision import PHOTOS, photo
 from omniloom.models.encoders.efficientnet_lite import EfficientNetLite0Encoder
 from omniloom.models.familiarity import BANK_KEY, Familiarity, build_bank, whole_image_tile
 from omniloom.models.registry import ADAPTER
@@ -26,16 +25,6 @@ def encoder():
 def shipped_bank():
     with safe_open(str(ADAPTER), "pt") as f:
         return f.get_tensor(BANK_KEY)
-
-
-def _photos() -> dict[str, Image.Image]:
-    from skimage import data
-
-    def rgb(name):
-        pixels = getattr(data, name)()
-        return Image.fromarray(pixels[0] if isinstance(pixels, tuple) else pixels).convert("RGB")
-
-    return {name: rgb(name) for name in PHOTOS}
 
 
 def test_look_gives_the_networks_own_logits(encoder):
@@ -61,7 +50,7 @@ def test_held_out_images_are_familiar_and_photographs_are_not(encoder, shipped_b
         return familiarity.similarity(encoder.look(whole_image_tile(image, 224))[0][0])
 
     held_out = [similarity(make_sample("test", i).image) for i in range(40)]
-    photos = {name: similarity(image) for name, image in _photos().items()}
+    photos = {name: similarity(photo(name)) for name in PHOTOS}
     assert all(familiarity.familiar(s) for s in held_out)
     assert not any(familiarity.familiar(s) for s in photos.values()), photos
     assert min(held_out) - max(photos.values()) > 0.3  # a wide gap, not a tuned edge

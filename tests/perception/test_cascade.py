@@ -47,7 +47,7 @@ def test_labels_name_a_real_photo(ocr):
     from omniloom.models.encoders.efficientnet_lite import EfficientNetLite0Encoder
 
     cascade = PerceptionCascade(EfficientNetLite0Encoder(), ocr)
-    labels = cascade.labels(Image.fromarray(data.coffee()))
+    labels, _ = cascade.look(Image.fromarray(data.coffee()))
     assert labels and labels[0][0] == "espresso"
 
 

@@ -70,17 +70,21 @@ def synthetic_items(limit: int) -> list[EvalItem]:
     return items[:limit]
 
 
-def photo_items() -> list[EvalItem]:
-    """Ask what each real photograph in ``PHOTOS`` shows; any of its words counts as naming it."""
+def photo(name: str):
+    """A scikit-image photograph (one of ``PHOTOS``) as RGB; a stereo pair gives its left image."""
     from PIL import Image
     from skimage import data
 
-    items = []
-    for name, accepted in PHOTOS.items():
-        pixels = getattr(data, name)()
-        image = Image.fromarray(pixels[0] if isinstance(pixels, tuple) else pixels).convert("RGB")
-        items.append(EvalItem(_png_url(image), "What is in this image?", accepted, "name"))
-    return items
+    pixels = getattr(data, name)()
+    return Image.fromarray(pixels[0] if isinstance(pixels, tuple) else pixels).convert("RGB")
+
+
+def photo_items() -> list[EvalItem]:
+    """Ask what each real photograph in ``PHOTOS`` shows; any of its words counts as naming it."""
+    return [
+        EvalItem(_png_url(photo(name)), "What is in this image?", accepted, "name")
+        for name, accepted in PHOTOS.items()
+    ]
 
 
 def jsonl_items(path: Path) -> list[EvalItem]:

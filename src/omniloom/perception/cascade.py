@@ -96,9 +96,6 @@ class PerceptionCascade:
         self.min_label_prob, self.top_k = min_label_prob, top_k
         self._seen: LRU[list | tuple] = LRU(remembered)
 
-    def labels(self, image: Image.Image) -> list[tuple[str, float]]:
-        return self.look(image)[0]
-
     def look(self, image: Image.Image) -> tuple[list[tuple[str, float]], float | None]:
         """The ``top_k`` most likely names at ``min_label_prob`` or more, and the image's
         familiarity (None without a bank). ImageNet classes that share a clean name (two are
