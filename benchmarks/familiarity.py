@@ -22,7 +22,7 @@ from safetensors import safe_open
 
 from omniloom.config import Settings
 from omniloom.eval.synthetic import make_sample
-from omniloom.eval.vision import PHOTOS
+from omniloom.eval.vision import PHOTOS, photo
 from omniloom.models.encoders.efficientnet_lite import EfficientNetLite0Encoder
 from omniloom.models.familiarity import BANK_KEY, Familiarity, whole_image_tile
 from omniloom.models.registry import ADAPTER
@@ -41,8 +41,8 @@ OTHER_PICTURES = (
     "colorwheel",
     "checkerboard",
     "cell",
-    "binary_blobs",
-)
+    "shepp_logan_phantom",
+)  # fixed pictures only (binary_blobs draws new blobs on every call)
 
 
 def jpeg(image: Image.Image, quality: int = 40) -> Image.Image:
@@ -61,7 +61,8 @@ VARIANTS: dict[str, Callable[[Image.Image], Image.Image]] = {
 
 
 def skimage_picture(name: str) -> Image.Image:
-    """A scikit-image picture as RGB; stacks give their middle slice, floats are rescaled."""
+    """One of ``OTHER_PICTURES`` as RGB: stacks give their middle slice, other types are
+    rescaled to 0–255 (the photos come from the eval's own ``photo``)."""
     from skimage import data
 
     pixels = getattr(data, name)()
@@ -78,7 +79,7 @@ def groups(count: int) -> dict[str, list[Image.Image]]:
     test = [make_sample("test", i).image for i in range(count)]
     out = {f"held-out test images ({count})": test}
     out |= {f"test, {name}": [change(i) for i in test[:100]] for name, change in VARIANTS.items()}
-    out["the photos suite (10)"] = [skimage_picture(n) for n in PHOTOS]
+    out["the photos suite (10)"] = [photo(n) for n in PHOTOS]
     out[f"other scikit-image pictures ({len(OTHER_PICTURES)})"] = [
         skimage_picture(n) for n in OTHER_PICTURES
     ]
