@@ -234,7 +234,7 @@ def build_parser() -> argparse.ArgumentParser:
     tokens.set_defaults(func=cmd_tokens)
 
     train = sub.add_parser(
-        "train", help="train the vision adapter (stage 1 align, stage 2 instruct)"
+        "train", help="train the vision adapter (stages ground, align, instruct, place)"
     )
     train.add_argument("--out", default="runs/train", help="run directory (resumes if present)")
     train.add_argument("--quick", action="store_true", help="a tiny recipe, for smoke tests")

@@ -20,12 +20,13 @@ from omniloom.models.registry import (
     trained_on_descriptions,
 )
 from omniloom.training.data import (
+    CAPTION_PROMPTS,
     build_examples,
     encode_samples,
     image_item,
     perception_examples,
 )
-from omniloom.training.trainer import QUICK_RECIPE, Trainer, batch_loss, mean_loss
+from omniloom.training.trainer import QUICK_RECIPE, Trainer, bank_stage, batch_loss, mean_loss
 
 
 def test_loaded_lora_equals_trained_and_switches_off():
@@ -50,14 +51,15 @@ def test_loaded_lora_equals_trained_and_switches_off():
 def test_quick_recipe_trains_resumes_and_reproduces(tmp_path):
     first = _train(tmp_path / "a")
     assert [len(losses) for losses in first.losses] == [s.steps for s in QUICK_RECIPE.stages]
-    assert first.val_loss["instruct"] < first.losses[-1][0]  # it learned something
+    instruct = [s.task for s in QUICK_RECIPE.stages].index("instruct")
+    assert first.val_loss["instruct"] < first.losses[instruct][0]  # it learned something
     assert (tmp_path / "a" / "loss.png").stat().st_size > 1000
     meta = safe_open(str(tmp_path / "a" / "adapter.safetensors"), "pt").metadata()
     assert trained_on_descriptions(meta)  # so it reads them
     assert adapter_layout(meta) == "raster"  # and serves with the layout it learned
     served = load_model(dtype="float32", adapter_path=tmp_path / "a" / "adapter.safetensors")
     assert served.tile_layout.name == "raster"
-    images = QUICK_RECIPE.stages[-1].images  # the bank: the last stage's images, unit rows
+    images = QUICK_RECIPE.stages[bank_stage(QUICK_RECIPE)].images  # the bank's: unit rows
     assert served.familiarity_bank.shape == (images, 1280)
     assert_close(
         served.familiarity_bank.float().norm(dim=-1), torch.ones(images), atol=1e-3, rtol=0
@@ -150,3 +152,17 @@ def test_hybrid_examples_carry_the_image_tokens_and_the_cascade_block():
         image_tokens = int(torch.isin(torch.tensor(e.ids), model.vlm.placeholder_ids).sum())
         assert image_tokens == model.tile_layout.placeholders  # the image is there either way
         assert (block in text) == (e.image == 0)  # and the block only beside image 0
+
+
+def test_place_examples_ask_where_every_pair_stands_and_the_rest_once():
+    model = load_model(dtype="float32", fresh_adapter=True)
+    samples = make_split("val", 12)
+    examples = build_examples(samples, model, "place", seed=1)
+    for row, sample in enumerate(samples):
+        text = "".join(model.tokenizer.decode(e.ids) for e in examples if e.image == row)
+        pairs = len(sample.things) * (len(sample.things) - 1)
+        assert text.count(" left of the ") + text.count(" above the ") == pairs
+        others = [q for q in sample.questions if q.kind not in ("position", "exists")]
+        assert all(text.count(q.question) == 1 for q in others)
+        assert not any(prompt in text for prompt in CAPTION_PROMPTS)
+    assert any(len(s.things) > 2 for s in samples)

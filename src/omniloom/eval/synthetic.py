@@ -13,6 +13,7 @@ from __future__ import annotations
 import colorsys
 import random
 from dataclasses import dataclass, field
+from itertools import permutations
 from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
@@ -89,6 +90,7 @@ class Sample:
     caption: str
     questions: list[Question] = field(default_factory=list)
     regions: list[Region] = field(default_factory=list)
+    things: list[Thing] = field(default_factory=list)  # a shape scene's objects
 
 
 @dataclass(frozen=True)
@@ -190,6 +192,12 @@ def _position(a: Thing, b: Thing) -> Question:
     return Question("position", f"Is the {a.name} {relation} the {b.name}?", answer, reply)
 
 
+def every_position_question(things: list[Thing]) -> list[Question]:
+    """The position question of every ordered pair of things (training asks more than the
+    generator's one pair each way)."""
+    return [_position(a, b) for a, b in permutations(things, 2)]
+
+
 def _existence(things: list[Thing], rng: random.Random) -> list[Question]:
     """One present and one absent object, in random order: every image asks both ways."""
     present = {t.name for t in things}
@@ -206,7 +214,7 @@ def _shape_sample(split: str, index: int, rng: random.Random) -> Sample:
     things = _scene_things(rng)
     regions = [_draw_thing(draw, t, _shade(t.colour, split, rng), rng) for t in things]
     questions = _shape_questions(things, rng)
-    return Sample(split, index, image, _caption(things), questions, regions)
+    return Sample(split, index, image, _caption(things), questions, regions, things)
 
 
 def random_text(rng: random.Random) -> str:

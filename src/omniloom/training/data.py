@@ -14,7 +14,14 @@ from dataclasses import dataclass
 import torch
 
 from omniloom.config import ImageSettings, Limits
-from omniloom.eval.synthetic import COLOURS, SHAPES, Question, Sample, random_text
+from omniloom.eval.synthetic import (
+    COLOURS,
+    SHAPES,
+    Question,
+    Sample,
+    every_position_question,
+    random_text,
+)
 from omniloom.media.image import decode_image
 from omniloom.models.registry import LoadedModel
 from omniloom.perception.cascade import Perception, imagenet_names, with_article
@@ -112,8 +119,9 @@ def build_examples(
 ) -> list[Example]:
     """``align``: one caption per image. ``instruct``: each image's questions plus a hard
     negative, shuffled, in conversations of 1 to ``longest`` turns (a caption request joins one
-    in five images). Several turns per image put more answers in each step for little more
-    compute: the image's tokens are paid once. Images in ``described`` (row → what the cascade
+    in five images). ``place``: the same, without captions, with the position question of every
+    pair of objects instead of the generator's one pair. Several turns per image put more
+    answers in each step for little more compute: the image's tokens are paid once. Images in ``described`` (row → what the cascade
     read from it) come with the cascade's block too, as ``hybrid`` serves them."""
     described = described or {}
     rng = random.Random(seed)
@@ -124,9 +132,9 @@ def build_examples(
         if stage == "align":
             groups = [caption]
         else:
-            questions = sample.questions + hard_negative(sample, rng)
+            questions = _questions(sample, stage) + hard_negative(sample, rng)
             turns = [(q.question, q.reply or q.answer) for q in questions]
-            turns += caption if rng.random() < 0.2 else []
+            turns += caption if stage == "instruct" and rng.random() < 0.2 else []
             rng.shuffle(turns)
             groups = _chunks(turns, rng, longest)
         media: list = [MediaPart(item)]
@@ -134,6 +142,13 @@ def build_examples(
             media.append(described[row].as_prompt_part())
         examples += [conversation(model, media, g, row, rng.random() < 0.5) for g in groups]
     return examples
+
+
+def _questions(sample: Sample, stage: str) -> list[Question]:
+    if stage == "instruct":
+        return sample.questions
+    others = [q for q in sample.questions if q.kind != "position"]
+    return others + every_position_question(sample.things)
 
 
 def perception_examples(model: LoadedModel, count: int, seed: int) -> list[Example]:

@@ -6,10 +6,12 @@ frozen; stage ``instruct`` adds LoRA adapters on every attention and MLP project
 on multi-turn question–answer conversations about each image — a quarter of the images with the
 perception cascade's words beside them, as the server's default ``hybrid`` mode sends them — plus
 conversations that see an image only through those words (the adapter runs for those prompts
-too). Only answer tokens carry loss.
+too). Stage ``place`` goes on with the position questions of new images alone: mixed in with the
+rest they are too few for the LLM to learn to read where things are. Only answer tokens carry
+loss.
 A checkpoint is written every ``checkpoint_every`` steps and at each stage's end; running
 again resumes from it. The adapter file also carries the familiarity bank: the encoder's pooled
-features of the last stage's first ``BANK_IMAGES`` images (``models/familiarity.py``).
+features of the ``instruct`` stage's first ``BANK_IMAGES`` images (``models/familiarity.py``).
 """
 
 from __future__ import annotations
@@ -45,7 +47,9 @@ BANK_IMAGES = 512
 @dataclass(frozen=True)
 class Stage:
     name: str
-    task: str  # ground (projector only, no LLM) | align (captions) | instruct (question–answer)
+    task: (
+        str  # ground (projector, no LLM) | align (captions) | instruct (Q&A) | place (position Q&A)
+    )
     images: int
     steps: int
     lr: float
@@ -63,6 +67,7 @@ class Recipe:
         Stage(
             "instruct", "instruct", 1600, steps=380, lr=1e-3, lora=True, perception=160, hybrid=400
         ),
+        Stage("place", "place", images=1600, steps=200, lr=5e-4, lora=True),
     )
     batch_size: int = 8
     layout: str = "raster"  # the tile layout the adapter learns (and then serves with)
@@ -87,6 +92,7 @@ QUICK_RECIPE = Recipe(
         Stage("ground", "ground", 16, 6, 2e-3, False),
         Stage("align", "align", 16, 6, 2e-3, False),
         Stage("instruct", "instruct", 16, 6, 1e-3, True, perception=4, hybrid=4),
+        Stage("place", "place", 16, 4, 5e-4, True),
     ),
     batch_size=4,
     val_images=8,
@@ -356,10 +362,15 @@ class Trainer:
 
 
 def familiarity_bank(encoder, recipe: Recipe) -> torch.Tensor:
-    """Pooled encoder features of the images the adapter learned to answer about last."""
-    last = len(recipe.stages) - 1
-    count = min(BANK_IMAGES, recipe.stages[last].images)
-    return build_bank(encoder, [s.image for s in _train_samples(last, count)])
+    """Pooled encoder features of the images the adapter learned to answer every question about:
+    the first ``BANK_IMAGES`` of its last ``instruct`` stage."""
+    index = bank_stage(recipe)
+    count = min(BANK_IMAGES, recipe.stages[index].images)
+    return build_bank(encoder, [s.image for s in _train_samples(index, count)])
+
+
+def bank_stage(recipe: Recipe) -> int:
+    return max(i for i, stage in enumerate(recipe.stages) if stage.task == "instruct")
 
 
 def _train_samples(stage_index: int, count: int) -> list[Sample]:
