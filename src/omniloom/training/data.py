@@ -121,8 +121,9 @@ def build_examples(
     negative, shuffled, in conversations of 1 to ``longest`` turns (a caption request joins one
     in five images). ``place``: the same, without captions, with the position question of every
     pair of objects instead of the generator's one pair. Several turns per image put more
-    answers in each step for little more compute: the image's tokens are paid once. Images in ``described`` (row → what the cascade
-    read from it) come with the cascade's block too, as ``hybrid`` serves them."""
+    answers in each step for little more compute: the image's tokens are paid once. Images in
+    ``described`` (row → what the cascade read from it) come with the cascade's block too, as
+    ``hybrid`` serves them."""
     described = described or {}
     rng = random.Random(seed)
     examples = []

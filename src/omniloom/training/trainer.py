@@ -6,9 +6,9 @@ frozen; stage ``instruct`` adds LoRA adapters on every attention and MLP project
 on multi-turn question–answer conversations about each image — a quarter of the images with the
 perception cascade's words beside them, as the server's default ``hybrid`` mode sends them — plus
 conversations that see an image only through those words (the adapter runs for those prompts
-too). Stage ``place`` goes on with the position questions of new images alone: mixed in with the
-rest they are too few for the LLM to learn to read where things are. Only answer tokens carry
-loss.
+too). Stage ``place`` goes on with new images whose conversations ask where every pair of
+objects stands beside all their other questions: in ``instruct`` position answers are too few
+for the LLM to learn to read where things are. Only answer tokens carry loss.
 A checkpoint is written every ``checkpoint_every`` steps and at each stage's end; running
 again resumes from it. The adapter file also carries the familiarity bank: the encoder's pooled
 features of the ``instruct`` stage's first ``BANK_IMAGES`` images (``models/familiarity.py``).
@@ -47,9 +47,7 @@ BANK_IMAGES = 512
 @dataclass(frozen=True)
 class Stage:
     name: str
-    task: (
-        str  # ground (projector, no LLM) | align (captions) | instruct (Q&A) | place (position Q&A)
-    )
+    task: str  # ground (projector, no LLM) | align (captions) | instruct | place (Q&A, all pairs)
     images: int
     steps: int
     lr: float
@@ -370,6 +368,7 @@ def familiarity_bank(encoder, recipe: Recipe) -> torch.Tensor:
 
 
 def bank_stage(recipe: Recipe) -> int:
+    """Index of the recipe's last ``instruct`` stage, whose images the bank holds."""
     return max(i for i, stage in enumerate(recipe.stages) if stage.task == "instruct")
 
 
