@@ -348,7 +348,7 @@ class Trainer:
             ax.plot(range(offset, offset + len(losses)), losses, label=stage.name)
             offset += len(losses)
         ax.set_xlabel("step")
-        ax.set_ylabel("loss (ground: relative squared error; else answer cross-entropy)")
+        ax.set_ylabel("loss\n(ground: relative squared error,\nelse answer cross-entropy)")
         ax.set_yscale("log")
         ax.legend()
         ax.set_title(
