@@ -166,3 +166,20 @@ def test_place_examples_ask_where_every_pair_stands_and_the_rest_once():
         assert all(text.count(q.question) == 1 for q in others)
         assert not any(prompt in text for prompt in CAPTION_PROMPTS)
     assert any(len(s.things) > 2 for s in samples)
+
+
+def test_position_examples_ask_each_pair_alone_and_rehearse_the_rest_sometimes():
+    model = load_model(dtype="float32", fresh_adapter=True)
+    samples = make_split("val", 24)
+    examples = build_examples(samples, model, "position", seed=1)
+    rehearsed = 0
+    for row, sample in enumerate(samples):
+        convs = [e for e in examples if e.image == row]
+        texts = [model.tokenizer.decode(e.ids) for e in convs]
+        asked = [q for q in sample.questions if q.kind == "position"]
+        if asked:
+            assert all(q.question in texts[0] and q.reply in texts[0] for q in asked)
+            assert len(convs[0].answer_spans) == len(asked)
+        rehearsed += len(convs) > bool(asked)
+        assert sum(" left of the " in t or " above the " in t for t in texts) == bool(asked)
+    assert 0 < rehearsed < len(samples)

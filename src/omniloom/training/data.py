@@ -38,6 +38,7 @@ CAPTION_PROMPTS = (
 
 NAME_PROMPTS = (*CAPTION_PROMPTS, "What is in this image?", "What does this image show?")
 READ_PROMPTS = ("What does the text say?", "What is written in the image?")
+REHEARSAL = 0.25  # share of a ``position`` stage's images that also bring their other questions
 
 
 @dataclass(frozen=True)
@@ -123,7 +124,7 @@ def build_examples(
     pair of objects instead of the generator's one pair. Several turns per image put more
     answers in each step for little more compute: the image's tokens are paid once. Images in
     ``described`` (row → what the cascade read from it) come with the cascade's block too, as
-    ``hybrid`` serves them."""
+    ``hybrid`` serves them. ``position``: see ``_position_groups``."""
     described = described or {}
     rng = random.Random(seed)
     examples = []
@@ -132,6 +133,8 @@ def build_examples(
         caption = [(rng.choice(CAPTION_PROMPTS), sample.caption)]
         if stage == "align":
             groups = [caption]
+        elif stage == "position":
+            groups = _position_groups(sample, rng, longest)
         else:
             questions = _questions(sample, stage) + hard_negative(sample, rng)
             turns = [(q.question, q.reply or q.answer) for q in questions]
@@ -143,6 +146,20 @@ def build_examples(
             media.append(described[row].as_prompt_part())
         examples += [conversation(model, media, g, row, rng.random() < 0.5) for g in groups]
     return examples
+
+
+def _position_groups(sample: Sample, rng: random.Random, longest: int) -> list[list]:
+    """``position``: a scene's two position questions (one pair, both orders) as a conversation
+    of their own; one image in ``REHEARSAL`` also brings its other questions, so what the
+    earlier stages taught is rehearsed rather than forgotten."""
+    asked = [q for q in sample.questions if q.kind == "position"]
+    groups = [[(q.question, q.reply) for q in asked]] if asked else []
+    if rng.random() < REHEARSAL:
+        others = [q for q in sample.questions if q.kind != "position"]
+        turns = [(q.question, q.answer) for q in others + hard_negative(sample, rng)]
+        rng.shuffle(turns)
+        groups += _chunks(turns, rng, longest)
+    return groups
 
 
 def _questions(sample: Sample, stage: str) -> list[Question]:

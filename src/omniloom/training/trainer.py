@@ -8,7 +8,9 @@ perception cascade's words beside them, as the server's default ``hybrid`` mode 
 conversations that see an image only through those words (the adapter runs for those prompts
 too). Stage ``place`` goes on with new images whose conversations ask where every pair of
 objects stands beside all their other questions: in ``instruct`` position answers are too few
-for the LLM to learn to read where things are. Only answer tokens carry loss.
+for the LLM to learn to read where things are. Stage ``position`` ends at a lower rate on new
+images, each asked only where its one pair of objects stands (both orders), a quarter of them
+also asked their other questions so the rest is rehearsed. Only answer tokens carry loss.
 A checkpoint is written every ``checkpoint_every`` steps and at each stage's end; running
 again resumes from it. The adapter file also carries the familiarity bank: the encoder's pooled
 features of the ``instruct`` stage's first ``BANK_IMAGES`` images (``models/familiarity.py``).
@@ -47,7 +49,7 @@ BANK_IMAGES = 512
 @dataclass(frozen=True)
 class Stage:
     name: str
-    task: str  # ground (projector, no LLM) | align (captions) | instruct | place (Q&A, all pairs)
+    task: str  # ground (projector, no LLM) | align (captions) | instruct | place | position
     images: int
     steps: int
     lr: float
@@ -66,6 +68,7 @@ class Recipe:
             "instruct", "instruct", 1600, steps=380, lr=1e-3, lora=True, perception=160, hybrid=400
         ),
         Stage("place", "place", images=1600, steps=200, lr=5e-4, lora=True),
+        Stage("position", "position", images=1600, steps=110, lr=3e-4, lora=True),
     )
     batch_size: int = 8
     layout: str = "raster"  # the tile layout the adapter learns (and then serves with)
@@ -91,6 +94,7 @@ QUICK_RECIPE = Recipe(
         Stage("align", "align", 16, 6, 2e-3, False),
         Stage("instruct", "instruct", 16, 6, 1e-3, True, perception=4, hybrid=4),
         Stage("place", "place", 16, 4, 5e-4, True),
+        Stage("position", "position", 16, 4, 3e-4, True),
     ),
     batch_size=4,
     val_images=8,
