@@ -150,8 +150,8 @@ def build_examples(
 
 def _position_groups(sample: Sample, rng: random.Random, longest: int) -> list[list]:
     """``position``: a scene's two position questions (one pair, both orders) as a conversation
-    of their own; one image in ``REHEARSAL`` also brings its other questions, so what the
-    earlier stages taught is rehearsed rather than forgotten."""
+    of their own; a ``REHEARSAL`` share of the images also bring their other questions, so what
+    the earlier stages taught is rehearsed rather than forgotten."""
     asked = [q for q in sample.questions if q.kind == "position"]
     groups = [[(q.question, q.reply) for q in asked]] if asked else []
     if rng.random() < REHEARSAL:
