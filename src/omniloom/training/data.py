@@ -136,8 +136,7 @@ def build_examples(
         elif stage == "position":
             groups = _position_groups(sample, rng, longest)
         else:
-            questions = _questions(sample, stage) + hard_negative(sample, rng)
-            turns = [(q.question, q.reply or q.answer) for q in questions]
+            turns = _turns(_questions(sample, stage) + hard_negative(sample, rng))
             turns += caption if stage == "instruct" and rng.random() < 0.2 else []
             rng.shuffle(turns)
             groups = _chunks(turns, rng, longest)
@@ -148,15 +147,20 @@ def build_examples(
     return examples
 
 
+def _turns(questions: list[Question]) -> list[tuple[str, str]]:
+    """Question–answer turns; the answer is the full reply where the question has one."""
+    return [(q.question, q.reply or q.answer) for q in questions]
+
+
 def _position_groups(sample: Sample, rng: random.Random, longest: int) -> list[list]:
     """``position``: a scene's two position questions (one pair, both orders) as a conversation
     of their own; a ``REHEARSAL`` share of the images also bring their other questions, so what
     the earlier stages taught is rehearsed rather than forgotten."""
     asked = [q for q in sample.questions if q.kind == "position"]
-    groups = [[(q.question, q.reply) for q in asked]] if asked else []
+    groups = [_turns(asked)] if asked else []
     if rng.random() < REHEARSAL:
         others = [q for q in sample.questions if q.kind != "position"]
-        turns = [(q.question, q.answer) for q in others + hard_negative(sample, rng)]
+        turns = _turns(others + hard_negative(sample, rng))
         rng.shuffle(turns)
         groups += _chunks(turns, rng, longest)
     return groups
