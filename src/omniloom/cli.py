@@ -136,6 +136,7 @@ def cmd_tokens(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    import dataclasses
     import shutil
 
     import torch
@@ -146,6 +147,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads or torch.get_num_threads())
     model = load_model(dtype="float32", fresh_adapter=True)
     recipe = QUICK_RECIPE if args.quick else Recipe()
+    if args.precision:
+        recipe = dataclasses.replace(recipe, precision=args.precision)
     progress = Trainer(model, recipe, Path(args.out)).run()
     print(f"validation loss: {progress.val_loss}; loss curve: {Path(args.out) / 'loss.png'}")
     if args.install:
@@ -234,12 +237,18 @@ def build_parser() -> argparse.ArgumentParser:
     tokens.set_defaults(func=cmd_tokens)
 
     train = sub.add_parser(
-        "train", help="train the vision adapter (stages ground, align, instruct, place)"
+        "train", help="train the vision adapter (stages ground, align, instruct, place, position)"
     )
     train.add_argument("--out", default="runs/train", help="run directory (resumes if present)")
     train.add_argument("--quick", action="store_true", help="a tiny recipe, for smoke tests")
     train.add_argument("--install", action="store_true", help="copy the result into the package")
     train.add_argument("--threads", type=int, default=None)
+    train.add_argument(
+        "--precision",
+        choices=("bfloat16", "float32"),
+        help="matmul precision of the steps (default: the recipe's, bfloat16; float32 is for CPUs "
+        "without native bf16, where it is faster, and trains slightly different weights)",
+    )
     train.set_defaults(func=cmd_train)
 
     keys = sub.add_parser("keys", help="manage API keys (stored hashed)")
