@@ -26,7 +26,14 @@ from omniloom.training.data import (
     image_item,
     perception_examples,
 )
-from omniloom.training.trainer import QUICK_RECIPE, Trainer, bank_stage, batch_loss, mean_loss
+from omniloom.training.trainer import (
+    QUICK_RECIPE,
+    Trainer,
+    bank_stage,
+    batch_loss,
+    mean_loss,
+    step_precision,
+)
 
 
 def test_loaded_lora_equals_trained_and_switches_off():
@@ -68,6 +75,23 @@ def test_quick_recipe_trains_resumes_and_reproduces(tmp_path):
     assert resumed.losses == first.losses
     again = _train(tmp_path / "b")  # retraining from the recipe reproduces the result
     assert again.val_loss["instruct"] == pytest.approx(first.val_loss["instruct"], rel=0.05)
+
+
+def test_bfloat16_steps_track_float32_and_stay_float32_outside():
+    model = load_model(dtype="float32", fresh_adapter=True)
+    val = make_split("val", 4)
+    examples = build_examples(val, model, "instruct", seed=1)[:4]
+    features = encode_samples(val, model)
+    losses = {}
+    for precision in ("float32", "bfloat16"):
+        with step_precision(precision):
+            losses[precision] = batch_loss(model, examples, features)
+    assert losses["bfloat16"].dtype == torch.float32
+    assert float(losses["bfloat16"]) != float(losses["float32"])  # the matmuls ran in bf16
+    assert float(losses["bfloat16"]) == pytest.approx(float(losses["float32"]), rel=0.02)
+    assert all(p.dtype == torch.float32 for p in model.vlm.projector.parameters())
+    with pytest.raises(ValueError, match="unknown training precision"):
+        step_precision("float16")
 
 
 def _train(out):

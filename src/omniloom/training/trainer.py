@@ -10,7 +10,8 @@ too). Stage ``place`` goes on with new images whose conversations ask where ever
 objects stands beside all their other questions: in ``instruct`` position answers are too few
 for the LLM to learn to read where things are. Stage ``position`` ends at a lower rate on new
 images, each asked only where its one pair of objects stands (both orders), a quarter of them
-also asked their other questions so the rest is rehearsed. Only answer tokens carry loss.
+also asked their other questions so the rest is rehearsed. Only answer tokens carry loss. Steps
+run their matmuls in bfloat16 (``Recipe.precision``, CPU autocast); weights stay float32.
 A checkpoint is written every ``checkpoint_every`` steps and at each stage's end; running
 again resumes from it. The adapter file also carries the familiarity bank: the encoder's pooled
 features of the ``instruct`` stage's first ``BANK_IMAGES`` images (``models/familiarity.py``).
