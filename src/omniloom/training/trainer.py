@@ -70,7 +70,7 @@ class Recipe:
             "instruct", "instruct", 1600, steps=380, lr=1e-3, lora=True, perception=160, hybrid=400
         ),
         Stage("place", "place", images=1600, steps=200, lr=5e-4, lora=True),
-        Stage("position", "position", images=1600, steps=110, lr=3e-4, lora=True),
+        Stage("position", "position", images=3200, steps=200, lr=3e-4, lora=True),
     )
     batch_size: int = 8
     layout: str = "raster"  # the tile layout the adapter learns (and then serves with)
