@@ -58,13 +58,14 @@ class ServerProcess:
     proc: subprocess.Popen
 
 
-def start_server(log: Path, *args: str) -> ServerProcess:
-    """``omniloom serve`` on a free loopback port, healthy when this returns."""
+def start_server(log: Path, *args: str, launcher: str = "omniloom.cli") -> ServerProcess:
+    """``omniloom serve`` on a free loopback port, healthy when this returns. ``launcher``: the
+    module run with ``python -m`` (one that wraps the CLI, for fault injection)."""
     port = free_port()
     env = {**os.environ, "OMNILOOM_DTYPE": "float32"}
     with log.open("w") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "omniloom.cli", "serve", "--port", str(port), *args],
+            [sys.executable, "-m", launcher, "serve", "--port", str(port), *args],
             stdout=out,
             stderr=subprocess.STDOUT,
             env=env,

@@ -17,6 +17,8 @@ from pathlib import Path
 
 from omniloom.config import PERCEPTION_MODES, WEIGHT_FORMATS, Settings
 
+EXIT_ENGINE_FAILED = 3  # ``serve``: the engine loop died (already logged); restart the process
+
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
@@ -34,11 +36,9 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
     from omniloom.runtime import build_state
     from omniloom.serving import logs
-    from omniloom.serving.app import create_app
+    from omniloom.serving.http import make_server
 
     settings = Settings.from_env(
         host=args.host,
@@ -51,15 +51,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
     logs.configure(settings.log_format, args.log_level)
     state = build_state(settings, weights=args.weights, start_engine=False)
     state.image_safety()  # load the classifier now, if the policy is on: fail fast
-    config = uvicorn.Config(
-        create_app(state),
-        host=settings.host,
-        port=settings.port,
+    server = make_server(
+        state,
+        settings.host,
+        settings.port,
         log_level=args.log_level,
         log_config=None,  # keep logs.configure's handlers
         access_log=False,  # the middleware logs each request
     )
-    server = uvicorn.Server(config)
     http = threading.Thread(target=server.run, name="http", daemon=True)
 
     def stop(*_) -> None:  # finish in-flight requests, then stop the engine
@@ -77,7 +76,19 @@ def cmd_serve(args: argparse.Namespace) -> int:
         f"omniloom: serving {state.model.name} on http://{settings.host}:{settings.port}/v1",
         flush=True,
     )
-    state.engine.run_forever()  # on the main thread: see Engine.run_forever
+    return _run_engine(state, server, http)
+
+
+def _run_engine(state, server, http: threading.Thread) -> int:
+    """The engine loop on the main thread (see ``Engine.run_forever``) until shutdown. Should
+    the loop die, the HTTP server stops and the process exits with ``EXIT_ENGINE_FAILED`` for
+    its supervisor (systemd, a container runtime) to restart it."""
+    try:
+        state.engine.run_forever()
+    except BaseException:
+        server.should_exit = True
+        http.join(timeout=30)
+        return EXIT_ENGINE_FAILED
     return 0 if server.started else 1  # e.g. the port was taken
 
 

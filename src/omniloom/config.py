@@ -39,6 +39,13 @@ class Limits:
     local_media_dir: str = ""  # file:// URLs are served only from inside this directory
     max_queued_requests: int = 64  # beyond this, new requests get 429 with Retry-After
     request_timeout_s: float = 300.0  # then 503 if it never started, 504 if it was generating
+    max_messages: int = 1024
+    max_stop_chars: int = 256  # per stop sequence
+    max_schema_bytes: int = 64 * 1024  # a response_format's JSON schema, serialised
+    max_schema_nodes: int = 2000  # objects, arrays and values in that schema, all nesting levels
+    schema_compile_timeout_s: float = 10.0  # then 400: the schema is too complex to compile
+    header_timeout_s: float = 10.0  # a connection with no request in progress is closed then
+    keep_alive_timeout_s: int = 5  # an idle keep-alive connection is closed then
 
 
 @dataclass(frozen=True)
@@ -91,7 +98,23 @@ def _apply_env(obj: Any, prefix: str) -> Any:
         if dataclasses.is_dataclass(value):
             changes[f.name] = _apply_env(value, f"{prefix}{f.name.upper()}_")
             continue
-        raw = os.environ.get(f"{prefix}{f.name.upper()}")
+        name = f"{prefix}{f.name.upper()}"
+        raw = os.environ.get(name)
         if raw is not None:
-            changes[f.name] = type(value)(raw)
+            changes[f.name] = _parse(name, raw, type(value))
     return dataclasses.replace(obj, **changes)
+
+
+_BOOLEANS = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}
+
+
+def _parse(name: str, raw: str, kind: type) -> Any:
+    """``raw`` as the field's type; a value that is not one is refused with its variable."""
+    if kind is bool:
+        if raw.strip().lower() not in _BOOLEANS:
+            raise ValueError(f"{name}={raw!r}: expected one of 0, 1, true, false, yes, no")
+        return _BOOLEANS[raw.strip().lower()]
+    try:
+        return kind(raw)
+    except ValueError:
+        raise ValueError(f"{name}={raw!r}: expected a value of type {kind.__name__}") from None

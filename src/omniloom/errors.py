@@ -7,6 +7,14 @@ The message always says what was wrong with the request, never a stack trace.
 from __future__ import annotations
 
 
+def json_path(path: tuple) -> str:
+    """``messages[0].content[1].text`` for ``("messages", 0, "content", 1, "text")``."""
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else f".{part}" if out else str(part)
+    return out or "body"
+
+
 class OmniloomError(Exception):
     """Base error: an HTTP status plus OpenAI's type/param/code fields."""
 

@@ -38,16 +38,13 @@ class BackgroundServer:
     def __init__(self, state: ServerState, host: str = "127.0.0.1"):
         import socket
 
-        import uvicorn
-
-        from omniloom.serving.app import create_app
+        from omniloom.serving.http import make_server
 
         with socket.socket() as s:
             s.bind((host, 0))
             port = s.getsockname()[1]
         self.state = state
-        config = uvicorn.Config(create_app(state), host=host, port=port, log_level="warning")
-        self.server = uvicorn.Server(config)
+        self.server = make_server(state, host, port, log_level="warning")
         self.url = f"http://{host}:{port}"
         self._thread = threading.Thread(target=self.server.run, daemon=True)
 

@@ -9,6 +9,12 @@ add chunks until ``step_tokens`` is spent, so a long image prompt never stalls t
 sequence needs a block and none is left, the most recently admitted sequence is preempted: it
 gives its blocks back and later recomputes (its full blocks usually come back from the cache).
 A request with ``n`` choices prefills once; its other choices then join and hit that KV.
+
+Faults stay with the request that caused them: a job whose sequence cannot be built, embedded,
+run or sampled fails alone (its client gets the error) while the rest of the batch goes on —
+a failed batched forward pass is retried sequence by sequence to find the culprit. Should the
+loop itself die, ``failure`` records why, every waiting client is told, and ``health`` reports
+it so that the server can exit for its supervisor to restart it.
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ from omniloom.engine.sequence import (
     Sequence,
     TokenLogprob,
 )
+from omniloom.errors import ServiceUnavailable
 from omniloom.models.backbones.paged_kv import KVPool, PagedBatch, SequenceChunk
 from omniloom.models.lora import lora_layers, set_lora_active
 from omniloom.models.registry import LoadedModel
@@ -76,6 +83,7 @@ class Engine:
         self._waiting: deque[Sequence] = deque()
         self._running: list[Sequence] = []
         self._thread = None
+        self.failure: BaseException | None = None  # why the loop died, once it has
         if start:
             self._thread = threading.Thread(target=self.run_forever, name="engine", daemon=True)
             self._thread.start()
@@ -96,8 +104,24 @@ class Engine:
     # -- the outside world ------------------------------------------------------------------
 
     def submit(self, job: Job) -> Job:
+        if self.failure is not None:
+            raise self._unavailable()
         self._inbox.put(job)
         return job
+
+    def health(self) -> str | None:
+        """None while the loop can serve; else why it cannot."""
+        if self.failure is not None:
+            return f"the engine loop died: {type(self.failure).__name__}: {self.failure}"
+        if self._thread is not None and not self._thread.is_alive():
+            return "the engine thread has stopped"
+        return None
+
+    def _unavailable(self) -> ServiceUnavailable:
+        return ServiceUnavailable(
+            "The server's engine has failed and is restarting; retry shortly.",
+            code="engine_failed",
+        )
 
     def queue_depth(self) -> int:
         """Requests accepted but not yet running (called from other threads: snapshot first)."""
@@ -137,13 +161,24 @@ class Engine:
 
     def run_forever(self) -> None:
         """The engine loop, until ``shutdown``. ``omniloom serve`` runs it on the main thread:
-        PyTorch's CPU kernels run about half as fast from other threads here (measured)."""
-        while self._collect_jobs():
-            try:
-                self.step()
-            except Exception as exc:
-                log.exception("engine step failed; failing the requests in it")
-                self._fail_all(exc)
+        PyTorch's CPU kernels run about half as fast from other threads here (measured).
+        It survives any ``Exception``; anything that still ends it is recorded in ``failure``,
+        every job it holds fails with 503, and it is raised again for the caller to exit."""
+        try:
+            while self._collect_jobs():
+                self._step_surviving_faults()
+        except BaseException as exc:
+            self.failure = exc
+            log.critical("the engine loop died; failing every request it held", exc_info=exc)
+            self._fail_all(self._unavailable(), drain_inbox=True)
+            raise
+
+    def _step_surviving_faults(self) -> None:
+        try:
+            self.step()
+        except Exception as exc:
+            log.exception("engine step failed outside any one request; failing the batch")
+            self._fail_all(exc)
 
     def _collect_jobs(self) -> bool:
         """Move submitted jobs into the waiting queue; block only when there is nothing to do."""
@@ -155,9 +190,16 @@ class Engine:
                 return True
             if job is None:
                 return False
-            run = JobRun(job)
-            self._waiting.append(self._new_sequence(run, 0))
+            self._accept(job)
             idle = False
+
+    def _accept(self, job: Job) -> None:
+        """Queue the job's first sequence; a job that cannot even be built fails alone."""
+        try:
+            self._waiting.append(self._new_sequence(JobRun(job), 0))
+        except Exception as exc:
+            log.exception("could not start a request; failing it alone")
+            self._tell_failed(job, exc)
 
     def _new_sequence(self, run: JobRun, index: int) -> Sequence:
         vocab = self.model.vlm.backbone.config.vocab_size
@@ -170,13 +212,15 @@ class Engine:
         plan = self._plan()
         if not plan:
             return
-        logits = self._forward(plan)
+        plan, logits = self._forward_isolating_faults(plan)
         argmax = self._greedy_argmax(plan, logits)
         for row, (seq, count) in enumerate(plan):
+            if seq.run.failed:  # another choice of its request failed earlier in this loop
+                continue
             seq.computed += count
             self._register_full_blocks(seq)
             if seq.pending == 0:
-                self._sample(seq, logits[row : row + 1], argmax[row])
+                self._sample_isolating_faults(seq, logits[row : row + 1], argmax[row])
 
     # -- admission --------------------------------------------------------------------------
 
@@ -208,7 +252,7 @@ class Engine:
                 survivors.append(seq)
             except Exception as exc:
                 log.exception("media encoding failed for one request")
-                seq.job.emit(Failed(exc))
+                self._fail_run(seq.run, exc)
         return survivors
 
     def _fits(self, seq: Sequence, admitted: list[Sequence]) -> bool:
@@ -314,6 +358,32 @@ class Engine:
         seq.blocks, seq.hashes = [], []
 
     # -- the forward pass and sampling --------------------------------------------------------
+
+    def _forward_isolating_faults(self, plan: list) -> tuple[list, torch.Tensor | None]:
+        """Run the plan as one pass; if that fails, sequence by sequence, failing only the
+        requests whose own pass fails. Returns the plan that ran and its logits."""
+        try:
+            return plan, self._forward(plan)
+        except Exception:
+            log.exception("batched forward pass failed; retrying sequence by sequence")
+        survivors, rows = [], []
+        for seq, count in plan:
+            if seq.run.failed:
+                continue
+            try:
+                rows.append(self._forward([(seq, count)]))
+                survivors.append((seq, count))
+            except Exception as exc:
+                log.exception("forward pass failed for one request")
+                self._fail_run(seq.run, exc)
+        return survivors, torch.cat(rows) if rows else None
+
+    def _sample_isolating_faults(self, seq: Sequence, logits, argmax: int | None) -> None:
+        try:
+            self._sample(seq, logits, argmax)
+        except Exception as exc:
+            log.exception("sampling failed for one request; failing it alone")
+            self._fail_run(seq.run, exc)
 
     def _forward(self, plan: list[tuple[Sequence, int]]) -> torch.Tensor:
         """Run the step's tokens as one packed row; next-token logits per planned sequence."""
@@ -426,11 +496,32 @@ class Engine:
                     self._waiting.remove(seq)
                 self._finish(seq, "cancelled")
 
-    def _fail_all(self, exc: BaseException) -> None:
-        failed = {id(s.run): s.job for s in [*self._running, *self._waiting]}
-        for seq in [*self._running, *self._waiting]:
+    def _fail_run(self, run: JobRun, exc: BaseException) -> None:
+        """Fail one request: all its choices leave the batch and give back their blocks."""
+        if run.failed:
+            return
+        run.failed = True
+        for seq in [s for s in [*self._running, *self._waiting] if s.run is run]:
             self._release_blocks(seq)
-        self._running.clear()
-        self._waiting.clear()
-        for job in failed.values():
+            if seq in self._running:
+                self._running.remove(seq)
+            else:
+                self._waiting.remove(seq)
+        self._tell_failed(run.job, exc)
+
+    @staticmethod
+    def _tell_failed(job: Job, exc: BaseException) -> None:
+        try:
             job.emit(Failed(exc))
+        except Exception:
+            log.exception("could not tell a failed request's client")
+
+    def _fail_all(self, exc: BaseException, drain_inbox: bool = False) -> None:
+        """Fail every request held (and those not yet collected, when the loop is ending)."""
+        runs = {id(s.run): s.run for s in [*self._running, *self._waiting]}
+        for run in runs.values():
+            self._fail_run(run, exc)
+        while drain_inbox and not self._inbox.empty():
+            job = self._inbox.get_nowait()
+            if job is not None:
+                self._tell_failed(job, exc)

@@ -5,18 +5,34 @@
 stall in padding). At each step the
 matcher's bitmask removes every token that would break the grammar, so the output always
 parses — unless ``max_tokens`` cuts it short, which finishes with ``length``, as OpenAI does.
+
+Schemas are bounded and checked first (``schema_check``), then compiled on the compiler's own
+thread, never the engine's; a compile that outlasts ``schema_compile_timeout_s`` is answered
+with a 400 (it finishes in the background and is cached, so it does not run twice), and
+xgrammar's errors reach the client as plain sentences, without its C++ log prefixes.
 """
 
 from __future__ import annotations
 
-import json
-import threading
-from functools import lru_cache
+import re
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 
 import torch
 import xgrammar as xgr
 
+from omniloom.config import Limits
+from omniloom.engine.schema_check import check_schema, refuse
 from omniloom.errors import InvalidRequest
+from omniloom.lru import LRU
+
+_LOG_PREFIX = re.compile(r"\[[\d:]+\] [^:]+:\d+: (Check failed: .*? is false: ?)?")
+
+
+def plain_error(exc: Exception) -> str:
+    """xgrammar's message without its timestamp, source file and internal check."""
+    message = _LOG_PREFIX.sub("", str(exc)).strip().rstrip(".")
+    return message or "xgrammar could not build a grammar for it"
 
 
 class GrammarCompiler:
@@ -28,32 +44,44 @@ class GrammarCompiler:
             stop_token_ids=stop_ids,
         )
         self._compiler = xgr.GrammarCompiler(self.info, max_threads=1)
-        self._lock = threading.Lock()
-        self.compile_schema = lru_cache(maxsize=64)(self._compile_schema)
+        self._thread = ThreadPoolExecutor(1, thread_name_prefix="grammar")
+        self._compiled: LRU[xgr.CompiledGrammar] = LRU(64)
 
-    def _compile_schema(self, schema_json: str) -> xgr.CompiledGrammar:
-        with self._lock:
-            return self._compiler.compile_json_schema(schema_json, any_whitespace=False)
+    def compile_schema(self, schema_json: str, timeout_s: float) -> xgr.CompiledGrammar:
+        """The compiled grammar of a schema (cached), or a 400 past ``timeout_s``."""
+        if (cached := self._compiled.get(schema_json)) is not None:
+            return cached
+        work = self._thread.submit(
+            self._compiled.get_or_compute, schema_json, lambda: self._compile(schema_json)
+        )
+        try:
+            return work.result(timeout=timeout_s)
+        except FutureTimeout:
+            raise refuse(
+                f"the schema did not compile within {timeout_s:g} s; use fewer optional "
+                "properties, shorter enums or smaller length bounds."
+            ) from None
+        except Exception as exc:  # xgrammar raises RuntimeError, and others on odd input
+            raise refuse(f"the schema could not be compiled: {plain_error(exc)}.") from None
 
-    def compile(self, response_format: dict | None) -> xgr.CompiledGrammar | None:
+    def _compile(self, schema_json: str) -> xgr.CompiledGrammar:
+        return self._compiler.compile_json_schema(schema_json, any_whitespace=False)
+
+    def compile(self, response_format: dict | None, limits: Limits) -> xgr.CompiledGrammar | None:
         kind = (response_format or {}).get("type", "text")
+        timeout_s = limits.schema_compile_timeout_s
         if kind == "text":
             return None
         if kind == "json_object":  # as OpenAI: a JSON object, not any JSON value
-            return self.compile_schema('{"type": "object"}')
+            return self.compile_schema('{"type": "object"}', timeout_s)
         if kind == "json_schema":
             spec = response_format.get("json_schema") or {}
-            if "schema" not in spec:
+            if not isinstance(spec, dict) or "schema" not in spec:
                 raise InvalidRequest(
                     "response_format json_schema needs a 'json_schema.schema' object.",
                     param="response_format",
                 )
-            try:
-                return self.compile_schema(json.dumps(spec["schema"]))
-            except RuntimeError as exc:
-                raise InvalidRequest(
-                    f"The JSON schema could not be compiled: {exc}", param="response_format"
-                ) from exc
+            return self.compile_schema(check_schema(spec["schema"], limits), timeout_s)
         raise InvalidRequest(
             f"response_format type '{kind}' is not supported; use text, json_object or json_schema.",
             param="response_format",

@@ -61,7 +61,8 @@ class Sampler:
     ):
         self.params = params
         base = params.seed if params.seed is not None else secrets.randbits(63)
-        self.generator = torch.Generator(device=device).manual_seed(base + index)
+        seed = (base + index) % 2**64  # any integer seed (and its choices) fits the generator
+        self.generator = torch.Generator(device=device).manual_seed(seed)
         self.prompt_ids = torch.tensor(prompt_ids or [], dtype=torch.long, device=device)
         self.output: list[int] = []
         self.constraint = None

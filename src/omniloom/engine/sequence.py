@@ -88,6 +88,7 @@ class JobRun:
         self.stats = JobStats(prompt_tokens=len(job.prompt.token_ids))
         self.unfinished = job.params.n
         self.forks_made = job.params.n == 1
+        self.failed = False  # set once the job has failed: its choices emit nothing more
 
     def first_token(self) -> None:
         if not self.stats.time_to_first_token:

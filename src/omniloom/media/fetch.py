@@ -26,10 +26,18 @@ _DATA_URL = re.compile(r"^data:(?P<mime>[\w.+-]+/[\w.+-]+)?(?P<params>(;[^;,]*)*
 
 
 def decode_data_url(url: str, limits: Limits) -> bytes:
+    """The bytes of a base64 data URL. Its declared type must be an image type (or
+    ``application/octet-stream``, or none); which image format it is, the bytes decide."""
     match = _DATA_URL.match(url)
     if not match:
         raise MediaError(
             "Invalid data URL: expected 'data:<mime type>;base64,<data>'.", param="image_url"
+        )
+    mime = (match.group("mime") or "").lower()
+    if mime and not mime.startswith("image/") and mime != "application/octet-stream":
+        raise MediaError(
+            f"The data URL declares the type '{mime}', which is not an image type (image/*).",
+            param="image_url",
         )
     payload = url[match.end() :]
     if len(payload) * 3 // 4 > limits.max_image_bytes:

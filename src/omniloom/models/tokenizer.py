@@ -8,6 +8,8 @@ the engine sees.
 
 from __future__ import annotations
 
+from functools import cached_property
+
 from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
 
 from omniloom.models.weights.checkpoint import TokenizerSpec
@@ -40,6 +42,21 @@ class TextTokenizer:
 
     def id_to_token(self, token_id: int) -> str | None:
         return self._tok.id_to_token(token_id)
+
+    @cached_property
+    def max_token_bytes(self) -> int | None:
+        """An upper bound on the UTF-8 bytes of text one token stands for (its longest token,
+        as written in the vocabulary or decoded, plus one for a leading space), so that text of
+        B bytes needs at least B / this many tokens. None where an unknown-token id could stand
+        for any run of text (no byte fallback), which makes no such bound."""
+        model = self._tok.model
+        if getattr(model, "unk_token", None) and not getattr(model, "byte_fallback", False):
+            return None
+        longest = max(
+            max(len(token.encode()), len(self._tok.decode([i]).encode()))
+            for i, token in enumerate(self.vocab_list())
+        )
+        return longest + 1
 
     def vocab_list(self) -> list[str]:
         """Token strings by id (byte-level encoded), as grammar engines want them."""

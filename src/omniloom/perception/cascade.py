@@ -5,10 +5,14 @@ something the user showed the model, never an instruction to it. The same encode
 familiar the image is to the vision adapter (``models/familiarity.py``), which decides the
 ``auto`` mode's path: the image's tokens and the words (``hybrid``), or the words alone
 (``cascade``).
+
+A stage that fails on an image (OCR, or the labels) is skipped for that image: the words say it
+could not run, ``Perception.skipped`` names it, and the request goes on without it.
 """
 
 from __future__ import annotations
 
+import logging
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,6 +26,8 @@ from omniloom.perception.injection import Finding, scan
 from omniloom.perception.ocr import OcrEngine, OcrLine
 from omniloom.processing.prompt import TextPart
 
+log = logging.getLogger(__name__)
+
 
 @dataclass(frozen=True)
 class Perception:
@@ -29,6 +35,7 @@ class Perception:
     labels: list[tuple[str, float]]
     familiarity: float | None = None  # similarity to the adapter's training images, if known
     familiar: bool = True  # whether the adapter can read this image's tokens
+    skipped: tuple[str, ...] = ()  # stages that failed on this image: "labels", "ocr"
 
     @property
     def injection(self) -> list[Finding]:
@@ -43,10 +50,14 @@ class Perception:
                 + " or ".join(with_article(n) for n, _ in self.labels)
                 + "."
             )
+        elif "labels" in self.skipped:
+            body = "What the image shows could not be recognised."
         else:
             body = "No object in it was recognised."
         if self.ocr:
             body += " Text in it reads: " + " | ".join(f'"{o.text}"' for o in self.ocr) + "."
+        elif "ocr" in self.skipped:
+            body += " Its text could not be read."
         else:
             body += " No text was found in it."
         lines = ['<image-description source="perception" trust="untrusted">']
@@ -110,16 +121,25 @@ class PerceptionCascade:
         return labels, None if known is None else known.similarity(pooled[0])
 
     def describe(self, image: Image.Image, key: str | None = None) -> Perception:
-        labels, familiarity = self._remember("look", key, lambda: self.look(image))
-        ocr = self._remember("ocr", key, lambda: self.ocr.read(image))
+        skipped: list[str] = []
+        looked = self._remember("labels", key, lambda: self.look(image), skipped)
+        labels, familiarity = looked or ([], None)
+        ocr = self._remember("ocr", key, lambda: self.ocr.read(image), skipped) or []
         familiar = familiarity is None or self.familiarity.familiar(familiarity)
-        return Perception(ocr, labels, familiarity, familiar)
+        return Perception(ocr, labels, familiarity, familiar, tuple(skipped))
 
     def read_text(self, image: Image.Image, key: str | None = None) -> Perception:
         """OCR only (for the injection scan on the native path): no labels."""
-        return Perception(self._remember("ocr", key, lambda: self.ocr.read(image)), [])
+        skipped: list[str] = []
+        ocr = self._remember("ocr", key, lambda: self.ocr.read(image), skipped) or []
+        return Perception(ocr, [], skipped=tuple(skipped))
 
-    def _remember(self, what: str, key: str | None, compute: Callable):
-        if key is None:
-            return compute()
-        return self._seen.get_or_compute((what, key), compute)
+    def _remember(self, stage: str, key: str | None, compute: Callable, skipped: list[str]):
+        """The stage's result for the image (computed once per key), or None, with the stage
+        added to ``skipped``, when it fails."""
+        try:
+            return compute() if key is None else self._seen.get_or_compute((stage, key), compute)
+        except Exception:
+            log.exception("perception stage %r failed on an image; skipping it", stage)
+            skipped.append(stage)
+            return None

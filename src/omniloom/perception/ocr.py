@@ -1,7 +1,9 @@
 """OCR with rapidocr's bundled PP-OCR ONNX models, pinned to the files inside the wheel.
 
 Every model path is given explicitly so rapidocr never reaches for a download, and
-onnxruntime's telemetry is switched off before it is imported.
+onnxruntime's telemetry is switched off before it is imported. Strips thinner than 1:20 (a
+1×5000 image, say) are padded with white first: rapidocr's detector resizes them to a side of
+zero pixels and fails.
 """
 
 from __future__ import annotations
@@ -20,6 +22,10 @@ _MODELS = {
     "Cls": "ch_ppocr_mobile_v2.0_cls_mobile.onnx",
     "Rec": "PP-OCRv6_rec_small.onnx",
 }
+
+
+MAX_ASPECT = 20  # long side : short side that rapidocr's detector can take
+MIN_SIDE = 32
 
 
 @dataclass(frozen=True)
@@ -49,11 +55,25 @@ class OcrEngine:
 
     def read(self, image: Image.Image) -> list[OcrLine]:
         """Lines of text, top to bottom, with recognition scores."""
+        pixels = np.asarray(padded_for_ocr(image.convert("RGB")))[:, :, ::-1]
         with self._lock:
-            result = self._ocr(np.asarray(image.convert("RGB"))[:, :, ::-1])
+            result = self._ocr(pixels)
         if result.txts is None:
             return []
         return [OcrLine(t, float(s)) for t, s in zip(result.txts, result.scores, strict=True)]
+
+
+def padded_for_ocr(image: Image.Image) -> Image.Image:
+    """``image`` on a white canvas at least ``MIN_SIDE`` square and no thinner than
+    1:``MAX_ASPECT`` (the picture itself at the top left, unscaled)."""
+    w, h = image.size
+    width = max(w, MIN_SIDE, -(-h // MAX_ASPECT))
+    height = max(h, MIN_SIDE, -(-w // MAX_ASPECT))
+    if (width, height) == (w, h):
+        return image
+    canvas = Image.new("RGB", (width, height), (255, 255, 255))
+    canvas.paste(image, (0, 0))
+    return canvas
 
 
 @cache

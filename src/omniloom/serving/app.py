@@ -1,7 +1,9 @@
 """The FastAPI application: routes, OpenAI-shaped error handlers, size limit and metrics.
 
 Every failure a client can cause becomes ``{"error": {...}}`` with a 4xx status; anything else
-is a 500 with a generic message (details go to the log), and the server keeps serving.
+is a complete 500 in the same shape, on a connection that stays open, with a generic message
+that gives the request id; its traceback goes to the log under that id, and it is counted in
+``omniloom_requests_total`` like every other status.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from fastapi.responses import JSONResponse
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from omniloom.errors import InvalidRequest, OmniloomError, PayloadTooLarge
+from omniloom.errors import InvalidRequest, OmniloomError, PayloadTooLarge, json_path
 from omniloom.serving import logs
 from omniloom.serving.routes import chat, health, models, tokenize
 from omniloom.serving.state import ServerState
@@ -30,11 +32,18 @@ def _error(exc: OmniloomError) -> JSONResponse:
 
 def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
     first = exc.errors()[0] if exc.errors() else {}
-    loc = [str(p) for p in first.get("loc", ()) if p != "body"]
-    param = ".".join(loc) or None
+    loc = tuple(p for p in first.get("loc", ()) if p != "body")
+    param = json_path(loc) if loc else None
     if first.get("type") == "json_invalid":
         return "The request body is not valid JSON.", None
-    return f"Invalid request: {param or 'body'}: {first.get('msg', 'invalid value')}.", param
+    reason = first.get("msg", "invalid value").removeprefix("Value error, ")
+    return f"Invalid request: {param or 'body'}: {reason}.", param
+
+
+_UNPARSABLE = (
+    "The request body could not be parsed: it is not valid JSON, nests too deeply, or holds a "
+    "number with more than 4300 digits."
+)
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -51,6 +60,8 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _http(_: Request, exc: StarletteHTTPException):
         if exc.status_code == 413:
             return _error(PayloadTooLarge(str(exc.detail)))
+        if exc.status_code == 400:  # FastAPI could not parse the body
+            return _error(InvalidRequest(_UNPARSABLE))
         err = OmniloomError(str(exc.detail), code=str(exc.status_code))
         err.status, err.type = exc.status_code, "invalid_request_error"
         return _error(err)
@@ -100,6 +111,8 @@ def install_middleware(app: FastAPI, state: ServerState) -> None:
             response = await call_next(request)
         except OmniloomError as exc:
             response = _error(exc)
+        except Exception as exc:  # answered here, so the connection is not dropped
+            response = _internal_error(request, exc)
         elapsed = time.perf_counter() - start
         endpoint = getattr(request.scope.get("route"), "path", "unmatched")
         state.metrics.requests.labels(endpoint, str(response.status_code)).inc()
@@ -107,6 +120,18 @@ def install_middleware(app: FastAPI, state: ServerState) -> None:
         response.headers["X-Request-Id"] = request.state.request_id
         _log_request(request, response.status_code, elapsed)
         return response
+
+
+def _internal_error(request: Request, exc: Exception) -> JSONResponse:
+    request_id = request.state.request_id
+    fields = {"request_id": request_id, "path": request.url.path}
+    log.error("unhandled error", exc_info=exc, extra={"fields": fields})
+    return _error(
+        OmniloomError(
+            f"The server had an internal error processing the request (request id {request_id}).",
+            code="internal_error",
+        )
+    )
 
 
 def _log_request(request: Request, status: int, elapsed: float) -> None:

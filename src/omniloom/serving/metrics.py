@@ -37,6 +37,11 @@ class Metrics:
             "Images by the path they took to the model (native, cascade, hybrid; auto picks one)",
             "path",
         )
+        self.skipped_stages = self._counter(
+            "skipped_stages",
+            "Images answered without a stage that failed on them (ocr, labels, image_safety)",
+            "stage",
+        )
         self.cached_prompt_tokens = self._counter(
             "cached_prompt_tokens", "Prompt tokens whose KV came from the prefix cache"
         )

@@ -2,17 +2,21 @@
 
 All checks that can fail on user input happen here, before anything runs, and each raises an
 error that names the offending field: unknown model, unsupported part type or option, media
-that cannot be fetched or decoded, and prompts that do not fit the context.
+that cannot be fetched or decoded, sizes over the limits, and prompts that do not fit the
+context — text too long to fit is refused from its byte count, before it is tokenized. When
+a perception stage or the safety classifier fails on an image, the image goes on without it
+and ``skipped`` says so.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 
 from omniloom.config import Settings
 from omniloom.engine.grammar import GrammarCompiler
 from omniloom.engine.sampling import SamplingParams
-from omniloom.errors import ContextLengthExceeded, InvalidRequest, ModelNotFound
+from omniloom.errors import ContextLengthExceeded, InvalidRequest, ModelNotFound, OmniloomError
 from omniloom.media.fetch import load_image_bytes
 from omniloom.media.image import decode_image
 from omniloom.models.registry import LoadedModel
@@ -23,6 +27,7 @@ from omniloom.processing.image_item import prepare_image
 from omniloom.processing.prompt import MediaPart, Message, Prompt, TextPart, build_prompt
 from omniloom.serving.schemas import ChatCompletionRequest, ChatMessage, ContentPart
 
+log = logging.getLogger(__name__)
 _ROLE_ALIASES = {"developer": "system"}
 _NOT_YET = {
     "input_audio": "audio input",
@@ -40,6 +45,7 @@ class PreparedRequest:
     injection: list[Finding] = field(default_factory=list)
     image_safety: SafetyReport | None = None  # classifier scores, when the policy is on
     image_paths: list[dict] = field(default_factory=list)  # per image: path and familiarity
+    skipped: list[dict] = field(default_factory=list)  # per failed stage: where and which
 
     def media_safety(self) -> dict | None:
         safety: dict = {}
@@ -63,6 +69,10 @@ class MediaContext:
     injection: list[Finding] = field(default_factory=list)  # filled while converting media
     safety_report: SafetyReport | None = None  # filled while converting media
     image_paths: list[dict] = field(default_factory=list)  # filled while converting media
+    skipped: list[dict] = field(default_factory=list)  # filled while converting media
+
+    def skip(self, where: str, stages: tuple[str, ...] | list[str]) -> None:
+        self.skipped.extend({"part": where, "stage": stage} for stage in stages)
 
     @property
     def scans(self) -> bool:
@@ -91,7 +101,7 @@ def _convert_image(part: ContentPart, where: str, ctx: MediaContext) -> list:
     limits, model = ctx.settings.limits, ctx.model
     decoded = decode_image(load_image_bytes(part.image_url.url, limits), limits)
     if ctx.safety is not None:
-        ctx.safety.check(decoded.image, where, ctx.safety_report)
+        _check_safety(decoded.image, where, ctx)
     item = prepare_image(
         decoded,
         part.image_url.detail,
@@ -103,13 +113,27 @@ def _convert_image(part: ContentPart, where: str, ctx: MediaContext) -> list:
         if ctx.scans:
             seen = ctx.cascade.read_text(decoded.image, decoded.content_hash)
             ctx.injection.extend(seen.injection)
+            ctx.skip(where, seen.skipped)
         ctx.image_paths.append({"path": "native", "familiarity": None})
         return [MediaPart(item)]
     seen = ctx.cascade.describe(decoded.image, decoded.content_hash)
     ctx.injection.extend(seen.injection)
+    ctx.skip(where, seen.skipped)
     path = image_path(ctx.perception, seen)
     ctx.image_paths.append({"path": path, "familiarity": seen.familiarity})
     return ([MediaPart(item)] if path == "hybrid" else []) + [seen.as_prompt_part()]
+
+
+def _check_safety(image, where: str, ctx: MediaContext) -> None:
+    """The classifier's verdict on one image; if the classifier itself fails, the image goes
+    on unscored and the response says so (a refusal under ``block`` still refuses)."""
+    try:
+        ctx.safety.check(image, where, ctx.safety_report)
+    except OmniloomError:
+        raise
+    except Exception:
+        log.exception("the image safety classifier failed on %s; skipping it", where)
+        ctx.skip(where, ["image_safety"])
 
 
 def image_path(mode: str, seen: Perception) -> str:
@@ -184,8 +208,41 @@ def build_request_prompt(
     return _build(req, _media_context(req, model, settings, cascade, None))
 
 
+def _text_bytes(req: ChatCompletionRequest) -> int:
+    texts = [
+        text
+        for m in req.messages
+        for text in (
+            [m.content] if isinstance(m.content, str) else [p.text for p in m.content or []]
+        )
+        if text
+    ]
+    return sum(len(t.encode()) for t in texts)
+
+
+def check_sizes(req: ChatCompletionRequest, model: LoadedModel, limits) -> None:
+    """Bounds that need no tokenizing: message count, and text that cannot fit the context
+    even at the most bytes one token can cover (the tokenizer's longest token)."""
+    if len(req.messages) > limits.max_messages:
+        raise InvalidRequest(
+            f"The request has {len(req.messages)} messages; the limit is {limits.max_messages}.",
+            param="messages",
+        )
+    per_token = model.tokenizer.max_token_bytes
+    if per_token is None:
+        return
+    at_least = -(-_text_bytes(req) // per_token)
+    if at_least > model.context_length:
+        raise ContextLengthExceeded(
+            f"This model's maximum context length is {model.context_length} tokens, but the "
+            f"messages hold {_text_bytes(req)} bytes of text, at least {at_least} tokens. "
+            "Shorten the messages."
+        )
+
+
 def _media_context(req, model, settings, cascade, safety) -> MediaContext:
     check_model(req.model, model)
+    check_sizes(req, model, settings.limits)
     images = _count_images(req)
     if images > settings.limits.max_images_per_request:
         raise InvalidRequest(
@@ -209,19 +266,24 @@ def _build(req: ChatCompletionRequest, ctx: MediaContext) -> Prompt:
     return prompt
 
 
-def _stop_strings(stop: str | list[str] | None) -> tuple[str, ...]:
+def _stop_strings(stop: str | list[str] | None, max_chars: int) -> tuple[str, ...]:
     stops = [stop] if isinstance(stop, str) else list(stop or [])
     if len(stops) > 4:
         raise InvalidRequest("At most 4 stop sequences are allowed.", param="stop")
+    if any(len(s) > max_chars for s in stops):
+        raise InvalidRequest(
+            f"A stop sequence is longer than this server's limit of {max_chars} characters.",
+            param="stop",
+        )
     return tuple(s for s in stops if s)
 
 
-def _grammar(req: ChatCompletionRequest, grammars: GrammarCompiler | None):
+def _grammar(req: ChatCompletionRequest, grammars: GrammarCompiler | None, limits):
     if (req.response_format or {}).get("type", "text") == "text":
         return None
     if grammars is None:
         raise InvalidRequest("Structured output is not available here.", param="response_format")
-    return grammars.compile(req.response_format)
+    return grammars.compile(req.response_format, limits)
 
 
 def sampling_params(
@@ -264,9 +326,9 @@ def sampling_params(
         presence_penalty=req.presence_penalty,
         frequency_penalty=req.frequency_penalty,
         seed=req.seed,
-        stop=_stop_strings(req.stop),
+        stop=_stop_strings(req.stop, limits.max_stop_chars),
         n=req.n,
-        grammar=_grammar(req, grammars),
+        grammar=_grammar(req, grammars, limits),
         logprobs=(req.top_logprobs or 0) if req.logprobs else None,
         ignore_eos=req.ignore_eos,
     )
@@ -285,4 +347,6 @@ def prepare(
     params = sampling_params(req, len(prompt.token_ids), model, settings, grammars)
     report = ctx.safety_report if ctx.safety_report and ctx.safety_report.scores else None
     ran = path_that_ran(ctx.perception, ctx.image_paths)
-    return PreparedRequest(prompt, params, ran, ctx.scans, ctx.injection, report, ctx.image_paths)
+    return PreparedRequest(
+        prompt, params, ran, ctx.scans, ctx.injection, report, ctx.image_paths, ctx.skipped
+    )

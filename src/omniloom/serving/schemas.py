@@ -4,13 +4,60 @@ Content parts are kept loose here (``type`` plus the payload fields) so that an 
 part type gets our own clear error message from the converter rather than a union-validation
 dump. Unknown top-level fields that change nothing are accepted and ignored, as OpenAI does
 for fields it does not know; fields we do not implement yet are rejected in ``requests.py``.
+
+Every value is checked against what the engine can take before anything runs: integers within
+their ranges (seeds are 64-bit), finite numbers (Python's JSON parser accepts ``NaN`` and
+``Infinity``), valid Unicode in every string (JSON's ``\ud800`` escape makes a lone surrogate)
+and bounded nesting, anywhere in the body, extra fields included. Each failure is a 400 that
+names the field.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from omniloom.errors import InvalidRequest, json_path
+
+INT32_MAX = 2**31 - 1
+MAX_NESTING = 64  # JSON levels in a body (schemas included)
+
+
+def _problem(value: Any) -> str | None:
+    if isinstance(value, str) and not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return "is not valid Unicode (it holds an unpaired surrogate escape such as \\ud800)"
+    if isinstance(value, float) and not math.isfinite(value):
+        return f"must be a finite number, not {value}"
+    return None
+
+
+def check_json_values(body: Any) -> None:
+    """Raise a 400 naming the first string that is not valid Unicode, number that is not
+    finite, or value nested more than ``MAX_NESTING`` levels deep (keys are checked too)."""
+    stack: list[tuple[Any, tuple]] = [(body, ())]
+    while stack:
+        value, path = stack.pop()
+        if len(path) > MAX_NESTING:
+            raise InvalidRequest(
+                f"{json_path(path)}: the body is nested more than {MAX_NESTING} levels deep.",
+                param=json_path(path),
+            )
+        if (problem := _problem(value)) is not None:
+            raise InvalidRequest(f"{json_path(path)} {problem}.", param=json_path(path))
+        if isinstance(value, dict):
+            for key, item in value.items():
+                if _problem(key) is not None:
+                    raise InvalidRequest(
+                        f"A key in {json_path(path)} is not valid Unicode.", param=json_path(path)
+                    )
+                stack.append((item, (*path, key)))
+        elif isinstance(value, list):
+            stack.extend((item, (*path, i)) for i, item in enumerate(value))
 
 
 class ImageURL(BaseModel):
@@ -33,27 +80,34 @@ class ChatMessage(BaseModel):
     content: str | list[ContentPart] | None = None
     name: str | None = None
 
+    @model_validator(mode="after")
+    def _content_where_required(self) -> ChatMessage:
+        """Only an assistant turn (one that called tools) may come without content."""
+        if self.content is None and self.role != "assistant":
+            raise ValueError(f"a {self.role} message needs content (a string or a list of parts)")
+        return self
+
 
 class StreamOptions(BaseModel):
     include_usage: bool = False
 
 
 class ChatCompletionRequest(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", allow_inf_nan=False)
 
     model: str
     messages: list[ChatMessage] = Field(min_length=1)
-    max_tokens: int | None = Field(default=None, ge=1)
-    max_completion_tokens: int | None = Field(default=None, ge=1)
+    max_tokens: int | None = Field(default=None, ge=1, le=INT32_MAX)
+    max_completion_tokens: int | None = Field(default=None, ge=1, le=INT32_MAX)
     temperature: float = Field(default=1.0, ge=0.0, le=2.0)
     top_p: float = Field(default=1.0, gt=0.0, le=1.0)
-    top_k: int = Field(default=0, ge=0)
+    top_k: int = Field(default=0, ge=0, le=INT32_MAX)
     min_p: float = Field(default=0.0, ge=0.0, le=1.0)
     repetition_penalty: float = Field(default=1.0, ge=0.01, le=10.0)  # 1e-300 overflows logits
     presence_penalty: float = Field(default=0.0, ge=-2.0, le=2.0)
     frequency_penalty: float = Field(default=0.0, ge=-2.0, le=2.0)
-    n: int = Field(default=1, ge=1)
-    seed: int | None = None
+    n: int = Field(default=1, ge=1, le=INT32_MAX)
+    seed: int | None = Field(default=None, ge=-(2**63), le=2**63 - 1)  # OpenAI's: a 64-bit int
     stop: str | list[str] | None = None
     stream: bool = False
     stream_options: StreamOptions | None = None
@@ -63,3 +117,9 @@ class ChatCompletionRequest(BaseModel):
     top_logprobs: int | None = Field(default=None, ge=0, le=20)
     ignore_eos: bool = False  # vLLM's extension: generate max_tokens whatever (benchmarks)
     perception: Literal["native", "cascade", "hybrid", "auto"] | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _values_the_engine_can_take(cls, data: Any) -> Any:
+        check_json_values(data)
+        return data

@@ -8,6 +8,7 @@ disconnected, or the per-request time limit) cancels the job.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 from collections.abc import AsyncIterator
@@ -33,7 +34,7 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Submitted:
-    job: Job
+    job: Job | None  # set once the engine has accepted it
     queue: asyncio.Queue
     key: KeyRecord | None
     deadline: float  # event-loop time after which the job is stopped
@@ -101,15 +102,25 @@ class ServerState:
         key: KeyRecord | None = None,
         request_id: str = "",
     ) -> Submitted:
-        """Queue a job now (or refuse it with 429); its events are read with ``events``."""
+        """Queue a job now (or refuse it with 429); its events are read with ``events``. Its
+        tokens and timings are recorded when it is done, whether or not anyone still reads."""
         self.check_capacity()  # no await between this check and the submit: no race
         loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[Event] = asyncio.Queue()
-        job = Job(prompt, params, emit=lambda ev: loop.call_soon_threadsafe(queue.put_nowait, ev))
-        self.engine.submit(job)
-        self.refresh_engine_gauges()
         deadline = loop.time() + self.settings.limits.request_timeout_s
-        return Submitted(job, queue, key, deadline, request_id)
+        submitted = Submitted(None, asyncio.Queue(), key, deadline, request_id)
+
+        def deliver(event: Event) -> None:  # on the event loop
+            submitted.queue.put_nowait(event)
+            if isinstance(event, Done):
+                self._record(submitted, event)
+
+        def emit(event: Event) -> None:  # on the engine thread
+            with contextlib.suppress(RuntimeError):  # a closed event loop: nobody listens
+                loop.call_soon_threadsafe(deliver, event)
+
+        submitted.job = self.engine.submit(Job(prompt, params, emit=emit))
+        self.refresh_engine_gauges()
+        return submitted
 
     async def events(self, submitted: Submitted) -> AsyncIterator[Event]:
         """The job's events; leaving early (a client that disconnected, or the time limit)
@@ -123,7 +134,6 @@ class ServerState:
                 yield event
                 started = True
                 if isinstance(event, Done):
-                    self._record(submitted, event)
                     return
         finally:
             submitted.job.cancelled.set()

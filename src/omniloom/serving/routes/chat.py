@@ -35,6 +35,8 @@ async def chat_completions(body: ChatCompletionRequest, request: Request):
     )
     for image in prepared.image_paths:
         state.metrics.perception_images.labels(image["path"]).inc()
+    for skipped in prepared.skipped:
+        state.metrics.skipped_stages.labels(skipped["stage"]).inc()
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         return StreamingResponse(
@@ -75,6 +77,8 @@ async def _complete(state: ServerState, prepared: PreparedRequest, submitted: Su
         body["perception_images"] = prepared.image_paths
     if (safety := prepared.media_safety()) is not None:
         body["media_safety"] = safety
+    if prepared.skipped:
+        body["skipped_stages"] = prepared.skipped
     return body
 
 
@@ -89,6 +93,9 @@ def _headers(prepared: PreparedRequest) -> dict[str, str]:
     if "image_safety" in safety:
         flagged = safety["image_safety"]["flagged"]
         headers["X-Omniloom-Image-Safety"] = "flagged" if flagged else "none"
+    if prepared.skipped:
+        stages = sorted({s["stage"] for s in prepared.skipped})
+        headers["X-Omniloom-Skipped"] = ",".join(stages)
     return headers
 
 
@@ -124,7 +131,8 @@ async def _stream(
     except OmniloomError as exc:  # e.g. the time limit: the client learns why the stream ended
         yield f"data: {json.dumps(exc.to_dict())}\n\n"
     except Exception:  # headers are sent: report in-band, as OpenAI's streams do
-        log.exception("generation failed mid-stream")
+        request_id = getattr(submitted, "request_id", None)
+        log.exception("generation failed mid-stream", extra={"fields": {"request_id": request_id}})
         error = OmniloomError("The server had an internal error while generating.")
         yield f"data: {json.dumps(error.to_dict())}\n\n"
     yield "data: [DONE]\n\n"
