@@ -114,6 +114,14 @@ def test_private_addresses_refused(url):
         load_image_bytes(url, LIMITS)
 
 
+@pytest.mark.parametrize(
+    "url", ["http://a..b/x.png", "http://[::1/x.png", "http://host:99999/x", "http://.\u3002/"]
+)
+def test_malformed_urls_are_media_errors(url):
+    with pytest.raises(MediaError, match="not valid"):
+        load_image_bytes(url, LIMITS)
+
+
 @pytest.mark.parametrize("url", ["ftp://example.com/x.png", "gopher://x"])
 def test_other_schemes_refused(url):
     with pytest.raises(MediaError, match="Only https"):

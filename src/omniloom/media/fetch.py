@@ -138,8 +138,10 @@ def fetch_url(url: str, limits: Limits) -> bytes:
         for _ in range(limits.fetch_max_redirects + 1):
             try:
                 result = _fetch_once(client, url, limits)
-            except httpx.HTTPError as exc:
+            except (httpx.HTTPError, httpx.InvalidURL) as exc:
                 raise MediaError(f"Fetching the image failed: {exc}.", param="image_url") from exc
+            except ValueError as exc:  # urllib and the idna codec on a malformed URL or host
+                raise MediaError(f"The image URL is not valid: {exc}.", param="image_url") from exc
             if isinstance(result, bytes):
                 return result
             url = urljoin(url, result.headers.get("location", ""))
