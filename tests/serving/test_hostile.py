@@ -293,6 +293,16 @@ def test_schema_errors_are_plain_and_name_the_place(http, schema, where, says):
     assert where in message and says in message and ".cc:" not in message
 
 
+def test_data_inside_a_schema_is_not_checked_as_a_schema(http):
+    schema = {
+        "type": "object",
+        "properties": {"pet": {"type": "object", "const": {"type": "banana", "maximum": -1}}},
+    }
+    fmt = {"type": "json_schema", "json_schema": {"name": "s", "schema": schema}}
+    response = post_raw(http, "/v1/chat/completions", chat_body(response_format=fmt))
+    assert "banana" not in response.text and response.status_code < 500
+
+
 def test_huge_text_is_refused_from_its_size(http):
     body = chat_body(messages=[{"role": "user", "content": "word " * 1_000_000}])
     response = post_raw(http, "/v1/chat/completions", body)

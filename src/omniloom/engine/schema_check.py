@@ -27,6 +27,7 @@ _RANGES = (
     ("minProperties", "maxProperties"),
 )
 ROOT = ("response_format", "json_schema", "schema")
+DATA_KEYWORDS = {"const", "enum", "default", "examples"}
 
 
 def refuse(message: str, path: tuple = ROOT) -> InvalidRequest:
@@ -44,17 +45,18 @@ def check_schema(schema: Any, limits: Limits) -> str:
             f"the schema is {len(text)} bytes; this server compiles schemas of at most "
             f"{limits.max_schema_bytes} bytes."
         )
-    subschemas = _values(schema, limits.max_schema_nodes)
-    for node, path in subschemas:
+    for node, path in _values(schema, limits.max_schema_nodes):
         _check_node(node, path, schema)
     return text
 
 
 def _values(schema: Any, limit: int) -> list[tuple[dict, tuple]]:
-    """Every object in the schema with its path, counting all values against ``limit``."""
-    objects, stack, count = [], [(schema, ROOT)], 0
+    """Every subschema with its path, counting all values against ``limit``. Values under
+    ``const``, ``enum``, ``default`` and ``examples`` are data, not schemas: counted, not
+    checked as schemas."""
+    subschemas, stack, count = [], [(schema, ROOT, True)], 0
     while stack:
-        value, path = stack.pop()
+        value, path, is_schema = stack.pop()
         count += 1
         if count > limit:
             raise refuse(
@@ -62,11 +64,14 @@ def _values(schema: Any, limit: int) -> list[tuple[dict, tuple]]:
                 "levels); split it or make it smaller."
             )
         if isinstance(value, dict):
-            objects.append((value, path))
-            stack.extend((v, (*path, k)) for k, v in value.items())
+            if is_schema:
+                subschemas.append((value, path))
+            stack.extend(
+                (v, (*path, k), is_schema and k not in DATA_KEYWORDS) for k, v in value.items()
+            )
         elif isinstance(value, list):
-            stack.extend((v, (*path, i)) for i, v in enumerate(value))
-    return objects
+            stack.extend((v, (*path, i), is_schema) for i, v in enumerate(value))
+    return subschemas
 
 
 def _check_node(node: dict, path: tuple, root: dict) -> None:

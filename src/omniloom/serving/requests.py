@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
-from omniloom.config import Settings
+from omniloom.config import Limits, Settings
 from omniloom.engine.grammar import GrammarCompiler
 from omniloom.engine.sampling import SamplingParams
 from omniloom.errors import ContextLengthExceeded, InvalidRequest, ModelNotFound, OmniloomError
@@ -220,7 +220,7 @@ def _text_bytes(req: ChatCompletionRequest) -> int:
     return sum(len(t.encode()) for t in texts)
 
 
-def check_sizes(req: ChatCompletionRequest, model: LoadedModel, limits) -> None:
+def check_sizes(req: ChatCompletionRequest, model: LoadedModel, limits: Limits) -> None:
     """Bounds that need no tokenizing: message count, and text that cannot fit the context
     even at the most bytes one token can cover (the tokenizer's longest token)."""
     if len(req.messages) > limits.max_messages:
@@ -231,11 +231,12 @@ def check_sizes(req: ChatCompletionRequest, model: LoadedModel, limits) -> None:
     per_token = model.tokenizer.max_token_bytes
     if per_token is None:
         return
-    at_least = -(-_text_bytes(req) // per_token)
+    text_bytes = _text_bytes(req)
+    at_least = -(-text_bytes // per_token)
     if at_least > model.context_length:
         raise ContextLengthExceeded(
             f"This model's maximum context length is {model.context_length} tokens, but the "
-            f"messages hold {_text_bytes(req)} bytes of text, at least {at_least} tokens. "
+            f"messages hold {text_bytes} bytes of text, at least {at_least} tokens. "
             "Shorten the messages."
         )
 
