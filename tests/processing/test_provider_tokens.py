@@ -63,7 +63,7 @@ def test_issue_examples():
     assert pt.openai_tiles(1024, 1024, "high", 85, 170).tokens == 765
     assert pt.openai_tiles(1920, 1080, "high", 85, 170).tokens == 1105
     assert pt.openai_tiles(1920, 1080, "low", 85, 170).tokens == 85
-    # The issue quotes 1398; the docs' own examples imply ceil, so 1399 (see README).
+    # The issue quotes 1398; the docs' own examples imply ceil, so 1399 (see docs/token-math.md).
     assert pt.claude(1024, 1024).tokens == 1399
     assert pt.qwen2_vl(1024, 1024, max_pixels=12_845_056).tokens == 1369
 

@@ -1,8 +1,8 @@
 """Image-token counts of hosted and open models, each by its provider's documented algorithm.
 
-Sources and the reasoning behind each rule are in ``shared/reference/TOKEN-MATH.md`` (copied
-into the README). Integer arithmetic is used wherever a float could land on the wrong side of
-a floor or ceil. Sizes are (width, height) in pixels.
+Each function's docstring states its provider's rule; where a worked example disagrees with the
+documented algorithm, ``docs/token-math.md`` lists the case. Integer arithmetic is used wherever
+a float could land on the wrong side of a floor or ceil. Sizes are (width, height) in pixels.
 """
 
 from __future__ import annotations

@@ -4,8 +4,8 @@ A CNN's features say what is in a cell, hardly where the cell is. ViT encoders a
 embeddings inside; EfficientNet has none, so the projector adds them (each tile of a high-detail
 image shares the same table: positions are within the tile). Probing the token at an object's
 centre against the words for the object at each of nine places, right after the grounding stage:
-69% nearest the true place without the table (an earlier session's probe), 78% with it (the
-README's Known limits has what the later stages do to it).
+69% nearest the true place without the table, 78% with it (``docs/training.md``, Known limits,
+has what the later stages do to it).
 """
 
 from __future__ import annotations
