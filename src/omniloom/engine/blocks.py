@@ -2,10 +2,10 @@
 
 Every block has a reference count. A block that is full gets a hash chained over its tokens
 and its parent's hash, so equal hashes mean equal prefixes. Media placeholder tokens hash by
-their item's content hash and preprocessing (``MediaSpan.key``) and their offset in the span —
-two requests with the same image at the same detail share KV, a different image or detail
-never does. The root of every chain names the adapter the KV was computed with (the vision
-LoRA is on only for prompts with media). A block whose count drops to zero stays in the cache
+their item's modality, content hash and preprocessing (``MediaSpan.key``) and their offset in
+the span — two requests with the same item prepared the same way share KV, a different item
+or preprocessing never does. The root of every chain names the adapter the KV was computed
+with (a media adapter's LoRA is on only for prompts with media). A block whose count drops to zero stays in the cache
 (least recently used first out) until its space is needed.
 """
 

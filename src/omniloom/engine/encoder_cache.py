@@ -1,6 +1,6 @@
-"""An LRU cache of projected media embeddings, keyed by content hash + preprocessing.
+"""An LRU cache of encoded media embeddings, keyed by modality, content hash and preprocessing.
 
-Preprocessing is deterministic, so the same image at the same detail always yields the same
+Preprocessing is deterministic, so the same item prepared the same way always yields the same
 embeddings: a hit skips the encoder and projector entirely. Entries are bounded by bytes.
 """
 

@@ -4,7 +4,7 @@ Every step the scheduler (1) drops cancelled work, (2) admits waiting sequences 
 first served while the batch and the KV pool have room — encoding the media of everything
 admitted together in one encoder call, and re-using cached KV blocks for any prefix already
 seen — (3) plans one forward pass: every decoding sequence adds its last token, then prompts
-add chunks until ``step_tokens`` is spent, so a long image prompt never stalls the decodes,
+add chunks until ``step_tokens`` is spent, so a long media prompt never stalls the decodes,
 (4) runs it and samples the sequences that reached the end of their pending tokens. When a
 sequence needs a block and none is left, the most recently admitted sequence is preempted: it
 gives its blocks back and later recomputes (its full blocks usually come back from the cache).
@@ -54,7 +54,7 @@ log = logging.getLogger(__name__)
 
 def _last_hash(seq: Sequence) -> bytes:
     """The hash the sequence's next full block chains from (the adapter's root at first)."""
-    return seq.hashes[-1] if seq.hashes else root_hash("vision" if seq.lora else "base")
+    return seq.hashes[-1] if seq.hashes else root_hash("adapter" if seq.lora else "base")
 
 
 class Engine:
@@ -202,8 +202,11 @@ class Engine:
             self._tell_failed(job, exc)
 
     def _new_sequence(self, run: JobRun, index: int) -> Sequence:
-        vocab = self.model.vlm.backbone.config.vocab_size
-        return Sequence(run, index, self.model.tokenizer, vocab)
+        net = self.model.vlm
+        positions = net.prompt_positions(run.job.prompt)
+        seq = Sequence(run, index, self.model.tokenizer, net.backbone.config.vocab_size)
+        seq.prompt_positions, seq.position_delta = positions, net.position_delta(positions)
+        return seq
 
     @torch.inference_mode()
     def step(self) -> None:
@@ -267,15 +270,12 @@ class Engine:
         """Prompt embeddings; all media not in the encoder cache goes through one encoder call."""
         if not seqs:
             return
-        vlm, start = self.model.vlm, time.perf_counter()
+        net, start = self.model.vlm, time.perf_counter()
         spans = [span for s in seqs for span in s.job.prompt.spans]
         missing = {sp.key: sp for sp in spans if self.encoder_cache.get(sp.key) is None}
-        if missing:
-            tiles = [sp.item.tiles() for sp in missing.values()]
-            encoded = vlm.encode_tiles(torch.cat(tiles))
-            sizes = [t.shape[0] * vlm.tokens_per_tile() for t in tiles]
-            for key, embeddings in zip(missing, encoded.split(sizes), strict=True):
-                self.encoder_cache.put(key, embeddings)
+        encoded = net.encode([sp.item for sp in missing.values()])
+        for key, embeddings in zip(missing, encoded, strict=True):
+            self.encoder_cache.put(key, embeddings)
         ran = set(missing)
         for seq in seqs:
             stats = seq.run.stats
@@ -284,7 +284,7 @@ class Engine:
                 counter[span.modality] += 1
                 ran.discard(span.key)
             media = [self.encoder_cache.get(span.key) for span in seq.job.prompt.spans]
-            seq.prompt_embeds = vlm.embed_prompt(seq.job.prompt, media)
+            seq.prompt_embeds = net.embed_prompt(seq.job.prompt, media)
             stats.encoder_seconds = time.perf_counter() - start
             stats.queue_seconds = time.perf_counter() - seq.job.submitted_at
 
@@ -389,7 +389,11 @@ class Engine:
         """Run the step's tokens as one packed row; next-token logits per planned sequence."""
         backbone = self.model.vlm.backbone
         chunks = [
-            SequenceChunk(self.pool.slots(seq.blocks, seq.computed + count), count)
+            SequenceChunk(
+                self.pool.slots(seq.blocks, seq.computed + count),
+                count,
+                seq.positions(seq.computed, seq.computed + count),
+            )
             for seq, count in plan
         ]
         batch = PagedBatch(self.pool, chunks)

@@ -103,7 +103,9 @@ class Sequence:
         self.keys: list[int | str] = token_keys(job.prompt)  # what each position hashes as
         self.prompt_len = len(self.tokens)
         self.prompt_embeds: torch.Tensor | None = None  # (prompt_len, hidden), set on admission
-        self.lora = job.prompt.about_media  # the vision adapter runs where media are in play
+        self.prompt_positions = torch.arange(self.prompt_len)  # (T,) or (axes, T): the model's
+        self.position_delta = 0  # generated token i sits at position i + this
+        self.lora = job.prompt.about_media  # a media adapter runs where media are in play
         self.computed = 0
         self.blocks: list[int] = []
         self.hashes: list[bytes] = []  # chained hash of each full block, in order
@@ -131,6 +133,16 @@ class Sequence:
             generated = torch.tensor(self.tokens[max(start, self.prompt_len) : end])
             parts.append(embed_ids(generated))
         return torch.cat(parts) if len(parts) > 1 else parts[0]
+
+    def positions(self, start: int, end: int) -> torch.Tensor:
+        """Rotary positions of tokens [start, end): the prompt's, then generated ones'."""
+        prompt = self.prompt_positions
+        if end <= self.prompt_len:
+            return prompt[..., start:end]
+        first = max(start, self.prompt_len)
+        generated = torch.arange(first, end) + self.position_delta
+        generated = generated.expand(*prompt.shape[:-1], end - first)
+        return torch.cat([prompt[..., start : self.prompt_len], generated], dim=-1)
 
     def append(self, token: int) -> None:
         self.tokens.append(token)

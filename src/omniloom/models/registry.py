@@ -21,7 +21,7 @@ from gguf import GGUFReader
 from safetensors import safe_open
 
 from omniloom import kernels
-from omniloom.models.backbones.llama import LlamaForCausalLM, RotaryEmbedding
+from omniloom.models.backbones.llama import LlamaForCausalLM, rotary_for
 from omniloom.models.encoders.efficientnet_lite import EfficientNetLite0Encoder, grid_cells
 from omniloom.models.familiarity import BANK_KEY
 from omniloom.models.lora import load_lora
@@ -81,8 +81,7 @@ def build_backbone(ckpt: Checkpoint, dtype: torch.dtype, device: str = "cpu") ->
     with torch.device("meta"):
         model = LlamaForCausalLM(ckpt.config)
     model.load_state_dict(ckpt.state_dict, strict=True, assign=True)
-    cfg = ckpt.config
-    model.rope = RotaryEmbedding(cfg.dim_per_head, cfg.max_position, cfg.rope_theta)  # off meta
+    model.rope = rotary_for(ckpt.config)  # off meta
     if ckpt.config.tie_embeddings:
         model.lm_head.weight = model.model.embed_tokens.weight
     return model.to(device=device, dtype=dtype).eval()

@@ -1,4 +1,4 @@
-"""The vision-language model: encoder → projector → placeholder positions of the LLM's stream.
+"""The embedded default's model: encoder → projector → placeholder positions of the LLM's stream.
 
 Text ids embed through the backbone's table; media marker ids (start/end/separators) through a
 small table of their own; placeholder positions take the projected encoder features in the
@@ -12,11 +12,14 @@ import torch
 from torch import nn
 
 from omniloom.models.backbones.llama import LlamaForCausalLM
+from omniloom.models.multimodal import MultimodalModel
+from omniloom.processing.image_item import ImageItem
 from omniloom.processing.media_tokens import MediaVocabulary, TileLayout
-from omniloom.processing.prompt import Prompt
 
 
-class VisionLanguageModel(nn.Module):
+class VisionLanguageModel(MultimodalModel):
+    modalities = frozenset({"text", "image"})
+
     def __init__(
         self,
         backbone: LlamaForCausalLM,
@@ -24,8 +27,7 @@ class VisionLanguageModel(nn.Module):
         projector: nn.Module,
         media_vocab: MediaVocabulary,
     ):
-        super().__init__()
-        self.backbone = backbone
+        super().__init__(backbone)
         self.encoder = encoder
         self.projector = projector
         self.media_vocab = media_vocab
@@ -38,14 +40,6 @@ class VisionLanguageModel(nn.Module):
     def placeholder_ids(self) -> torch.Tensor:
         """Ids whose embeddings are replaced by projected media features."""
         return self._pad_ids
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.backbone.activation_dtype
-
-    @property
-    def device(self) -> torch.device:
-        return self.backbone.model.embed_tokens.weight.device
 
     def tokens_per_tile(self) -> int:
         return self.projector.num_output_tokens(self.encoder.tokens_per_tile())
@@ -73,19 +67,13 @@ class VisionLanguageModel(nn.Module):
             out[torch.isin(ids, self._pad_ids.to(ids.device))] = 0
         return out
 
-    @torch.inference_mode()
-    def embed_prompt(self, prompt: Prompt, media_embeddings: list[torch.Tensor]) -> torch.Tensor:
-        """(T, hidden) embeddings for the whole prompt; ``media_embeddings`` follow span order."""
-        ids = torch.tensor(prompt.token_ids, device=self.device)
-        embeds = self.embed_ids(ids)
-        placeholders = torch.isin(ids, self._pad_ids.to(ids.device))
-        if media_embeddings:
-            features = torch.cat(media_embeddings).to(embeds.dtype)
-            if features.shape[0] != int(placeholders.sum()):
-                raise ValueError(
-                    f"{int(placeholders.sum())} placeholders but {features.shape[0]} media embeddings"
-                )
-            embeds[placeholders] = features
-        elif placeholders.any():
-            raise ValueError("prompt has media placeholders but no media embeddings were given")
-        return embeds
+    def placeholder_mask(self, ids: torch.Tensor) -> torch.Tensor:
+        return torch.isin(ids, self._pad_ids.to(ids.device))
+
+    def encode(self, items: list[ImageItem]) -> list[torch.Tensor]:
+        """Every item's tiles through one encoder call; one tensor per item."""
+        if not items:
+            return []
+        tiles = [item.tiles() for item in items]
+        encoded = self.encode_tiles(torch.cat(tiles))
+        return list(encoded.split([t.shape[0] * self.tokens_per_tile() for t in tiles]))

@@ -60,7 +60,7 @@ class MediaSpan:
 
     @property
     def key(self) -> str:
-        return f"{self.item.content_hash}:{self.item.cache_key()}"
+        return f"{self.modality}:{self.item.content_hash}:{self.item.cache_key()}"
 
 
 @dataclass

@@ -19,6 +19,7 @@ class DecoderConfig:
     tie_embeddings: bool = True
     attention_bias: bool = False
     head_dim: int | None = None
+    mrope_section: tuple[int, ...] | None = None  # M-RoPE's rotary sections (Qwen2-VL)
 
     @property
     def dim_per_head(self) -> int:

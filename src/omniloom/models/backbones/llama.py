@@ -50,6 +50,34 @@ class RotaryEmbedding(nn.Module):
         return self.cos[positions].to(dtype), self.sin[positions].to(dtype)
 
 
+class MultimodalRotaryEmbedding(RotaryEmbedding):
+    """Qwen2-VL's M-RoPE: positions have three axes (time, row, column) and each section of
+    a head's rotary frequencies turns with one of them. Text has the same position on every
+    axis, which is plain RoPE; media tokens carry their grid position."""
+
+    def __init__(self, head_dim: int, max_position: int, theta: float, sections: tuple[int, ...]):
+        super().__init__(head_dim, max_position, theta)
+        axis = torch.cat([torch.full((n,), i % 3) for i, n in enumerate(sections)])
+        self.register_buffer("axis", torch.cat([axis, axis]), persistent=False)
+
+    def table(self, positions: torch.Tensor, dtype: torch.dtype):
+        """``positions`` (T,) as plain RoPE, or (3, T): each frequency from its own axis."""
+        if positions.dim() == 1:
+            return super().table(positions, dtype)
+        index = self.axis[None, None, :].expand(1, positions.shape[1], -1)
+        cos = self.cos[positions].gather(0, index)[0]
+        sin = self.sin[positions].gather(0, index)[0]
+        return cos.to(dtype), sin.to(dtype)
+
+
+def rotary_for(cfg: DecoderConfig) -> RotaryEmbedding:
+    if cfg.mrope_section:
+        return MultimodalRotaryEmbedding(
+            cfg.dim_per_head, cfg.max_position, cfg.rope_theta, cfg.mrope_section
+        )
+    return RotaryEmbedding(cfg.dim_per_head, cfg.max_position, cfg.rope_theta)
+
+
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     half = x.shape[-1] // 2
     rotated = torch.cat([-x[..., half:], x[..., :half]], dim=-1)
@@ -138,7 +166,7 @@ class LlamaForCausalLM(nn.Module):
         self.lm_head = Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
         if cfg.tie_embeddings:
             self.lm_head.weight = self.model.embed_tokens.weight
-        self.rope = RotaryEmbedding(cfg.dim_per_head, cfg.max_position, cfg.rope_theta)
+        self.rope = rotary_for(cfg)
         self._stack = None  # the fused layer stack, built on first use
         self._stack_adapters: list[LoRALinear] = []
 
@@ -162,17 +190,25 @@ class LlamaForCausalLM(nn.Module):
         embeds: torch.Tensor,
         cache: KVCache | None = None,
         last_only: bool = False,
+        positions: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Run ``embeds`` (B, T, H) starting at the cache's length; return logits (B, T or 1, V)."""
-        x = self.hidden_states(embeds, cache)
+        """Run ``embeds`` (B, T, H) starting at the cache's length (or at ``positions``, (T,) or
+        (3, T) for M-RoPE); return logits (B, T or 1, V)."""
+        x = self.hidden_states(embeds, cache, positions)
         if last_only:
             x = x[:, -1:]
         return self.lm_head(x).float()
 
-    def hidden_states(self, embeds: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+    def hidden_states(
+        self,
+        embeds: torch.Tensor,
+        cache: KVCache | None = None,
+        positions: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """Final-norm hidden states (B, T, H); training applies ``lm_head`` where it needs to."""
         t = embeds.shape[1]
-        positions = cache.positions(t) if cache is not None else torch.arange(t)
+        if positions is None:
+            positions = cache.positions(t) if cache is not None else torch.arange(t)
         cos, sin = self.rope.table(positions.to(embeds.device), embeds.dtype)
         if self._fused_stack_applies(embeds, cache):
             x = self._layer_stack().forward(embeds[0], cos, sin, *cache.stack_inputs())[None]

@@ -64,6 +64,13 @@ class SequenceChunk:
 
     context_slots: torch.Tensor  # (length,) slots of the whole context, new tokens included
     num_new: int
+    positions: torch.Tensor | None = None  # rotary positions of the new tokens: (n,) or (axes, n)
+
+    def new_positions(self) -> torch.Tensor:
+        """The given positions, else the new tokens' indices in the context."""
+        if self.positions is not None:
+            return self.positions
+        return torch.arange(len(self.context_slots) - self.num_new, len(self.context_slots))
 
 
 class PagedBatch:
@@ -72,9 +79,7 @@ class PagedBatch:
     def __init__(self, pool: KVPool, chunks: list[SequenceChunk]):
         self.pool = pool
         self.chunks = chunks
-        self._positions = torch.cat(
-            [torch.arange(len(c.context_slots) - c.num_new, len(c.context_slots)) for c in chunks]
-        )
+        self._positions = torch.cat([c.new_positions() for c in chunks], dim=-1)
         self._write_slots = torch.cat([c.context_slots[-c.num_new :] for c in chunks])
         starts = torch.tensor([0, *[c.num_new for c in chunks]]).cumsum(0).tolist()
         self.spans = list(itertools.pairwise(starts))

@@ -1,0 +1,183 @@
+"""Qwen2-VL's vision transformer: native-resolution patches with 2-D rotary positions.
+
+Each image arrives as its 14×14 patches (already normalised and grouped by 2×2 merge block,
+see ``processing/qwen2_vl.py``). A 3-D convolution embeds them (the temporal patch of 2
+repeats a still image), the blocks attend within each image only, rotating queries and keys by
+the patch's row (first half of each head's rotary dimensions) and column (second half), and the
+patch merger folds each 2×2 block into one token of the language model's width. Parameter names
+match the checkpoints' ``visual.*`` so they load without renaming.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from omniloom.models.backbones.llama import apply_rope
+
+
+@dataclass(frozen=True)
+class VisionConfig:
+    depth: int
+    embed_dim: int
+    num_heads: int
+    hidden_size: int  # the language model's width: what the merger outputs
+    mlp_ratio: float = 4.0
+    patch_size: int = 14
+    temporal_patch_size: int = 2
+    spatial_merge_size: int = 2
+    in_channels: int = 3
+    rope_theta: float = 10000.0
+    hidden_act: str = "quick_gelu"
+
+    @classmethod
+    def from_hf(cls, cfg: dict, hidden_size: int) -> VisionConfig:
+        rope = cfg.get("rope_parameters") or {}
+        return cls(
+            depth=cfg["depth"],
+            embed_dim=cfg["embed_dim"],
+            num_heads=cfg["num_heads"],
+            hidden_size=cfg.get("hidden_size", hidden_size),
+            mlp_ratio=cfg.get("mlp_ratio", 4.0),
+            patch_size=cfg.get("patch_size", 14),
+            temporal_patch_size=cfg.get("temporal_patch_size", 2),
+            spatial_merge_size=cfg.get("spatial_merge_size", 2),
+            in_channels=cfg.get("in_channels", 3),
+            rope_theta=float(rope.get("rope_theta", 10000.0)),
+            hidden_act=cfg.get("hidden_act", "quick_gelu"),
+        )
+
+    @property
+    def patch_dim(self) -> int:
+        return self.in_channels * self.temporal_patch_size * self.patch_size**2
+
+
+_ACTIVATIONS = {
+    "quick_gelu": lambda x: x * torch.sigmoid(1.702 * x),
+    "gelu": F.gelu,
+    "gelu_pytorch_tanh": lambda x: F.gelu(x, approximate="tanh"),
+    "silu": F.silu,
+}
+
+
+class PatchEmbed(nn.Module):
+    def __init__(self, cfg: VisionConfig):
+        super().__init__()
+        self.cfg = cfg
+        kernel = (cfg.temporal_patch_size, cfg.patch_size, cfg.patch_size)
+        self.proj = nn.Conv3d(cfg.in_channels, cfg.embed_dim, kernel, stride=kernel, bias=False)
+
+    def forward(self, patches: torch.Tensor) -> torch.Tensor:
+        c = self.cfg
+        x = patches.view(-1, c.in_channels, c.temporal_patch_size, c.patch_size, c.patch_size)
+        # a conv whose kernel covers its whole input is a matmul over the flattened patch
+        weight = self.proj.weight.reshape(c.embed_dim, -1)
+        return x.reshape(x.shape[0], -1).to(weight.dtype) @ weight.T
+
+
+class VisionAttention(nn.Module):
+    def __init__(self, cfg: VisionConfig):
+        super().__init__()
+        self.num_heads = cfg.num_heads
+        self.qkv = nn.Linear(cfg.embed_dim, 3 * cfg.embed_dim, bias=True)
+        self.proj = nn.Linear(cfg.embed_dim, cfg.embed_dim)
+
+    def forward(self, x: torch.Tensor, cos, sin, lengths: list[int]) -> torch.Tensor:
+        n = x.shape[0]
+        q, k, v = self.qkv(x).view(n, 3, self.num_heads, -1).permute(1, 2, 0, 3).unbind(0)
+        q = apply_rope(q.float(), cos, sin).to(v.dtype)
+        k = apply_rope(k.float(), cos, sin).to(v.dtype)
+        out = torch.cat(
+            [
+                F.scaled_dot_product_attention(qi, ki, vi)
+                for qi, ki, vi in zip(
+                    q.split(lengths, 1), k.split(lengths, 1), v.split(lengths, 1), strict=True
+                )
+            ],
+            dim=1,
+        )
+        return self.proj(out.transpose(0, 1).reshape(n, -1))
+
+
+class VisionMlp(nn.Module):
+    def __init__(self, cfg: VisionConfig):
+        super().__init__()
+        hidden = int(cfg.embed_dim * cfg.mlp_ratio)
+        self.fc1 = nn.Linear(cfg.embed_dim, hidden)
+        self.fc2 = nn.Linear(hidden, cfg.embed_dim)
+        self.act = _ACTIVATIONS[cfg.hidden_act]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.act(self.fc1(x)))
+
+
+class VisionBlock(nn.Module):
+    def __init__(self, cfg: VisionConfig):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(cfg.embed_dim, eps=1e-6)
+        self.norm2 = nn.LayerNorm(cfg.embed_dim, eps=1e-6)
+        self.attn = VisionAttention(cfg)
+        self.mlp = VisionMlp(cfg)
+
+    def forward(self, x, cos, sin, lengths: list[int]) -> torch.Tensor:
+        x = x + self.attn(self.norm1(x), cos, sin, lengths)
+        return x + self.mlp(self.norm2(x))
+
+
+class PatchMerger(nn.Module):
+    def __init__(self, cfg: VisionConfig):
+        super().__init__()
+        self.merged_dim = cfg.embed_dim * cfg.spatial_merge_size**2
+        self.ln_q = nn.LayerNorm(cfg.embed_dim, eps=1e-6)
+        self.mlp = nn.Sequential(
+            nn.Linear(self.merged_dim, self.merged_dim),
+            nn.GELU(),
+            nn.Linear(self.merged_dim, cfg.hidden_size),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.mlp(self.ln_q(x).view(-1, self.merged_dim))
+
+
+def patch_positions(grid: tuple[int, int, int], merge: int) -> torch.Tensor:
+    """(patches, 2) row and column of each patch, in the processor's merge-block order."""
+    t, h, w = grid
+    rows, cols = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+    block = (h // merge, merge, w // merge, merge)
+    rows = rows.reshape(block).transpose(1, 2).flatten()
+    cols = cols.reshape(block).transpose(1, 2).flatten()
+    return torch.stack([rows, cols], dim=-1).repeat(t, 1)
+
+
+class Qwen2VisionTransformer(nn.Module):
+    def __init__(self, cfg: VisionConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.patch_embed = PatchEmbed(cfg)
+        self.blocks = nn.ModuleList(VisionBlock(cfg) for _ in range(cfg.depth))
+        self.merger = PatchMerger(cfg)
+        head_dim = cfg.embed_dim // cfg.num_heads
+        quarter = torch.arange(0, head_dim // 2, 2, dtype=torch.float32) / (head_dim // 2)
+        self.register_buffer("inv_freq", 1.0 / cfg.rope_theta**quarter, persistent=False)
+
+    def rotary(self, grids: list[tuple[int, int, int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos, sin (patches, head_dim): rows rotate the first quarter pair, columns the second."""
+        merge = self.cfg.spatial_merge_size
+        positions = torch.cat([patch_positions(g, merge) for g in grids]).float()
+        angles = (positions[..., None] * self.inv_freq).flatten(1)  # (N, head_dim / 2)
+        angles = torch.cat([angles, angles], dim=-1)
+        return angles.cos()[None], angles.sin()[None]
+
+    @torch.inference_mode()
+    def forward(self, patches: torch.Tensor, grids: list[tuple[int, int, int]]) -> torch.Tensor:
+        """Patches (N, patch_dim) of the images in ``grids`` → merged tokens (N / 4, hidden)."""
+        dtype = self.merger.ln_q.weight.dtype
+        x = self.patch_embed(patches).to(dtype)
+        cos, sin = self.rotary(grids)
+        lengths = [h * w for t, h, w in grids for _ in range(t)]
+        for block in self.blocks:
+            x = block(x, cos, sin, lengths)
+        return self.merger(x)
