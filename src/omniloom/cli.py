@@ -22,8 +22,13 @@ EXIT_ENGINE_FAILED = 3  # ``serve``: the engine loop died (already logged); rest
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
-        "--weights", help="GGUF file or Hugging Face directory (default: embedded SmolLM2)"
+        "--model",
+        "--weights",
+        dest="weights",
+        help="Hugging Face checkpoint directory or GGUF file (default: the embedded omniloom-smol)",
     )
+    p.add_argument("--served-model-name", help="the name clients use (default: the checkpoint's)")
+    p.add_argument("--chat-template", help="Jinja chat template file, for checkpoints without one")
     p.add_argument("--dtype", choices=["auto", *WEIGHT_FORMATS], default=None)
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
     p.add_argument(
@@ -41,6 +46,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from omniloom.serving.http import make_server
 
     settings = Settings.from_env(
+        model_name=args.served_model_name,
+        chat_template=args.chat_template,
         host=args.host,
         port=args.port,
         dtype=args.dtype,
@@ -106,7 +113,13 @@ def cmd_chat(args: argparse.Namespace) -> int:
     from omniloom.serving.requests import prepare
     from omniloom.serving.schemas import ChatCompletionRequest
 
-    settings = Settings.from_env(dtype=args.dtype, threads=args.threads, perception=args.perception)
+    settings = Settings.from_env(
+        model_name=args.served_model_name,
+        chat_template=args.chat_template,
+        dtype=args.dtype,
+        threads=args.threads,
+        perception=args.perception,
+    )
     state = build_state(settings, weights=args.weights, start_engine=False)
     content = [{"type": "text", "text": args.question}]
     content += [_image_part(p, args.detail) for p in args.image]

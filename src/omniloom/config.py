@@ -67,7 +67,9 @@ PERCEPTION_MODES = ("native", "cascade", "hybrid", "auto")  # how an image reach
 class Settings:
     """Server-wide settings."""
 
-    model_name: str = "omniloom-smol"
+    model: str = ""  # checkpoint directory or GGUF file; empty: the embedded default
+    model_name: str = ""  # the name it serves under; empty: the checkpoint's (or omniloom-smol)
+    chat_template: str = ""  # a Jinja file used instead of the checkpoint's chat template
     dtype: str = "auto"  # weight format: auto (float32) | WEIGHT_FORMATS; activations stay fp32
     threads: int = 0  # 0: one per available core
     seed: int = 0

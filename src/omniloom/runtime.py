@@ -6,6 +6,7 @@ import logging
 import os
 import threading
 import time
+from pathlib import Path
 
 from omniloom.config import Settings
 from omniloom.engine.engine import Engine
@@ -24,7 +25,12 @@ def build_state(
     settings: Settings, weights: str | None = None, start_engine: bool = True
 ) -> ServerState:
     os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
-    model = load_model(settings.model_name, weights=weights, dtype=settings.dtype)
+    model = load_model(
+        settings.model_name or None,
+        weights=weights or settings.model or None,
+        dtype=settings.dtype,
+        chat_template=Path(settings.chat_template).read_text() if settings.chat_template else None,
+    )
     log.info("loaded %s (%s)", model.name, model.vlm.dtype)
     engine = Engine(model, settings.engine, default_threads(settings), start=start_engine)
     state = ServerState(settings, model, engine, keys=KeyStore.from_file(settings.api_keys_file))

@@ -23,7 +23,6 @@ from omniloom.models.registry import LoadedModel
 from omniloom.perception.cascade import Perception, PerceptionCascade
 from omniloom.perception.image_safety import ImageSafety, SafetyReport
 from omniloom.perception.injection import Finding
-from omniloom.processing.image_item import prepare_image
 from omniloom.processing.prompt import MediaPart, Message, Prompt, TextPart, build_prompt
 from omniloom.serving.schemas import ChatCompletionRequest, ChatMessage, ContentPart
 
@@ -99,16 +98,11 @@ def _convert_image(part: ContentPart, where: str, ctx: MediaContext) -> list:
             f"{where} has type 'image_url' but no 'image_url' object.", param=where
         )
     limits, model = ctx.settings.limits, ctx.model
+    check_modality(model, "image", where)
     decoded = decode_image(load_image_bytes(part.image_url.url, limits), limits)
     if ctx.safety is not None:
         _check_safety(decoded.image, where, ctx)
-    item = prepare_image(
-        decoded,
-        part.image_url.detail,
-        ctx.settings.image,
-        model.tile_layout,
-        model.vlm.media_vocab,
-    )
+    item = model.processors["image"].prepare(decoded, part.image_url.detail, ctx.settings.image)
     if ctx.perception == "native":
         if ctx.scans:
             seen = ctx.cascade.read_text(decoded.image, decoded.content_hash)
@@ -122,6 +116,18 @@ def _convert_image(part: ContentPart, where: str, ctx: MediaContext) -> list:
     path = image_path(ctx.perception, seen)
     ctx.image_paths.append({"path": path, "familiarity": seen.familiarity})
     return ([MediaPart(item)] if path == "hybrid" else []) + [seen.as_prompt_part()]
+
+
+def check_modality(model: LoadedModel, modality: str, where: str) -> None:
+    """A 400 naming the modality and the model when the model does not take it."""
+    if modality in model.modalities and modality in model.processors:
+        return
+    why = f" ({model.why_text_only})" if model.why_text_only else ""
+    served = ", ".join(sorted(model.modalities))
+    raise InvalidRequest(
+        f"{where}: model '{model.name}' does not accept {modality} input{why}; it takes: {served}.",
+        param=where,
+    )
 
 
 def _check_safety(image, where: str, ctx: MediaContext) -> None:
@@ -162,7 +168,8 @@ def _convert_part(part: ContentPart, where: str, ctx: MediaContext) -> list:
         return _convert_image(part, where, ctx)
     if part.type in _NOT_YET:
         raise InvalidRequest(
-            f"{where}: {_NOT_YET[part.type]} ('{part.type}') is not supported by model '{model.name}'.",
+            f"{where}: {_NOT_YET[part.type]} ('{part.type}') is not supported by model "
+            f"'{model.name}'; it takes: {', '.join(sorted(model.modalities))}.",
             param=where,
         )
     raise InvalidRequest(
@@ -259,9 +266,20 @@ def _media_context(req, model, settings, cascade, safety) -> MediaContext:
     return MediaContext(model, settings, mode, cascade, safety, safety_report=report)
 
 
+def chat_template(model: LoadedModel):
+    if model.template is None:
+        raise InvalidRequest(
+            f"Model '{model.name}' has no chat template (a base model): send text to "
+            "/v1/completions, or start the server with --chat-template FILE.",
+            param="messages",
+        )
+    return model.template
+
+
 def _build(req: ChatCompletionRequest, ctx: MediaContext) -> Prompt:
+    template = chat_template(ctx.model)
     messages = [_convert_message(i, m, ctx) for i, m in enumerate(req.messages)]
-    prompt = build_prompt(messages, ctx.model.template, ctx.model.tokenizer)
+    prompt = build_prompt(messages, template, ctx.model.tokenizer)
     described = ctx.perception != "native" and _count_images(req) > 0
     prompt.describes_media = described and ctx.model.adapter_reads_descriptions
     return prompt

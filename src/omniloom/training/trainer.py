@@ -27,13 +27,15 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import save_file
 from tqdm import tqdm
 
 from omniloom.eval.synthetic import Sample, make_sample, make_split
-from omniloom.models.familiarity import BANK_KEY, build_bank
-from omniloom.models.lora import attach_lora, lora_state
-from omniloom.models.registry import LoadedModel, use_tile_layout
+from omniloom.models.adapter import adapter_state, apply_adapter_state, write_adapter
+from omniloom.models.familiarity import build_bank
+from omniloom.models.lora import attach_lora
+from omniloom.models.multimodal import splice_media
+from omniloom.models.registry import LoadedModel
+from omniloom.models.specs.omniloom_smol import use_tile_layout
 from omniloom.perception.cascade import Perception, PerceptionCascade
 from omniloom.perception.ocr import OcrEngine
 from omniloom.training.data import (
@@ -120,9 +122,9 @@ def batch_loss(model: LoadedModel, examples: list[Example], features: torch.Tens
     pad = model.tokenizer.eos_id
     ids = torch.tensor([e.ids + [pad] * (length - len(e.ids)) for e in examples])
     embeds = vlm.embed_ids(ids.flatten()).view(len(examples), length, -1)
-    is_placeholder = torch.isin(ids, vlm.placeholder_ids)
     projected = vlm.project(features[[e.image for e in examples if e.image >= 0]])
-    embeds = embeds.masked_scatter(is_placeholder.unsqueeze(-1), projected.to(embeds.dtype))
+    media = [projected.reshape(-1, projected.shape[-1])]  # every tile's cells, in order
+    embeds = splice_media(embeds, vlm.placeholder_mask(ids), media)
     hidden = vlm.backbone.hidden_states(embeds)
     rows, cols, targets = [], [], []
     for b, e in enumerate(examples):
@@ -296,29 +298,19 @@ class Trainer:
         for p in params:
             p.requires_grad_(False)
 
-    def _trainable_state(self) -> dict[str, torch.Tensor]:
-        vlm = self.model.vlm
-        state = {
-            f"projector.{k}": v.detach().float().contiguous()
-            for k, v in vlm.projector.state_dict().items()
-        }
-        state["media_embed.weight"] = vlm.media_embed.weight.detach().float().contiguous()
-        state.update({f"lora.{k}": v for k, v in lora_state(vlm.backbone).items()})
-        return state
-
     def save_adapter(self, path: Path) -> None:
         meta = {
             "recipe": json.dumps(asdict(self.recipe)),
             "val_loss": json.dumps(self.state.val_loss),
         }
         bank = familiarity_bank(self.model.vlm.encoder, self.recipe)
-        save_file(self._trainable_state() | {BANK_KEY: bank}, str(path), metadata=meta)
+        write_adapter(path, self.model.vlm, meta, bank)
 
     def _checkpoint(self, optimizer) -> None:
         torch.save(
             {
                 "progress": asdict(self.state),
-                "weights": self._trainable_state(),
+                "weights": adapter_state(self.model.vlm),
                 "optimizer": optimizer.state_dict() if optimizer else None,
                 "recipe": asdict(self.recipe),
             },
@@ -334,19 +326,8 @@ class Trainer:
         if ckpt["recipe"] != asdict(self.recipe):
             raise ValueError(f"{path} was written by a different recipe; use another --out")
         self.state = Progress(**ckpt["progress"])
-        self._load_weights(ckpt["weights"])
+        apply_adapter_state(self.model.vlm, ckpt["weights"])
         self._pending_optimizer = ckpt["optimizer"]
-
-    def _load_weights(self, state: dict[str, torch.Tensor]) -> None:
-        vlm = self.model.vlm
-        vlm.projector.load_state_dict(
-            {k[10:]: v for k, v in state.items() if k.startswith("projector.")}
-        )
-        vlm.media_embed.weight.data.copy_(state["media_embed.weight"])
-        params = dict(vlm.backbone.named_parameters())
-        for key, value in state.items():
-            if key.startswith("lora.") and not key.endswith(".scale"):
-                params[key[5:]].data.copy_(value)
 
     def _load_optimizer(self, optimizer, index: int) -> None:
         pending = getattr(self, "_pending_optimizer", None)

@@ -8,7 +8,7 @@ from omniloom.errors import ModelNotFound
 from omniloom.serving.state import ServerState
 
 router = APIRouter()
-_CREATED = 1_763_856_000  # fixed: the default stack does not change between restarts
+_CREATED = 1_763_856_000  # fixed: a model's card does not change between restarts
 
 
 def _card(state: ServerState) -> dict:
@@ -19,8 +19,10 @@ def _card(state: ServerState) -> dict:
         "created": _CREATED,
         "owned_by": "omniloom",
         "max_model_len": m.context_length,
-        "input_modalities": ["text", "image"],
+        "family": m.family,
+        "input_modalities": ["text", *sorted(m.modalities & set(m.processors))],
         "output_modalities": ["text"],
+        "chat_template": m.template is not None,
     }
 
 

