@@ -34,7 +34,7 @@ def _tiny_hf(arch: str, tie: bool):
 def test_tiny_random_safetensors_parity(tmp_path, arch, tie):
     ref = _tiny_hf(arch, tie)
     ref.save_pretrained(tmp_path)
-    ours = build_backbone(load_checkpoint(tmp_path), torch.float32)
+    ours = build_backbone(load_checkpoint(tmp_path))
     ids = torch.randint(0, 97, (2, 19), generator=torch.Generator().manual_seed(1))
     with torch.inference_mode():
         expected = ref(ids).logits
@@ -45,7 +45,7 @@ def test_tiny_random_safetensors_parity(tmp_path, arch, tie):
 def test_kv_cache_matches_full_forward(tmp_path):
     ref = _tiny_hf("llama", True)
     ref.save_pretrained(tmp_path)
-    ours = build_backbone(load_checkpoint(tmp_path), torch.float32)
+    ours = build_backbone(load_checkpoint(tmp_path))
     ids = torch.randint(0, 97, (1, 24), generator=torch.Generator().manual_seed(2))
     with torch.inference_mode():
         full = ours(ours.embed(ids))
@@ -64,7 +64,7 @@ def smollm2_pair():
     ref = AutoModelForCausalLM.from_pretrained(
         path.parent, gguf_file=path.name, dtype=torch.float32
     ).eval()
-    ours = build_backbone(load_checkpoint(path), torch.float32)
+    ours = build_backbone(load_checkpoint(path))
     return ref, ours
 
 

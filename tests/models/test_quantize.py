@@ -25,8 +25,8 @@ def test_packed_model_predicts_like_the_float_model(weight_format):
     from omniloom.models.registry import build_backbone, load_checkpoint, smollm2_gguf_path
 
     ckpt = load_checkpoint(smollm2_gguf_path())
-    reference = build_backbone(ckpt, torch.float32)
-    packed = build_backbone(ckpt, torch.float32)
+    reference = build_backbone(ckpt)
+    packed = build_backbone(ckpt)
     assert pack_weights(packed, weight_format) == 30 * 7 + 1  # every projection plus the head
     ids = torch.tensor([[1, 504, 3458, 314, 253, 2799, 28, 3733, 314, 4130, 30, 378, 3458]])
     with torch.inference_mode():

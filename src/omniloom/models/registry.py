@@ -17,7 +17,12 @@ from gguf import GGUFReader
 from omniloom import kernels
 from omniloom.models.adapter import ADAPTER, adapter_layout, trained_on_descriptions
 from omniloom.models.specs import qwen2_vl, text
-from omniloom.models.specs.base import LoadedModel, SpecContext, resolve_weight_format
+from omniloom.models.specs.base import (
+    LoadedModel,
+    SpecContext,
+    build_decoder,
+    resolve_weight_format,
+)
 from omniloom.models.specs.omniloom_smol import (
     DEFAULT_MODEL,
     build_tile_layout,
@@ -34,6 +39,7 @@ __all__ = [
     "DEFAULT_MODEL",
     "LoadedModel",
     "adapter_layout",
+    "build_backbone",
     "build_tile_layout",
     "default_tile_layout",
     "load_model",
@@ -74,6 +80,11 @@ def load_checkpoint(path: str | Path):
     """A text decoder's checkpoint (config, weights, tokenizer) from either format."""
     path = Path(path)
     return load_hf_directory(path) if path.is_dir() else load_gguf(path)
+
+
+def build_backbone(ckpt, device: str = "cpu"):
+    """A checkpoint's decoder alone, fp32 (parity tests, benchmarks)."""
+    return build_decoder(ckpt.config, dict(ckpt.state_dict), SpecContext(device=device))
 
 
 def load_model(

@@ -34,6 +34,14 @@ class TextTokenizer:
         """Token ids for ``text``; special tokens written literally are recognised."""
         return self._tok.encode(text, add_special_tokens=False).ids
 
+    def encode_prompt(self, text: str) -> list[int]:
+        """A raw prompt's ids with the checkpoint's own additions (its BOS where it adds one)."""
+        ids = self._tok.encode(text, add_special_tokens=True).ids
+        bos = self.bos_id
+        if self.spec.add_bos and bos is not None and ids[:1] != [bos]:
+            ids.insert(0, bos)
+        return ids
+
     def decode(self, ids: list[int], skip_special: bool = True) -> str:
         return self._tok.decode(ids, skip_special_tokens=skip_special)
 

@@ -24,7 +24,13 @@ from omniloom.perception.cascade import Perception, PerceptionCascade
 from omniloom.perception.image_safety import ImageSafety, SafetyReport
 from omniloom.perception.injection import Finding
 from omniloom.processing.prompt import MediaPart, Message, Prompt, TextPart, build_prompt
-from omniloom.serving.schemas import ChatCompletionRequest, ChatMessage, ContentPart
+from omniloom.serving.schemas import (
+    ChatCompletionRequest,
+    ChatMessage,
+    CompletionRequest,
+    ContentPart,
+    SamplingFields,
+)
 
 log = logging.getLogger(__name__)
 _ROLE_ALIASES = {"developer": "system"}
@@ -297,7 +303,7 @@ def _stop_strings(stop: str | list[str] | None, max_chars: int) -> tuple[str, ..
     return tuple(s for s in stops if s)
 
 
-def _grammar(req: ChatCompletionRequest, grammars: GrammarCompiler | None, limits):
+def _grammar(req: SamplingFields, grammars: GrammarCompiler | None, limits):
     if (req.response_format or {}).get("type", "text") == "text":
         return None
     if grammars is None:
@@ -306,14 +312,13 @@ def _grammar(req: ChatCompletionRequest, grammars: GrammarCompiler | None, limit
 
 
 def sampling_params(
-    req: ChatCompletionRequest,
+    req: SamplingFields,
     prompt_len: int,
     model: LoadedModel,
     settings: Settings,
     grammars: GrammarCompiler | None = None,
 ) -> SamplingParams:
     """Decide the completion budget against the context window and limits."""
-    _check_unsupported_options(req)
     limits, context = settings.limits, model.context_length
     if req.n > limits.max_n:
         raise InvalidRequest(f"n={req.n} exceeds the limit of {limits.max_n}.", param="n")
@@ -323,7 +328,7 @@ def sampling_params(
             f"This model's maximum context length is {context} tokens, but the prompt is "
             f"{prompt_len} tokens. Shorten the messages or use lower image detail."
         )
-    asked = req.max_completion_tokens or req.max_tokens
+    asked = req.asked_tokens
     if asked is not None and asked > room:
         raise ContextLengthExceeded(
             f"This model's maximum context length is {context} tokens. However, you requested "
@@ -348,7 +353,7 @@ def sampling_params(
         stop=_stop_strings(req.stop, limits.max_stop_chars),
         n=req.n,
         grammar=_grammar(req, grammars, limits),
-        logprobs=(req.top_logprobs or 0) if req.logprobs else None,
+        logprobs=req.top_logprobs_wanted,
         ignore_eos=req.ignore_eos,
     )
 
@@ -363,9 +368,55 @@ def prepare(
 ) -> PreparedRequest:
     ctx = _media_context(req, model, settings, cascade, safety)
     prompt = _build(req, ctx)
+    _check_unsupported_options(req)
     params = sampling_params(req, len(prompt.token_ids), model, settings, grammars)
     report = ctx.safety_report if ctx.safety_report and ctx.safety_report.scores else None
     ran = path_that_ran(ctx.perception, ctx.image_paths)
     return PreparedRequest(
         prompt, params, ran, ctx.scans, ctx.injection, report, ctx.image_paths, ctx.skipped
     )
+
+
+def completion_prompt(req: CompletionRequest, model: LoadedModel) -> Prompt:
+    """The prompt of a text completion: one string (tokenized as the checkpoint does, its BOS
+    included) or one list of token ids."""
+    check_model(req.model, model)
+    prompt = req.prompt
+    if isinstance(prompt, list) and len(prompt) == 1 and not isinstance(prompt[0], int):
+        prompt = prompt[0]
+    if isinstance(prompt, list) and prompt and not isinstance(prompt[0], int):
+        raise InvalidRequest("Send one prompt per request.", param="prompt")
+    if isinstance(prompt, str):
+        per_token = model.tokenizer.max_token_bytes
+        if per_token and -(-len(prompt.encode()) // per_token) > model.context_length:
+            raise ContextLengthExceeded(
+                f"This model's maximum context length is {model.context_length} tokens; "
+                "the prompt is longer. Shorten it."
+            )
+        return Prompt(model.tokenizer.encode_prompt(prompt))
+    vocab = model.vlm.backbone.config.vocab_size
+    if not prompt or any(not 0 <= t < vocab for t in prompt):
+        raise InvalidRequest(
+            f"A token-id prompt needs at least one id, each in [0, {vocab}).", param="prompt"
+        )
+    return Prompt(list(prompt))
+
+
+def prepare_completion(
+    req: CompletionRequest,
+    model: LoadedModel,
+    settings: Settings,
+    grammars: GrammarCompiler | None = None,
+) -> PreparedRequest:
+    if req.suffix:
+        raise InvalidRequest("suffix (insertion) is not supported.", param="suffix")
+    if req.best_of is not None and req.best_of != req.n:
+        raise InvalidRequest("best_of other than n is not supported.", param="best_of")
+    if req.echo and req.logprobs is not None:
+        raise InvalidRequest(
+            "echo with logprobs would need the prompt's logprobs, which are not computed.",
+            param="echo",
+        )
+    prompt = completion_prompt(req, model)
+    params = sampling_params(req, len(prompt.token_ids), model, settings, grammars)
+    return PreparedRequest(prompt, params)

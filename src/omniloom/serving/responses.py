@@ -1,4 +1,4 @@
-"""OpenAI-shaped response bodies and stream chunks for chat completions."""
+"""OpenAI-shaped response bodies and stream chunks for chat and text completions."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from omniloom.processing.prompt import Prompt
 MODALITIES = ("text", "image", "audio", "video")
 
 
-def completion_id() -> str:
-    return f"chatcmpl-{uuid.uuid4().hex}"
+def completion_id(prefix: str = "chatcmpl") -> str:
+    return f"{prefix}-{uuid.uuid4().hex}"
 
 
 def usage(prompt: Prompt, completion_tokens: int, cached_tokens: int = 0) -> dict:
@@ -93,3 +93,36 @@ def delta_choice(
         "finish_reason": finish_reason,
         "logprobs": {"content": logprobs} if logprobs else None,
     }
+
+
+def legacy_logprobs(entries: list[TokenLogprob], tokenizer, offset: int) -> dict:
+    """``/v1/completions``' logprobs: tokens, their logprobs, top alternatives, text offsets."""
+    tokens = [tokenizer.decode([e.token_id], skip_special=False) for e in entries]
+    offsets, at = [], offset
+    for token in tokens:
+        offsets.append(at)
+        at += len(token)
+    top = [{tokenizer.decode([t], skip_special=False): lp for t, lp in e.top} for e in entries]
+    return {
+        "tokens": tokens,
+        "token_logprobs": [e.logprob for e in entries],
+        "top_logprobs": top,
+        "text_offset": offsets,
+    }
+
+
+def text_choice(index: int, text: str, reason: str | None, logprobs: dict | None) -> dict:
+    return {"index": index, "text": text, "logprobs": logprobs, "finish_reason": reason}
+
+
+def text_completion(cid: str, model: str, choices: list[dict], usage_: dict | None) -> dict:
+    body = {
+        "id": cid,
+        "object": "text_completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": choices,
+    }
+    if usage_ is not None:
+        body["usage"] = usage_
+    return body

@@ -92,13 +92,13 @@ class StreamOptions(BaseModel):
     include_usage: bool = False
 
 
-class ChatCompletionRequest(BaseModel):
+class SamplingFields(BaseModel):
+    """What chat and text completions share: the model, the budget and the sampling knobs."""
+
     model_config = ConfigDict(extra="allow", allow_inf_nan=False)
 
     model: str
-    messages: list[ChatMessage] = Field(min_length=1)
     max_tokens: int | None = Field(default=None, ge=1, le=INT32_MAX)
-    max_completion_tokens: int | None = Field(default=None, ge=1, le=INT32_MAX)
     temperature: float = Field(default=1.0, ge=0.0, le=2.0)
     top_p: float = Field(default=1.0, gt=0.0, le=1.0)
     top_k: int = Field(default=0, ge=0, le=INT32_MAX)
@@ -112,14 +112,47 @@ class ChatCompletionRequest(BaseModel):
     stream: bool = False
     stream_options: StreamOptions | None = None
     response_format: dict[str, Any] | None = None
-    tools: list[Any] | None = None
-    logprobs: bool | None = None
-    top_logprobs: int | None = Field(default=None, ge=0, le=20)
     ignore_eos: bool = False  # vLLM's extension: generate max_tokens whatever (benchmarks)
-    perception: Literal["native", "cascade", "hybrid", "auto"] | None = None
 
     @model_validator(mode="before")
     @classmethod
     def _values_the_engine_can_take(cls, data: Any) -> Any:
         check_json_values(data)
         return data
+
+
+class ChatCompletionRequest(SamplingFields):
+    messages: list[ChatMessage] = Field(min_length=1)
+    max_completion_tokens: int | None = Field(default=None, ge=1, le=INT32_MAX)
+    tools: list[Any] | None = None
+    logprobs: bool | None = None
+    top_logprobs: int | None = Field(default=None, ge=0, le=20)
+    perception: Literal["native", "cascade", "hybrid", "auto"] | None = None
+
+    @property
+    def asked_tokens(self) -> int | None:
+        return self.max_completion_tokens or self.max_tokens
+
+    @property
+    def top_logprobs_wanted(self) -> int | None:
+        """None: no logprobs; k: the sampled token's and the k most likely."""
+        return (self.top_logprobs or 0) if self.logprobs else None
+
+
+class CompletionRequest(SamplingFields):
+    """OpenAI's legacy ``/v1/completions``: plain text in, text out (base models)."""
+
+    prompt: str | list[str] | list[int] | list[list[int]]
+    max_tokens: int | None = Field(default=16, ge=1, le=INT32_MAX)  # OpenAI's default
+    logprobs: int | None = Field(default=None, ge=0, le=20)
+    echo: bool = False
+    suffix: str | None = None
+    best_of: int | None = Field(default=None, ge=1, le=INT32_MAX)
+
+    @property
+    def asked_tokens(self) -> int | None:
+        return self.max_tokens
+
+    @property
+    def top_logprobs_wanted(self) -> int | None:
+        return self.logprobs
