@@ -254,6 +254,11 @@ def check_sizes(req: ChatCompletionRequest, model: LoadedModel, limits: Limits) 
         )
 
 
+def default_perception(model: LoadedModel, settings: Settings) -> str:
+    """The server's perception mode where the model has the cascade, else native."""
+    return settings.perception if model.cascade_encoder is not None else "native"
+
+
 def _media_context(req, model, settings, cascade, safety) -> MediaContext:
     check_model(req.model, model)
     check_sizes(req, model, settings.limits)
@@ -263,7 +268,7 @@ def _media_context(req, model, settings, cascade, safety) -> MediaContext:
             f"The request has {images} images; the limit is {settings.limits.max_images_per_request}.",
             param="messages",
         )
-    mode = req.perception or settings.perception
+    mode = req.perception or default_perception(model, settings)
     if (mode != "native" or settings.scan_media_text) and cascade is None:
         raise InvalidRequest(
             f"perception '{mode}' is not available on this server.", param="perception"
@@ -283,9 +288,8 @@ def chat_template(model: LoadedModel):
 
 
 def _build(req: ChatCompletionRequest, ctx: MediaContext) -> Prompt:
-    template = chat_template(ctx.model)
     messages = [_convert_message(i, m, ctx) for i, m in enumerate(req.messages)]
-    prompt = build_prompt(messages, template, ctx.model.tokenizer)
+    prompt = build_prompt(messages, chat_template(ctx.model), ctx.model.tokenizer)
     described = ctx.perception != "native" and _count_images(req) > 0
     prompt.describes_media = described and ctx.model.adapter_reads_descriptions
     return prompt

@@ -18,7 +18,7 @@ from omniloom.config import Settings
 from omniloom.engine.engine import Done, Engine, Event, Failed, Job
 from omniloom.engine.sampling import SamplingParams
 from omniloom.engine.sequence import JobStats
-from omniloom.errors import RateLimited, RequestTimedOut, ServiceUnavailable
+from omniloom.errors import InvalidRequest, RateLimited, RequestTimedOut, ServiceUnavailable
 from omniloom.models.familiarity import Familiarity
 from omniloom.models.registry import LoadedModel
 from omniloom.perception.cascade import PerceptionCascade
@@ -28,6 +28,7 @@ from omniloom.processing.prompt import Prompt
 from omniloom.serving import logs
 from omniloom.serving.auth import KeyRecord, KeyStore
 from omniloom.serving.metrics import Metrics
+from omniloom.serving.requests import default_perception
 
 log = logging.getLogger(__name__)
 
@@ -55,13 +56,22 @@ class ServerState:
     def cascade_for(self, requested: str | None) -> PerceptionCascade | None:
         """The perception cascade if this request's mode needs it; built at start-up when the
         server's default mode needs it (``runtime.build_state``), else on first use."""
-        native = (requested or self.settings.perception) == "native"
-        if native and not self.settings.scan_media_text:
+        mode = requested or default_perception(self.model, self.settings)
+        encoder = self.model.cascade_encoder
+        if encoder is None:
+            if mode != "native":
+                raise InvalidRequest(
+                    f"perception '{mode}' needs the perception cascade, which only "
+                    f"omniloom-smol has; model '{self.model.name}' takes images natively.",
+                    param="perception",
+                )
+            return None
+        if mode == "native" and not self.settings.scan_media_text:
             return None
         with self._perception_lock:
             if self._cascade is None:
                 self._cascade = PerceptionCascade(
-                    self.model.vlm.encoder, OcrEngine(), familiarity=self._familiarity()
+                    encoder, OcrEngine(), familiarity=self._familiarity()
                 )
         return self._cascade
 

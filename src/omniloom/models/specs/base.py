@@ -48,6 +48,7 @@ class LoadedModel:
     adapter_reads_descriptions: bool = False  # trained on the cascade's words: runs for them too
     familiarity_bank: torch.Tensor | None = None  # features of the adapter's training images
     why_text_only: str | None = None  # said when media are refused for a reason of its own
+    cascade_encoder: nn.Module | None = None  # labels images for the perception cascade
 
     @property
     def modalities(self) -> frozenset[str]:

@@ -102,6 +102,7 @@ def load(
         why_text_only=None if adapter else "its vision adapter is not installed",
         adapter_reads_descriptions=trained_on_descriptions(metadata),
         familiarity_bank=adapter.familiarity_bank if adapter else None,
+        cascade_encoder=vlm.encoder,
     )
 
 

@@ -1,0 +1,166 @@
+"""``omniloom serve --model DIR`` on checkpoints of other families, end to end: a tiny
+Qwen2-VL answers the official openai client exactly as ``transformers`` generates, at every
+``detail``, with usage and ``/tokenize`` equal to the processor's count; ``/v1/completions``
+on raw text; a text-only base model refuses chat (no template) and images (no encoder) with
+400s that say why."""
+
+from __future__ import annotations
+
+import httpx
+import numpy as np
+import openai
+import pytest
+import torch
+
+from tests.conftest import data_url, png_bytes, start_server
+from tests.models.tiny_checkpoints import qwen2_vl
+
+pytestmark = pytest.mark.slow
+QUESTION = "What is in this picture?"
+
+
+@pytest.fixture(scope="module")
+def qwen(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("ckpt") / "tiny-qwen2-vl"
+    reference, processor = qwen2_vl(directory)
+    server = start_server(tmp_path_factory.mktemp("log") / "server.log", "--model", str(directory))
+    try:
+        yield server, reference, processor
+    finally:
+        server.proc.terminate()
+        server.proc.wait(timeout=30)
+
+
+def _picture() -> np.ndarray:
+    return np.random.default_rng(3).integers(0, 256, (120, 170, 3), dtype=np.uint8)
+
+
+def _reference(reference, processor, messages, images, tokens: int):
+    text = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    inputs = processor(text=[text], images=images, return_tensors="pt")
+    with torch.inference_mode():
+        out = reference.generate(**inputs, max_new_tokens=tokens, do_sample=False)
+    new = out[0, inputs["input_ids"].shape[1] :]
+    return processor.tokenizer.decode(new, skip_special_tokens=True), inputs["input_ids"].shape[1]
+
+
+@pytest.mark.parametrize("detail", ["auto", "low", "high"])
+def test_openai_client_gets_what_transformers_generates(qwen, detail):
+    server, reference, processor = qwen
+    from PIL import Image
+
+    url = data_url(png_bytes(_picture()), "image/png")
+    content = [
+        {"type": "image_url", "image_url": {"url": url, "detail": detail}},
+        {"type": "text", "text": QUESTION},
+    ]
+    client = openai.OpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0)
+    reply = client.chat.completions.create(
+        model="tiny-qwen2-vl",
+        messages=[{"role": "user", "content": content}],
+        max_tokens=12,
+        temperature=0,
+    )
+    ref_messages = [{"role": "user", "content": [{"type": "image"}, content[1]]}]
+    expected, prompt_len = _reference(
+        reference, processor, ref_messages, [Image.fromarray(_picture())], 12
+    )
+    assert reply.choices[0].message.content == expected
+    assert reply.usage.prompt_tokens == prompt_len
+    assert reply.model_dump()["usage"]["prompt_tokens_details"]["image_tokens"] > 0
+    counted = httpx.post(
+        f"{server.url}/tokenize",
+        json={"model": "tiny-qwen2-vl", "messages": [{"role": "user", "content": content}]},
+    ).json()
+    assert counted["count"] == prompt_len
+
+
+def test_models_card_reports_what_the_checkpoint_is(qwen):
+    server, reference, _ = qwen
+    card = httpx.get(f"{server.url}/v1/models").json()["data"][0]
+    assert card["id"] == "tiny-qwen2-vl" and card["family"] == "qwen2-vl"
+    assert card["input_modalities"] == ["text", "image"]
+    assert card["max_model_len"] == reference.config.text_config.max_position_embeddings
+
+
+def test_text_completion_and_cascade_refusal(qwen):
+    server, reference, processor = qwen
+    client = openai.OpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0)
+    prompt = "The quick brown fox"
+    done = client.completions.create(
+        model="tiny-qwen2-vl", prompt=prompt, max_tokens=8, temperature=0, logprobs=2
+    )
+    ids = processor.tokenizer(prompt, return_tensors="pt")["input_ids"]
+    with torch.inference_mode():
+        out = reference.generate(input_ids=ids, max_new_tokens=8, do_sample=False)
+    new = out[0, ids.shape[1] :]
+    assert done.choices[0].text == processor.tokenizer.decode(new, skip_special_tokens=True)
+    assert len(done.choices[0].logprobs.token_logprobs) == done.usage.completion_tokens
+    assert all(len(top) == 2 for top in done.choices[0].logprobs.top_logprobs)
+    echoed = client.completions.create(
+        model="tiny-qwen2-vl", prompt=prompt, max_tokens=8, temperature=0, echo=True
+    )
+    assert echoed.choices[0].text == prompt + done.choices[0].text
+    refused = httpx.post(
+        f"{server.url}/v1/chat/completions",
+        json={
+            "model": "tiny-qwen2-vl",
+            "messages": [{"role": "user", "content": "hi"}],
+            "perception": "cascade",
+        },
+    )
+    assert refused.status_code == 400 and "cascade" in refused.json()["error"]["message"]
+
+
+@pytest.fixture(scope="module")
+def base_llama(tmp_path_factory):
+    import transformers
+
+    from tests.models.tiny_checkpoints import byte_level_tokenizer
+
+    directory = tmp_path_factory.mktemp("ckpt") / "tiny-llama-base"
+    tokenizer = byte_level_tokenizer(("<s>", "</s>"), eos="</s>")
+    config = transformers.LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        bos_token_id=0,
+        eos_token_id=1,
+    )
+    torch.manual_seed(0)
+    transformers.LlamaForCausalLM(config).save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    server = start_server(tmp_path_factory.mktemp("log") / "server.log", "--model", str(directory))
+    try:
+        yield server
+    finally:
+        server.proc.terminate()
+        server.proc.wait(timeout=30)
+
+
+def test_base_model_refuses_chat_and_images_saying_why(base_llama):
+    url = f"{base_llama.url}/v1/chat/completions"
+    chat = httpx.post(
+        url, json={"model": "tiny-llama-base", "messages": [{"role": "user", "content": "hi"}]}
+    )
+    assert chat.status_code == 400
+    assert "no chat template" in chat.json()["error"]["message"]
+    image = {
+        "type": "image_url",
+        "image_url": {"url": data_url(png_bytes(_picture()), "image/png")},
+    }
+    with_image = httpx.post(
+        url, json={"model": "tiny-llama-base", "messages": [{"role": "user", "content": [image]}]}
+    )
+    assert with_image.status_code == 400
+    message = with_image.json()["error"]["message"]
+    assert "image" in message and "tiny-llama-base" in message
+    text = httpx.post(
+        f"{base_llama.url}/v1/completions",
+        json={"model": "tiny-llama-base", "prompt": "The quick", "max_tokens": 4},
+    )
+    assert text.status_code == 200 and text.json()["usage"]["completion_tokens"] >= 1
+    assert httpx.get(f"{base_llama.url}/health").status_code == 200
