@@ -397,7 +397,10 @@ def completion_prompt(req: CompletionRequest, model: LoadedModel) -> Prompt:
                 f"This model's maximum context length is {model.context_length} tokens; "
                 "the prompt is longer. Shorten it."
             )
-        return Prompt(model.tokenizer.encode_prompt(prompt))
+        ids = model.tokenizer.encode_prompt(prompt)
+        if not ids:
+            raise InvalidRequest("The prompt is empty.", param="prompt")
+        return Prompt(ids)
     vocab = model.vlm.backbone.config.vocab_size
     if not prompt or any(not 0 <= t < vocab for t in prompt):
         raise InvalidRequest(
