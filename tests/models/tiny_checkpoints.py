@@ -117,3 +117,25 @@ def qwen2_vl(directory: Path, max_pixels: int = 28 * 28 * 64, seed: int = 0):
         chat_template=QWEN2_VL_TEMPLATE,
     )
     return model, processor
+
+
+def llama_base(directory: Path, seed: int = 0):
+    """A 2-layer Llama base model (no chat template) saved to ``directory``."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tokenizer = byte_level_tokenizer(("<s>", "</s>"), eos="</s>")
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        bos_token_id=0,
+        eos_token_id=1,
+    )
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(config).eval()
+    model.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return model

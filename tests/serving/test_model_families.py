@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from tests.conftest import data_url, png_bytes, start_server
-from tests.models.tiny_checkpoints import qwen2_vl
+from tests.models.tiny_checkpoints import llama_base, qwen2_vl
 
 pytestmark = pytest.mark.slow
 QUESTION = "What is in this picture?"
@@ -114,25 +114,8 @@ def test_text_completion_and_cascade_refusal(qwen):
 
 @pytest.fixture(scope="module")
 def base_llama(tmp_path_factory):
-    import transformers
-
-    from tests.models.tiny_checkpoints import byte_level_tokenizer
-
     directory = tmp_path_factory.mktemp("ckpt") / "tiny-llama-base"
-    tokenizer = byte_level_tokenizer(("<s>", "</s>"), eos="</s>")
-    config = transformers.LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        bos_token_id=0,
-        eos_token_id=1,
-    )
-    torch.manual_seed(0)
-    transformers.LlamaForCausalLM(config).save_pretrained(directory)
-    tokenizer.save_pretrained(directory)
+    llama_base(directory)
     server = start_server(tmp_path_factory.mktemp("log") / "server.log", "--model", str(directory))
     try:
         yield server
