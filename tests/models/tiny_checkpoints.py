@@ -36,6 +36,13 @@ QWEN2_VL_TEMPLATE = (
     "{% elif 'text' in content %}{{ content['text'] }}{% endif %}{% endfor %}<|im_end|>\n"
     "{% endif %}{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
+TINY_DECODER = dict(  # the decoder shape every tiny checkpoint shares
+    hidden_size=64,
+    intermediate_size=128,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+)
 _CORPUS = (
     "The quick brown fox jumps over the lazy dog. What is in this picture? Describe it in a "
     "few words. A red square and a blue circle on a white background; the cat sits on the mat."
@@ -81,11 +88,7 @@ def qwen2_vl(directory: Path, max_pixels: int = 28 * 28 * 64, seed: int = 0):
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t in QWEN_SPECIAL}
     text = dict(
         vocab_size=len(tokenizer),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
+        **TINY_DECODER,
         max_position_embeddings=2048,
         rope_parameters={"rope_type": "default", "mrope_section": [2, 3, 3], "rope_theta": 1e4},
         bos_token_id=ids["<|endoftext|>"],
@@ -126,11 +129,7 @@ def llama_base(directory: Path, seed: int = 0):
     tokenizer = byte_level_tokenizer(("<s>", "</s>"), eos="</s>")
     config = LlamaConfig(
         vocab_size=len(tokenizer),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
+        **TINY_DECODER,
         bos_token_id=0,
         eos_token_id=1,
     )

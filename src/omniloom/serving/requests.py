@@ -233,6 +233,12 @@ def _text_bytes(req: ChatCompletionRequest) -> int:
     return sum(len(t.encode()) for t in texts)
 
 
+def fewest_tokens(text_bytes: int, model: LoadedModel) -> int:
+    """The fewest tokens ``text_bytes`` of text can take (0 where the tokenizer gives no bound)."""
+    per_token = model.tokenizer.max_token_bytes
+    return -(-text_bytes // per_token) if per_token else 0
+
+
 def check_sizes(req: ChatCompletionRequest, model: LoadedModel, limits: Limits) -> None:
     """Bounds that need no tokenizing: message count, and text that cannot fit the context
     even at the most bytes one token can cover (the tokenizer's longest token)."""
@@ -241,11 +247,8 @@ def check_sizes(req: ChatCompletionRequest, model: LoadedModel, limits: Limits) 
             f"The request has {len(req.messages)} messages; the limit is {limits.max_messages}.",
             param="messages",
         )
-    per_token = model.tokenizer.max_token_bytes
-    if per_token is None:
-        return
     text_bytes = _text_bytes(req)
-    at_least = -(-text_bytes // per_token)
+    at_least = fewest_tokens(text_bytes, model)
     if at_least > model.context_length:
         raise ContextLengthExceeded(
             f"This model's maximum context length is {model.context_length} tokens, but the "
@@ -391,8 +394,7 @@ def completion_prompt(req: CompletionRequest, model: LoadedModel) -> Prompt:
     if isinstance(prompt, list) and prompt and not isinstance(prompt[0], int):
         raise InvalidRequest("Send one prompt per request.", param="prompt")
     if isinstance(prompt, str):
-        per_token = model.tokenizer.max_token_bytes
-        if per_token and -(-len(prompt.encode()) // per_token) > model.context_length:
+        if fewest_tokens(len(prompt.encode()), model) > model.context_length:
             raise ContextLengthExceeded(
                 f"This model's maximum context length is {model.context_length} tokens; "
                 "the prompt is longer. Shorten it."

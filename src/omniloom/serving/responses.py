@@ -30,6 +30,11 @@ def usage(prompt: Prompt, completion_tokens: int, cached_tokens: int = 0) -> dic
     }
 
 
+def job_usage(prompt: Prompt, stats) -> dict:
+    """``usage`` of a finished job from its engine stats."""
+    return usage(prompt, stats.completion_tokens, stats.cached_tokens)
+
+
 def logprobs_content(entries: list[TokenLogprob], tokenizer) -> list[dict]:
     """OpenAI's ``choices[].logprobs.content`` items for sampled tokens."""
 

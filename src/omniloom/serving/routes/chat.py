@@ -62,7 +62,7 @@ async def _complete(state: ServerState, prepared: PreparedRequest, submitted: Su
         elif isinstance(event, Finished):
             reasons[event.index] = event.reason
         elif isinstance(event, Done):
-            usage = _usage(prepared, event)
+            usage = responses.job_usage(prepared.prompt, event.stats)
     wants_logprobs = prepared.params.logprobs is not None
     body = responses.completion_body(
         responses.completion_id(),
@@ -99,11 +99,6 @@ def _headers(prepared: PreparedRequest) -> dict[str, str]:
     return headers
 
 
-def _usage(prepared: PreparedRequest, done: Done) -> dict:
-    stats = done.stats
-    return responses.usage(prepared.prompt, stats.completion_tokens, stats.cached_tokens)
-
-
 async def _stream(
     state: ServerState, prepared: PreparedRequest, include_usage: bool, submitted: Submitted
 ):
@@ -127,7 +122,9 @@ async def _stream(
                 choice = responses.delta_choice(event.index, {}, event.reason)
                 yield responses.chunk(cid, model, created, [choice])
             elif isinstance(event, Done) and include_usage:
-                yield responses.chunk(cid, model, created, [], _usage(prepared, event))
+                yield responses.chunk(
+                    cid, model, created, [], responses.job_usage(prepared.prompt, event.stats)
+                )
     except OmniloomError as exc:  # e.g. the time limit: the client learns why the stream ended
         yield f"data: {json.dumps(exc.to_dict())}\n\n"
     except Exception:  # headers are sent: report in-band, as OpenAI's streams do

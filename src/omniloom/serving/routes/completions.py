@@ -46,11 +46,6 @@ async def completions(body: CompletionRequest, request: Request):
     return JSONResponse(await _complete(state, prepared, submitted, echo))
 
 
-def _usage(prepared: PreparedRequest, done: Done) -> dict:
-    stats = done.stats
-    return responses.usage(prepared.prompt, stats.completion_tokens, stats.cached_tokens)
-
-
 async def _complete(state, prepared: PreparedRequest, submitted: Submitted, echo: str) -> dict:
     n, tokenizer = prepared.params.n, state.model.tokenizer
     texts, reasons = [echo] * n, ["stop"] * n
@@ -63,7 +58,7 @@ async def _complete(state, prepared: PreparedRequest, submitted: Submitted, echo
         elif isinstance(event, Finished):
             reasons[event.index] = event.reason
         elif isinstance(event, Done):
-            usage = _usage(prepared, event)
+            usage = responses.job_usage(prepared.prompt, event.stats)
     wants = prepared.params.logprobs is not None
     choices = [
         responses.text_choice(
@@ -107,7 +102,7 @@ async def _stream(state, prepared, submitted: Submitted, echo: str, include_usag
                     cid, model, [responses.text_choice(event.index, "", event.reason, None)]
                 )
             elif isinstance(event, Done) and include_usage:
-                yield _chunk(cid, model, [], _usage(prepared, event))
+                yield _chunk(cid, model, [], responses.job_usage(prepared.prompt, event.stats))
     except OmniloomError as exc:  # e.g. the time limit: the client learns why the stream ended
         yield f"data: {json.dumps(exc.to_dict())}\n\n"
     except Exception:  # headers are sent: report in-band
