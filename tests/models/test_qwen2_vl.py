@@ -1,4 +1,5 @@
-"""Qwen2-VL through its spec, against ``transformers`` on the same tiny random checkpoint:
+"""Qwen2-VL and Qwen2.5-VL through their specs, against ``transformers`` on the same tiny
+random checkpoint:
 preprocessing and token counts, logits with 0, 1 and 3 images, 16 greedy tokens, and the
 same outputs when it runs in the engine beside other requests."""
 
@@ -28,10 +29,10 @@ def _pictures() -> list[Image.Image]:
     return [Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)) for h, w in SIZES]
 
 
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    directory = tmp_path_factory.mktemp("qwen2vl")
-    reference, processor = qwen2_vl(directory)
+@pytest.fixture(scope="module", params=["qwen2-vl", "qwen2.5-vl"])
+def checkpoint(tmp_path_factory, request):
+    directory = tmp_path_factory.mktemp(request.param.replace(".", "_"))
+    reference, processor = qwen2_vl(directory, family=request.param)
     ours = load_model(weights=directory, dtype="float32")
     return reference, processor, ours
 
@@ -58,10 +59,11 @@ def _reference_inputs(processor, pictures: list[Image.Image]):
 
 
 def test_spec_is_chosen_from_the_checkpoint(checkpoint):
-    _, _, ours = checkpoint
-    assert ours.family == "qwen2-vl"
+    reference, _, ours = checkpoint
+    families = {"qwen2_vl": "qwen2-vl", "qwen2_5_vl": "qwen2.5-vl"}
+    assert ours.family == families[reference.config.model_type]
     assert ours.modalities == {"text", "image"}
-    assert ours.name.startswith("qwen2vl")
+    assert ours.name.startswith(ours.family.replace(".", "_"))
 
 
 def test_patches_and_token_counts_match_the_processor(checkpoint):

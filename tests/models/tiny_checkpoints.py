@@ -77,13 +77,44 @@ def _processor_without_video(cls, **parts):
         ProcessorMixin.check_argument_for_proper_class = check
 
 
-def qwen2_vl(directory: Path, max_pixels: int = 28 * 28 * 64, seed: int = 0):
-    """A 2-layer Qwen2-VL (ViT depth 2) saved to ``directory``; returns (model, processor)."""
-    from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration, Qwen2VLProcessor
+_QWEN_VISION = {  # a depth-2 ViT per family; Qwen2.5-VL's first block attends by window
+    "qwen2-vl": dict(
+        depth=2, embed_dim=32, num_heads=2, hidden_size=64, mlp_ratio=2, spatial_merge_size=2
+    ),
+    "qwen2.5-vl": dict(
+        depth=2,
+        hidden_size=32,
+        intermediate_size=48,
+        num_heads=2,
+        out_hidden_size=64,
+        window_size=112,
+        fullatt_block_indexes=[1],
+        spatial_merge_size=2,
+    ),
+}
+
+
+def _qwen_vl_classes(family: str):
+    import transformers
+
+    prefix = {"qwen2-vl": "Qwen2VL", "qwen2.5-vl": "Qwen2_5_VL"}[family]
+    return (
+        getattr(transformers, f"{prefix}Config"),
+        getattr(transformers, f"{prefix}ForConditionalGeneration"),
+        getattr(transformers, f"{prefix}Processor"),
+    )
+
+
+def qwen2_vl(
+    directory: Path, max_pixels: int = 28 * 28 * 64, seed: int = 0, family: str = "qwen2-vl"
+):
+    """A 2-layer Qwen2-VL or Qwen2.5-VL (``family``) with a depth-2 ViT saved to
+    ``directory``; returns (model, processor)."""
     from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import (
         Qwen2VLImageProcessorPil,
     )
 
+    config_class, model_class, processor_class = _qwen_vl_classes(family)
     tokenizer = byte_level_tokenizer(QWEN_SPECIAL, eos="<|im_end|>")
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t in QWEN_SPECIAL}
     text = dict(
@@ -94,19 +125,16 @@ def qwen2_vl(directory: Path, max_pixels: int = 28 * 28 * 64, seed: int = 0):
         bos_token_id=ids["<|endoftext|>"],
         eos_token_id=ids["<|im_end|>"],
     )
-    vision = dict(
-        depth=2, embed_dim=32, num_heads=2, hidden_size=64, mlp_ratio=2, spatial_merge_size=2
-    )
-    config = Qwen2VLConfig(
+    config = config_class(
         text_config=text,
-        vision_config=vision,
+        vision_config=_QWEN_VISION[family],
         image_token_id=ids["<|image_pad|>"],
         video_token_id=ids["<|video_pad|>"],
         vision_start_token_id=ids["<|vision_start|>"],
         vision_end_token_id=ids["<|vision_end|>"],
     )
     torch.manual_seed(seed)
-    model = Qwen2VLForConditionalGeneration(config).eval()
+    model = model_class(config).eval()
     model.generation_config.eos_token_id = ids["<|im_end|>"]
     model.save_pretrained(directory)
     images = Qwen2VLImageProcessorPil(min_pixels=56 * 56, max_pixels=max_pixels)
@@ -114,7 +142,7 @@ def qwen2_vl(directory: Path, max_pixels: int = 28 * 28 * 64, seed: int = 0):
     tokenizer.save_pretrained(directory)
     (directory / "chat_template.jinja").write_text(QWEN2_VL_TEMPLATE)
     processor = _processor_without_video(
-        Qwen2VLProcessor,
+        processor_class,
         image_processor=images,
         tokenizer=tokenizer,
         chat_template=QWEN2_VL_TEMPLATE,

@@ -1,4 +1,4 @@
-"""Qwen2-VL's vision transformer: native-resolution patches with 2-D rotary positions.
+"""Qwen2-VL's and Qwen2.5-VL's vision transformer: native-resolution patches, 2-D rotary positions.
 
 Each image arrives as its 14×14 patches (already normalised and grouped by 2×2 merge block,
 see ``processing/qwen2_vl.py``). A 3-D convolution embeds them (the temporal patch of 2
@@ -6,6 +6,12 @@ repeats a still image), the blocks attend within each image only, rotating queri
 the patch's row (first half of each head's rotary dimensions) and column (second half), and the
 patch merger folds each 2×2 block into one token of the language model's width. Parameter names
 match the checkpoints' ``visual.*`` so they load without renaming.
+
+Qwen2.5-VL changes three things: RMSNorm instead of LayerNorm, a gated SiLU MLP, and window
+attention. Its blocks attend within windows of ``window_size`` pixels (8×8 patches for the
+shipped checkpoints) except the ``fullatt_block_indexes``, which see the whole image; the
+patches are reordered window by window (at 2×2 merge-block granularity) before the blocks and
+the merged tokens put back in raster order after the merger.
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from omniloom.models.backbones.llama import apply_rope
+from omniloom.models.backbones.llama import RMSNorm, apply_rope
 
 
 @dataclass(frozen=True)
@@ -32,9 +38,14 @@ class VisionConfig:
     in_channels: int = 3
     rope_theta: float = 10000.0
     hidden_act: str = "quick_gelu"
+    norm: str = "layer"  # "rms" in Qwen2.5-VL
+    intermediate_size: int | None = None  # set: a gated MLP of this width (Qwen2.5-VL)
+    window_size: int = 0  # pixels per attention window's side; 0: whole images only
+    full_attention_blocks: tuple[int, ...] = ()  # blocks that see the whole image anyway
 
     @classmethod
     def from_hf(cls, cfg: dict, hidden_size: int) -> VisionConfig:
+        """Qwen2-VL's ``vision_config``."""
         rope = cfg.get("rope_parameters") or {}
         return cls(
             depth=cfg["depth"],
@@ -48,6 +59,27 @@ class VisionConfig:
             in_channels=cfg.get("in_channels", 3),
             rope_theta=float(rope.get("rope_theta", 10000.0)),
             hidden_act=cfg.get("hidden_act", "quick_gelu"),
+        )
+
+    @classmethod
+    def from_hf_2_5(cls, cfg: dict) -> VisionConfig:
+        """Qwen2.5-VL's ``vision_config`` (its ``hidden_size`` is the ViT's own width)."""
+        rope = cfg.get("rope_parameters") or {}
+        return cls(
+            depth=cfg["depth"],
+            embed_dim=cfg["hidden_size"],
+            num_heads=cfg["num_heads"],
+            hidden_size=cfg["out_hidden_size"],
+            patch_size=cfg.get("patch_size", 14),
+            temporal_patch_size=cfg.get("temporal_patch_size", 2),
+            spatial_merge_size=cfg.get("spatial_merge_size", 2),
+            in_channels=cfg.get("in_channels", 3),
+            rope_theta=float(rope.get("rope_theta", 10000.0)),
+            hidden_act=cfg.get("hidden_act", "silu"),
+            norm="rms",
+            intermediate_size=cfg["intermediate_size"],
+            window_size=cfg.get("window_size", 112),
+            full_attention_blocks=tuple(cfg.get("fullatt_block_indexes", ())),
         )
 
     @property
@@ -114,13 +146,29 @@ class VisionMlp(nn.Module):
         return self.fc2(self.act(self.fc1(x)))
 
 
+class GatedVisionMlp(nn.Module):
+    def __init__(self, cfg: VisionConfig):
+        super().__init__()
+        self.gate_proj = nn.Linear(cfg.embed_dim, cfg.intermediate_size)
+        self.up_proj = nn.Linear(cfg.embed_dim, cfg.intermediate_size)
+        self.down_proj = nn.Linear(cfg.intermediate_size, cfg.embed_dim)
+        self.act = _ACTIVATIONS[cfg.hidden_act]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down_proj(self.act(self.gate_proj(x)) * self.up_proj(x))
+
+
+def _norm(cfg: VisionConfig, dim: int) -> nn.Module:
+    return RMSNorm(dim, 1e-6) if cfg.norm == "rms" else nn.LayerNorm(dim, eps=1e-6)
+
+
 class VisionBlock(nn.Module):
     def __init__(self, cfg: VisionConfig):
         super().__init__()
-        self.norm1 = nn.LayerNorm(cfg.embed_dim, eps=1e-6)
-        self.norm2 = nn.LayerNorm(cfg.embed_dim, eps=1e-6)
+        self.norm1 = _norm(cfg, cfg.embed_dim)
+        self.norm2 = _norm(cfg, cfg.embed_dim)
         self.attn = VisionAttention(cfg)
-        self.mlp = VisionMlp(cfg)
+        self.mlp = GatedVisionMlp(cfg) if cfg.intermediate_size else VisionMlp(cfg)
 
     def forward(self, x, cos, sin, lengths: list[int]) -> torch.Tensor:
         x = x + self.attn(self.norm1(x), cos, sin, lengths)
@@ -131,7 +179,7 @@ class PatchMerger(nn.Module):
     def __init__(self, cfg: VisionConfig):
         super().__init__()
         self.merged_dim = cfg.embed_dim * cfg.spatial_merge_size**2
-        self.ln_q = nn.LayerNorm(cfg.embed_dim, eps=1e-6)
+        self.ln_q = _norm(cfg, cfg.embed_dim)
         self.mlp = nn.Sequential(
             nn.Linear(self.merged_dim, self.merged_dim),
             nn.GELU(),
@@ -150,6 +198,33 @@ def patch_positions(grid: tuple[int, int, int], merge: int) -> torch.Tensor:
     rows = rows.reshape(block).transpose(1, 2).flatten()
     cols = cols.reshape(block).transpose(1, 2).flatten()
     return torch.stack([rows, cols], dim=-1).repeat(t, 1)
+
+
+def window_order(
+    grids: list[tuple[int, int, int]], cfg: VisionConfig
+) -> tuple[torch.Tensor, list[int]]:
+    """Qwen2.5-VL's windows: the merge blocks of every image (and frame) in window-by-window
+    order, and each window's length in patches. Windows tile the merged grid from its top-left
+    corner; those on the right and bottom edges are cut short."""
+    side = cfg.window_size // cfg.spatial_merge_size // cfg.patch_size
+    unit = cfg.spatial_merge_size**2
+    order, lengths, offset = [], [], 0
+    for t, h, w in grids:
+        rows, cols = h // cfg.spatial_merge_size, w // cfg.spatial_merge_size
+        blocks = torch.arange(t * rows * cols).view(t, rows, cols)
+        for frame in blocks:
+            for top in range(0, rows, side):
+                for left in range(0, cols, side):
+                    window = frame[top : top + side, left : left + side].flatten()
+                    order.append(window + offset)
+                    lengths.append(window.numel() * unit)
+        offset += t * rows * cols
+    return torch.cat(order), lengths
+
+
+def _by_block(x: torch.Tensor, order: torch.Tensor, unit: int) -> torch.Tensor:
+    """Rows of ``x`` regrouped by merge block in ``order``."""
+    return x.view(-1, unit, x.shape[-1])[order].view(x.shape)
 
 
 class Qwen2VisionTransformer(nn.Module):
@@ -177,7 +252,15 @@ class Qwen2VisionTransformer(nn.Module):
         dtype = self.merger.ln_q.weight.dtype
         x = self.patch_embed(patches).to(dtype)
         cos, sin = self.rotary(grids)
-        lengths = [h * w for t, h, w in grids for _ in range(t)]
-        for block in self.blocks:
-            x = block(x, cos, sin, lengths)
-        return self.merger(x)
+        whole = [h * w for t, h, w in grids for _ in range(t)]
+        if not self.cfg.window_size:
+            for block in self.blocks:
+                x = block(x, cos, sin, whole)
+            return self.merger(x)
+        unit = self.cfg.spatial_merge_size**2
+        order, windows = window_order(grids, self.cfg)
+        x = _by_block(x, order, unit)
+        cos, sin = _by_block(cos[0], order, unit)[None], _by_block(sin[0], order, unit)[None]
+        for i, block in enumerate(self.blocks):
+            x = block(x, cos, sin, whole if i in self.cfg.full_attention_blocks else windows)
+        return self.merger(x)[torch.argsort(order)]

@@ -99,12 +99,20 @@ class Qwen2VLModel(MultimodalModel):
 
 
 def load(directory: Path, ctx: SpecContext):
+    return load_family(
+        directory, ctx, "qwen2-vl", lambda raw, cfg: VisionConfig.from_hf(raw, cfg.hidden_size)
+    )
+
+
+def load_family(directory: Path, ctx: SpecContext, family: str, vision_config):
+    """A Qwen2-VL-lineage checkpoint whose ViT ``vision_config(raw vision_config, decoder
+    config)`` describes."""
     raw = read_config(directory)
     tokenizer_spec = read_tokenizer(directory, raw)
     decoder_weights, vision_weights = split_weights(read_weights(directory))
     cfg = decoder_config(raw)
     backbone = build_decoder(cfg, decoder_weights, ctx)
-    vision_cfg = VisionConfig.from_hf(raw["vision_config"], cfg.hidden_size)
+    vision_cfg = vision_config(raw["vision_config"], cfg)
     visual = strict_load(Qwen2VisionTransformer(vision_cfg), vision_weights, ctx)
     tokens = Qwen2VLTokens(
         vision_start=raw.get("vision_start_token_id", 151652),
@@ -114,5 +122,5 @@ def load(directory: Path, ctx: SpecContext):
     processor = Qwen2VLImageProcessor(Qwen2VLImageSettings.from_directory(directory), tokens)
     net = Qwen2VLModel(backbone, visual, tokens)
     return assemble(
-        directory, ctx, net, tokenizer_spec, cfg, "qwen2-vl", processors={"image": processor}
+        directory, ctx, net, tokenizer_spec, cfg, family, processors={"image": processor}
     )

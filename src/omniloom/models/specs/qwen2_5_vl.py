@@ -1,0 +1,19 @@
+"""Qwen2.5-VL: Qwen2-VL's layout (same processor, span tokens, M-RoPE decoder and weight
+names) with a ViT that uses RMSNorm, a gated SiLU MLP and window attention
+(``encoders/qwen2_vl_vit.py``). For still images the M-RoPE positions are Qwen2-VL's: the
+time axis only spaces video frames apart.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from omniloom.models.encoders.qwen2_vl_vit import VisionConfig
+from omniloom.models.specs.base import SpecContext
+from omniloom.models.specs.qwen2_vl import load_family
+
+ARCHITECTURES = ("Qwen2_5_VLForConditionalGeneration",)
+
+
+def load(directory: Path, ctx: SpecContext):
+    return load_family(directory, ctx, "qwen2.5-vl", lambda raw, _: VisionConfig.from_hf_2_5(raw))
