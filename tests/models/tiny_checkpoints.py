@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
 QWEN_SPECIAL = (
@@ -36,6 +36,10 @@ QWEN2_VL_TEMPLATE = (
     "{% elif 'text' in content %}{{ content['text'] }}{% endif %}{% endfor %}<|im_end|>\n"
     "{% endif %}{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
+QWEN2_SPLIT = (  # as Qwen2's and Qwen3's tokenizer.json write it
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}|"
+    r" ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
 TINY_DECODER = dict(  # the decoder shape every tiny checkpoint shares
     hidden_size=64,
     intermediate_size=128,
@@ -45,14 +49,26 @@ TINY_DECODER = dict(  # the decoder shape every tiny checkpoint shares
 )
 _CORPUS = (
     "The quick brown fox jumps over the lazy dog. What is in this picture? Describe it in a "
-    "few words. A red square and a blue circle on a white background; the cat sits on the mat."
+    "few words. A red square and a blue circle on a white background; the cat sits on the mat. "
+    "It's 12345 steps, isn't it? We'll see\n\n  twice. (cat) (cat) (cat) [dog] [dog] [dog]"
 )
 
 
-def byte_level_tokenizer(special: tuple[str, ...], eos: str, vocab_size: int = 400):
-    """A byte-level BPE trained on a fixed corpus (deterministic), with ``special`` tokens."""
+def byte_level_tokenizer(
+    special: tuple[str, ...], eos: str, vocab_size: int = 400, split: str | None = None
+):
+    """A byte-level BPE trained on a fixed corpus (deterministic), with ``special`` tokens;
+    words split by the regular expression ``split`` where given (as Qwen's and Llama 3's
+    ``tokenizer.json`` do), by GPT-2's otherwise."""
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    if split:
+        tok.pre_tokenizer = pre_tokenizers.Sequence(
+            [
+                pre_tokenizers.Split(Regex(split), behavior="isolated"),
+                pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+            ]
+        )
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
@@ -166,3 +182,89 @@ def llama_base(directory: Path, seed: int = 0):
     model.save_pretrained(directory)
     tokenizer.save_pretrained(directory)
     return model
+
+
+CHATML_TEMPLATE = (  # the ChatML layout Qwen's text models ship, string content only
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n"
+    "{{ message['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def qwen3(directory: Path, seed: int = 0, tie: bool = False):
+    """A 2-layer Qwen3 (query/key norms, a head width of its own) with a ChatML template."""
+    from transformers import Qwen3Config, Qwen3ForCausalLM
+
+    tokenizer = byte_level_tokenizer(QWEN_SPECIAL, eos="<|im_end|>", split=QWEN2_SPLIT)
+    tokenizer.chat_template = CHATML_TEMPLATE
+    config = Qwen3Config(
+        vocab_size=len(tokenizer),
+        **TINY_DECODER,
+        head_dim=32,
+        max_position_embeddings=512,
+        tie_word_embeddings=tie,
+        bos_token_id=tokenizer.convert_tokens_to_ids("<|endoftext|>"),
+        eos_token_id=tokenizer.convert_tokens_to_ids("<|im_end|>"),
+    )
+    torch.manual_seed(seed)
+    model = Qwen3ForCausalLM(config).eval()
+    model.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return model, tokenizer
+
+
+def gguf_from_hf(directory: Path, path: Path, arch: str, qtype: str = "F32") -> Path:
+    """Write the Hugging Face checkpoint in ``directory`` as a GGUF file the way llama.cpp's
+    converter lays it out (its tensor names from ``gguf``'s own map, byte-level BPE vocabulary,
+    chat template), matrices in ``qtype`` (F32, F16, Q8_0 or Q4_0)."""
+    import json
+
+    import gguf
+    from safetensors.torch import load_file
+
+    config = json.loads((directory / "config.json").read_text())
+    tok = json.loads((directory / "tokenizer.json").read_text())
+    writer = gguf.GGUFWriter(path, arch)
+    writer.add_block_count(config["num_hidden_layers"])
+    writer.add_context_length(config["max_position_embeddings"])
+    writer.add_embedding_length(config["hidden_size"])
+    writer.add_feed_forward_length(config["intermediate_size"])
+    writer.add_head_count(config["num_attention_heads"])
+    writer.add_head_count_kv(config["num_key_value_heads"])
+    head_dim = config.get("head_dim") or config["hidden_size"] // config["num_attention_heads"]
+    writer.add_key_length(head_dim)
+    writer.add_value_length(head_dim)
+    writer.add_rope_freq_base(config.get("rope_theta") or config["rope_parameters"]["rope_theta"])
+    writer.add_layer_norm_rms_eps(config["rms_norm_eps"])
+    _write_vocabulary(writer, tok, config)
+    names = gguf.get_tensor_name_map(gguf.MODEL_ARCH[arch.upper()], config["num_hidden_layers"])
+    quant = gguf.GGMLQuantizationType[qtype]
+    for name, tensor in load_file(directory / "model.safetensors").items():
+        data = tensor.float().numpy()
+        target = names.get_name(name, try_suffixes=(".weight", ".bias"))
+        if data.ndim == 2 and quant != gguf.GGMLQuantizationType.F32:
+            packed = gguf.quants.quantize(data, quant)
+            writer.add_tensor(target, packed, raw_shape=packed.shape, raw_dtype=quant)
+        else:
+            writer.add_tensor(target, data)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path
+
+
+def _write_vocabulary(writer, tok: dict, config: dict) -> None:
+    vocab = tok["model"]["vocab"] | {t["content"]: t["id"] for t in tok["added_tokens"]}
+    special = {t["id"] for t in tok["added_tokens"] if t["special"]}
+    tokens = sorted(vocab, key=vocab.get)
+    writer.add_tokenizer_model("gpt2")
+    writer.add_tokenizer_pre("qwen2")
+    writer.add_token_list(tokens)
+    writer.add_token_types([3 if vocab[t] in special else 1 for t in tokens])
+    merges = tok["model"]["merges"]
+    writer.add_token_merges([m if isinstance(m, str) else " ".join(m) for m in merges])
+    writer.add_bos_token_id(config["bos_token_id"])
+    writer.add_eos_token_id(config["eos_token_id"])
+    writer.add_add_bos_token(False)
+    writer.add_chat_template(CHATML_TEMPLATE)

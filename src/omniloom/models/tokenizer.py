@@ -1,20 +1,27 @@
 """Text tokenizer rebuilt from checkpoint metadata with the ``tokenizers`` library.
 
 For GGUF byte-level BPE vocabularies we reproduce llama.cpp's pre-tokenizer for the named
-``tokenizer.ggml.pre`` type (for ``smollm``: every digit on its own, then GPT-2's split), mark
-control tokens as special, and decode with byte-level decoding. Token ids are the only thing
-the engine sees.
+``tokenizer.ggml.pre`` type (for ``smollm``: every digit on its own, then GPT-2's split; for
+``qwen2`` and ``llama-bpe``: their own split expressions, as their ``tokenizer.json`` carries
+them), mark control tokens as special, and decode with byte-level decoding. Token ids are the
+only thing the engine sees.
 """
 
 from __future__ import annotations
 
 from functools import cached_property
 
-from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
+from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers
 
 from omniloom.models.weights.checkpoint import TokenizerSpec
 
 _DIGIT_SPLITTING_PRE = {"smollm", "starcoder"}
+_CONTRACTIONS_AND_WORDS = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|"
+_PUNCTUATION_AND_SPACE = r" ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+SPLIT_PATTERNS = {  # llama.cpp's pre-tokenizer types that split by their own expression
+    "qwen2": _CONTRACTIONS_AND_WORDS + r"\p{N}|" + _PUNCTUATION_AND_SPACE,
+    "llama-bpe": _CONTRACTIONS_AND_WORDS + r"\p{N}{1,3}|" + _PUNCTUATION_AND_SPACE,
+}
 
 
 class TextTokenizer:
@@ -77,12 +84,20 @@ def _build(spec: TokenizerSpec) -> Tokenizer:
     vocab = {tok: i for i, tok in enumerate(spec.tokens)}
     merges = [tuple(m.split(" ", 1)) for m in spec.merges]
     tok = Tokenizer(models.BPE(vocab=vocab, merges=merges, fuse_unk=False, byte_fallback=False))
-    byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
-    if spec.pre_tokenizer in _DIGIT_SPLITTING_PRE:
-        digits = pre_tokenizers.Digits(individual_digits=True)
-        tok.pre_tokenizer = pre_tokenizers.Sequence([digits, byte_level])
-    else:
-        tok.pre_tokenizer = byte_level
+    tok.pre_tokenizer = _pre_tokenizer(spec.pre_tokenizer)
     tok.decoder = decoders.ByteLevel()
     tok.add_special_tokens([AddedToken(spec.tokens[i], special=True) for i in spec.special_ids])
     return tok
+
+
+def _pre_tokenizer(pre: str):
+    """llama.cpp's pre-tokenizer type ``pre`` as a ``tokenizers`` pre-tokenizer."""
+    if pre in SPLIT_PATTERNS:
+        split = pre_tokenizers.Split(Regex(SPLIT_PATTERNS[pre]), behavior="isolated")
+        byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+        return pre_tokenizers.Sequence([split, byte_level])
+    byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    if pre in _DIGIT_SPLITTING_PRE:
+        digits = pre_tokenizers.Digits(individual_digits=True)
+        return pre_tokenizers.Sequence([digits, byte_level])
+    return byte_level

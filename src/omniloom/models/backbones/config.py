@@ -1,8 +1,15 @@
-"""The configuration of a Llama/Qwen2-family decoder, independent of the file it came from."""
+"""The configuration of a Llama/Qwen2/Qwen3-family decoder, independent of the file it came from."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+HF_ARCHITECTURES = (
+    "LlamaForCausalLM",
+    "Qwen2ForCausalLM",
+    "Qwen3ForCausalLM",
+    "MistralForCausalLM",
+)
 
 
 @dataclass(frozen=True)
@@ -20,6 +27,7 @@ class DecoderConfig:
     attention_bias: bool = False
     head_dim: int | None = None
     mrope_section: tuple[int, ...] | None = None  # M-RoPE's rotary sections (Qwen2-VL)
+    qk_norm: bool = False  # RMSNorm on each head's query and key before RoPE (Qwen3)
 
     @property
     def dim_per_head(self) -> int:
@@ -27,9 +35,9 @@ class DecoderConfig:
 
     @classmethod
     def from_hf(cls, cfg: dict) -> DecoderConfig:
-        """Build from a Hugging Face ``config.json`` of LlamaForCausalLM or Qwen2ForCausalLM."""
+        """Build from a Hugging Face ``config.json`` of one of ``HF_ARCHITECTURES``."""
         arch = (cfg.get("architectures") or ["LlamaForCausalLM"])[0]
-        if arch not in ("LlamaForCausalLM", "Qwen2ForCausalLM", "MistralForCausalLM"):
+        if arch not in HF_ARCHITECTURES:
             raise ValueError(f"unsupported architecture {arch}")
         if cfg.get("rope_scaling"):
             raise ValueError("rope_scaling is not supported yet")
@@ -48,4 +56,5 @@ class DecoderConfig:
             tie_embeddings=cfg.get("tie_word_embeddings", False),
             attention_bias=qwen or cfg.get("attention_bias", False),
             head_dim=cfg.get("head_dim"),
+            qk_norm=arch == "Qwen3ForCausalLM",
         )

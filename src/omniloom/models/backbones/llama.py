@@ -1,4 +1,5 @@
-"""Our Llama/Qwen2-family decoder: RMSNorm, RoPE, grouped-query attention, SwiGLU, tied embeddings.
+"""Our Llama/Qwen2/Qwen3-family decoder: RMSNorm, RoPE, grouped-query attention, SwiGLU, tied
+embeddings, and Qwen3's per-head query/key norms.
 
 It consumes input *embeddings* (so the VLM can splice image, audio or video embeddings into the
 text stream) plus the absolute position of the first one, and returns logits. Parameter names
@@ -94,6 +95,17 @@ class Attention(nn.Module):
         self.k_proj = Linear(cfg.hidden_size, cfg.num_kv_heads * hd, bias=bias)
         self.v_proj = Linear(cfg.hidden_size, cfg.num_kv_heads * hd, bias=bias)
         self.o_proj = Linear(cfg.num_heads * hd, cfg.hidden_size, bias=False)
+        if cfg.qk_norm:
+            self.q_norm = RMSNorm(hd, cfg.rms_norm_eps)
+            self.k_norm = RMSNorm(hd, cfg.rms_norm_eps)
+
+    def _normed(self, x: torch.Tensor, norm_name: str) -> torch.Tensor:
+        """Per-head RMSNorm where the family has one (Qwen3), the projection as is otherwise."""
+        norm = getattr(self, norm_name, None)
+        if norm is None:
+            return x
+        b, t, width = x.shape
+        return norm(x.reshape(b, t, -1, self.head_dim)).reshape(b, t, width)
 
     def forward(
         self,
@@ -104,7 +116,7 @@ class Attention(nn.Module):
         layer: int,
     ) -> torch.Tensor:
         b, t, _ = x.shape
-        q, k = self.q_proj(x), self.k_proj(x)
+        q, k = self._normed(self.q_proj(x), "q_norm"), self._normed(self.k_proj(x), "k_norm")
         in_place = b == 1 and kernels.usable(q) and q.is_contiguous() and k.is_contiguous()
         if in_place:
             kernels.rope_(q, cos, sin)
@@ -221,7 +233,10 @@ class LlamaForCausalLM(nn.Module):
         return self.model.norm(x)
 
     def _fused_stack_applies(self, embeds: torch.Tensor, cache: KVCache | None) -> bool:
-        """A step of the paged cache with every adapter off runs its layers in one C++ call."""
+        """A step of the paged cache with every adapter off runs its layers in one C++ call
+        (which has no query/key norms)."""
+        if self.config.qk_norm:
+            return False
         if not hasattr(cache, "stack_inputs") or not kernels.usable(embeds):
             return False
         self._layer_stack()

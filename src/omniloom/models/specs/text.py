@@ -1,4 +1,4 @@
-"""Text-only decoders: Llama, Qwen2 and Mistral, from a Hugging Face directory or a GGUF file.
+"""Text-only decoders: Llama, Qwen2, Qwen3 and Mistral, from a Hugging Face directory or a GGUF file.
 
 They serve text alone: a request with media gets a 400 that names the modality and the model.
 """
@@ -7,13 +7,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from omniloom.models.backbones.config import HF_ARCHITECTURES
 from omniloom.models.multimodal import MultimodalModel
 from omniloom.models.specs.base import SpecContext, assemble, build_decoder
 from omniloom.models.weights.gguf_loader import load_gguf
 from omniloom.models.weights.hf_loader import load_hf_directory
 
-ARCHITECTURES = ("LlamaForCausalLM", "Qwen2ForCausalLM", "MistralForCausalLM")
-GGUF_ARCHITECTURES = ("llama", "qwen2")
+ARCHITECTURES = HF_ARCHITECTURES
+GGUF_ARCHITECTURES = ("llama", "qwen2", "qwen3")
 
 
 def load(path: Path, ctx: SpecContext):

@@ -28,6 +28,8 @@ _LAYER_NAMES = {
     "attn_k.bias": "self_attn.k_proj.bias",
     "attn_v.bias": "self_attn.v_proj.bias",
     "attn_output.weight": "self_attn.o_proj.weight",
+    "attn_q_norm.weight": "self_attn.q_norm.weight",
+    "attn_k_norm.weight": "self_attn.k_norm.weight",
     "ffn_gate.weight": "mlp.gate_proj.weight",
     "ffn_up.weight": "mlp.up_proj.weight",
     "ffn_down.weight": "mlp.down_proj.weight",
@@ -37,7 +39,7 @@ _GLOBAL_NAMES = {
     "output_norm.weight": "model.norm.weight",
     "output.weight": "lm_head.weight",
 }
-_SUPPORTED_ARCHS = ("llama", "qwen2")
+_SUPPORTED_ARCHS = ("llama", "qwen2", "qwen3")
 _CONTROL_TOKEN = 3
 _USER_DEFINED_TOKEN = 4
 
@@ -67,7 +69,8 @@ def read_config(reader: GGUFReader) -> DecoderConfig:
         max_position=g("context_length", 2048),
         tie_embeddings=not has_output,
         attention_bias=arch == "qwen2",
-        head_dim=g("rope.dimension_count"),
+        head_dim=g("attention.key_length") or g("rope.dimension_count"),
+        qk_norm=arch == "qwen3",
     )
 
 
