@@ -122,10 +122,16 @@ def _qwen_vl_classes(family: str):
 
 
 def qwen2_vl(
-    directory: Path, max_pixels: int = 28 * 28 * 64, seed: int = 0, family: str = "qwen2-vl"
+    directory: Path,
+    max_pixels: int = 28 * 28 * 64,
+    seed: int = 0,
+    family: str = "qwen2-vl",
+    shape: dict | None = None,
+    dtype: torch.dtype = torch.float32,
 ):
     """A 2-layer Qwen2-VL or Qwen2.5-VL (``family``) with a depth-2 ViT saved to
-    ``directory``; returns (model, processor)."""
+    ``directory``, or one of ``shape`` (``text``, ``vision`` and top-level ``config``
+    entries, as ``benchmarks/models.py`` gives for real sizes); returns (model, processor)."""
     from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import (
         Qwen2VLImageProcessorPil,
     )
@@ -141,16 +147,18 @@ def qwen2_vl(
         bos_token_id=ids["<|endoftext|>"],
         eos_token_id=ids["<|im_end|>"],
     )
+    shape = shape or {}
     config = config_class(
-        text_config=text,
-        vision_config=_QWEN_VISION[family],
+        text_config=text | shape.get("text", {}),
+        vision_config=shape.get("vision", _QWEN_VISION[family]),
         image_token_id=ids["<|image_pad|>"],
         video_token_id=ids["<|video_pad|>"],
         vision_start_token_id=ids["<|vision_start|>"],
         vision_end_token_id=ids["<|vision_end|>"],
+        **shape.get("config", {}),
     )
     torch.manual_seed(seed)
-    model = model_class(config).eval()
+    model = model_class._from_config(config, dtype=dtype).eval()
     model.generation_config.eos_token_id = ids["<|im_end|>"]
     model.save_pretrained(directory)
     images = Qwen2VLImageProcessorPil(min_pixels=56 * 56, max_pixels=max_pixels)

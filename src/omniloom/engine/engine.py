@@ -24,6 +24,7 @@ import queue
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 
 import torch
 
@@ -140,22 +141,21 @@ class Engine:
         if self._thread is not None:
             self._thread.join(timeout=30)
 
-    def run_to_completion(self, job: Job) -> None:
-        """Submit ``job`` and return when it is done (the CLI and benchmarks). Without a worker
-        thread, the engine steps on the calling thread until then."""
-        done = threading.Event()
-        emit = job.emit
-
-        def relay(event: Event) -> None:
-            emit(event)
-            if isinstance(event, Done | Failed):
-                done.set()
-
-        job.emit = relay
-        self.submit(job)
-        while self._thread is None and not done.is_set() and self._collect_jobs():
-            self.step()
-        done.wait()
+    def run_to_completion(self, *jobs: Job) -> None:
+        """Submit ``jobs`` and return when all are done (the CLI and benchmarks). Without a
+        worker thread, the engine steps on the calling thread until then."""
+        finished = threading.Semaphore(0)
+        for job in jobs:
+            job.emit = _relay_ending(job.emit, finished)
+            self.submit(job)
+        remaining = len(jobs)
+        while remaining:
+            if finished.acquire(blocking=self._thread is not None):
+                remaining -= 1
+            elif not self._collect_jobs():
+                return  # shut down
+            else:
+                self.step()
 
     # -- the loop ---------------------------------------------------------------------------
 
@@ -529,3 +529,14 @@ class Engine:
             job = self._inbox.get_nowait()
             if job is not None:
                 self._tell_failed(job, exc)
+
+
+def _relay_ending(emit: Callable[[Event], None], finished: threading.Semaphore):
+    """``emit``, which also releases ``finished`` when the job is done or has failed."""
+
+    def relay(event: Event) -> None:
+        emit(event)
+        if isinstance(event, Done | Failed):
+            finished.release()
+
+    return relay
