@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import importlib
 import io
 import os
 import socket
@@ -19,6 +20,15 @@ from PIL import Image
 
 os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 REPO = Path(__file__).resolve().parents[1]
+
+
+def benchmark_module(name: str):
+    """``benchmarks/NAME.py`` imported as a module (the scripts import their siblings by name)."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    try:
+        return importlib.import_module(name)
+    finally:
+        sys.path.remove(str(REPO / "benchmarks"))
 
 
 def png_bytes(array: np.ndarray, fmt: str = "PNG", **save_kwargs) -> bytes:

@@ -4,27 +4,17 @@ Qwen2-VL; they agree on the image's token count and report rates and peak memory
 from __future__ import annotations
 
 import argparse
-import importlib
-import sys
 
 import pytest
 
-from tests.conftest import REPO
+from tests.conftest import benchmark_module
 from tests.models.tiny_checkpoints import qwen2_vl
 
 pytestmark = pytest.mark.slow
 
 
-def _models_module():
-    sys.path.insert(0, str(REPO / "benchmarks"))
-    try:
-        return importlib.import_module("models")
-    finally:
-        sys.path.remove(str(REPO / "benchmarks"))
-
-
 def test_both_workers_measure_the_same_checkpoint(tmp_path, capsys):
-    models = _models_module()
+    models = benchmark_module("models")
     qwen2_vl(tmp_path, max_pixels=models.IMAGE_SIDE**2)
     args = argparse.Namespace(tokens=3, runs=1)
     results = {name: models.run_worker(name, tmp_path, args) for name in models.WORKERS}

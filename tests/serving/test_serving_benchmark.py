@@ -3,24 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import importlib
-import sys
 
 import pytest
 
-from tests.conftest import REPO
-
-
-def _serving_module():
-    sys.path.insert(0, str(REPO / "benchmarks"))
-    try:
-        return importlib.import_module("serving")
-    finally:
-        sys.path.remove(str(REPO / "benchmarks"))
+from tests.conftest import benchmark_module
 
 
 def test_paired_ratio_is_the_median_of_same_round_ratios():
-    serving = _serving_module()
+    serving = benchmark_module("serving")
     ours = serving.Server("ours", None, "", "")
     theirs = serving.Server("theirs", None, "", "")
     ours.runs = {16: [{"tok_per_s": t} for t in (100.0, 90.0, 120.0)]}
@@ -30,7 +20,7 @@ def test_paired_ratio_is_the_median_of_same_round_ratios():
 
 @pytest.mark.slow
 def test_rounds_through_the_real_server_give_a_median_over_rounds():
-    serving = _serving_module()
+    serving = benchmark_module("serving")
     args = argparse.Namespace(
         dtype="float32", llama_server=None, concurrency=[2], repeats=2, tokens=4
     )

@@ -46,36 +46,22 @@ class VisionConfig:
     @classmethod
     def from_hf(cls, cfg: dict, hidden_size: int) -> VisionConfig:
         """Qwen2-VL's ``vision_config``."""
-        rope = cfg.get("rope_parameters") or {}
         return cls(
-            depth=cfg["depth"],
             embed_dim=cfg["embed_dim"],
-            num_heads=cfg["num_heads"],
             hidden_size=cfg.get("hidden_size", hidden_size),
             mlp_ratio=cfg.get("mlp_ratio", 4.0),
-            patch_size=cfg.get("patch_size", 14),
-            temporal_patch_size=cfg.get("temporal_patch_size", 2),
-            spatial_merge_size=cfg.get("spatial_merge_size", 2),
-            in_channels=cfg.get("in_channels", 3),
-            rope_theta=float(rope.get("rope_theta", 10000.0)),
             hidden_act=cfg.get("hidden_act", "quick_gelu"),
+            **_patching(cfg),
         )
 
     @classmethod
     def from_hf_2_5(cls, cfg: dict) -> VisionConfig:
         """Qwen2.5-VL's ``vision_config`` (its ``hidden_size`` is the ViT's own width)."""
-        rope = cfg.get("rope_parameters") or {}
         return cls(
-            depth=cfg["depth"],
             embed_dim=cfg["hidden_size"],
-            num_heads=cfg["num_heads"],
             hidden_size=cfg["out_hidden_size"],
-            patch_size=cfg.get("patch_size", 14),
-            temporal_patch_size=cfg.get("temporal_patch_size", 2),
-            spatial_merge_size=cfg.get("spatial_merge_size", 2),
-            in_channels=cfg.get("in_channels", 3),
-            rope_theta=float(rope.get("rope_theta", 10000.0)),
             hidden_act=cfg.get("hidden_act", "silu"),
+            **_patching(cfg),
             norm="rms",
             intermediate_size=cfg["intermediate_size"],
             window_size=cfg.get("window_size", 112),
@@ -85,6 +71,20 @@ class VisionConfig:
     @property
     def patch_dim(self) -> int:
         return self.in_channels * self.temporal_patch_size * self.patch_size**2
+
+
+def _patching(cfg: dict) -> dict:
+    """The ``vision_config`` entries both generations name alike: depth, heads, patching."""
+    rope = cfg.get("rope_parameters") or {}
+    return dict(
+        depth=cfg["depth"],
+        num_heads=cfg["num_heads"],
+        patch_size=cfg.get("patch_size", 14),
+        temporal_patch_size=cfg.get("temporal_patch_size", 2),
+        spatial_merge_size=cfg.get("spatial_merge_size", 2),
+        in_channels=cfg.get("in_channels", 3),
+        rope_theta=float(rope.get("rope_theta", 10000.0)),
+    )
 
 
 _ACTIVATIONS = {
