@@ -107,13 +107,23 @@ def legacy_logprobs(entries: list[TokenLogprob], tokenizer, offset: int) -> dict
     for token in tokens:
         offsets.append(at)
         at += len(token)
-    top = [{tokenizer.decode([t], skip_special=False): lp for t, lp in e.top} for e in entries]
+    top = [_by_text(e.top, tokenizer) for e in entries]
     return {
         "tokens": tokens,
         "token_logprobs": [e.logprob for e in entries],
         "top_logprobs": top,
         "text_offset": offsets,
     }
+
+
+def _by_text(alternatives: list[tuple[int, float]], tokenizer) -> dict[str, float]:
+    """Top alternatives keyed by their text, as OpenAI's legacy format has them; tokens that
+    decode alike (bytes of one UTF-8 character, say) keep the likeliest one's logprob."""
+    top: dict[str, float] = {}
+    for token_id, logprob in alternatives:
+        text = tokenizer.decode([token_id], skip_special=False)
+        top[text] = max(logprob, top.get(text, logprob))
+    return top
 
 
 def text_choice(index: int, text: str, reason: str | None, logprobs: dict | None) -> dict:
