@@ -95,13 +95,11 @@ class Attention(nn.Module):
         self.k_proj = Linear(cfg.hidden_size, cfg.num_kv_heads * hd, bias=bias)
         self.v_proj = Linear(cfg.hidden_size, cfg.num_kv_heads * hd, bias=bias)
         self.o_proj = Linear(cfg.num_heads * hd, cfg.hidden_size, bias=False)
-        if cfg.qk_norm:
-            self.q_norm = RMSNorm(hd, cfg.rms_norm_eps)
-            self.k_norm = RMSNorm(hd, cfg.rms_norm_eps)
+        self.q_norm = RMSNorm(hd, cfg.rms_norm_eps) if cfg.qk_norm else None
+        self.k_norm = RMSNorm(hd, cfg.rms_norm_eps) if cfg.qk_norm else None
 
-    def _normed(self, x: torch.Tensor, norm_name: str) -> torch.Tensor:
-        """Per-head RMSNorm where the family has one (Qwen3), the projection as is otherwise."""
-        norm = getattr(self, norm_name, None)
+    def _per_head(self, norm: RMSNorm | None, x: torch.Tensor) -> torch.Tensor:
+        """``x`` (B, T, heads · head_dim) normed per head where the family has it (Qwen3)."""
         if norm is None:
             return x
         b, t, width = x.shape
@@ -116,7 +114,8 @@ class Attention(nn.Module):
         layer: int,
     ) -> torch.Tensor:
         b, t, _ = x.shape
-        q, k = self._normed(self.q_proj(x), "q_norm"), self._normed(self.k_proj(x), "k_norm")
+        q = self._per_head(self.q_norm, self.q_proj(x))
+        k = self._per_head(self.k_norm, self.k_proj(x))
         in_place = b == 1 and kernels.usable(q) and q.is_contiguous() and k.is_contiguous()
         if in_place:
             kernels.rope_(q, cos, sin)
