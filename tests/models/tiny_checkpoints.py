@@ -174,6 +174,81 @@ def qwen2_vl(
     return model, processor
 
 
+IDEFICS3_SPECIAL = (
+    "<|endoftext|>",
+    "<|im_start|>",
+    "<end_of_utterance>",
+    "<fake_token_around_image>",
+    "<image>",
+    "<global-img>",
+    *(f"<row_{r}_col_{c}>" for r in range(1, 7) for c in range(1, 7)),
+)
+# SmolVLM's chat template, as its checkpoints ship it: list content only
+SMOLVLM_TEMPLATE = (
+    "<|im_start|>{% for message in messages %}{{message['role'] | capitalize}}"
+    "{% if message['content'][0]['type'] == 'image' %}{{':'}}{% else %}{{': '}}{% endif %}"
+    "{% for line in message['content'] %}{% if line['type'] == 'text' %}{{line['text']}}"
+    "{% elif line['type'] == 'image' %}{{ '<image>' }}{% endif %}{% endfor %}"
+    "<end_of_utterance>\n{% endfor %}{% if add_generation_prompt %}{{ 'Assistant:' }}{% endif %}"
+)
+_SIGLIP = dict(  # 32-pixel tiles of 8-pixel patches: 16 patches, 4 tokens after the shuffle
+    hidden_size=32,
+    intermediate_size=48,
+    num_hidden_layers=2,
+    num_attention_heads=2,
+    image_size=32,
+    patch_size=8,
+)
+
+
+def idefics3(directory: Path, seed: int = 0, family: str = "idefics3", shape: dict | None = None):
+    """A 2-layer Idefics3 or SmolVLM (``family``) with a depth-2 SigLIP on 32-pixel tiles (images
+    resized to a longest edge of 96: up to 3×3 tiles and the global view), or one of ``shape``;
+    returns (model, processor)."""
+    import transformers
+
+    prefix = {"idefics3": "Idefics3", "smolvlm": "SmolVLM"}[family]
+    tokenizer = byte_level_tokenizer(IDEFICS3_SPECIAL, eos="<end_of_utterance>", vocab_size=450)
+    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in IDEFICS3_SPECIAL[:5]}
+    shape = shape or {}
+    text = dict(
+        vocab_size=len(tokenizer),
+        **TINY_DECODER,
+        max_position_embeddings=4096,
+        bos_token_id=ids["<|im_start|>"],
+        eos_token_id=ids["<end_of_utterance>"],
+    )
+    config = getattr(transformers, f"{prefix}Config")(
+        text_config=text | shape.get("text", {}),
+        vision_config=shape.get("vision", _SIGLIP),
+        scale_factor=2,
+        image_token_id=ids["<image>"],
+        **shape.get("config", {}),
+    )
+    torch.manual_seed(seed)
+    model = getattr(transformers, f"{prefix}ForConditionalGeneration")._from_config(config).eval()
+    model.generation_config.eos_token_id = ids["<end_of_utterance>"]
+    model.save_pretrained(directory)
+    tile = config.vision_config.image_size
+    images = getattr(transformers, f"{prefix}ImageProcessorPil")(
+        size={"longest_edge": 3 * tile}, max_image_size={"longest_edge": tile}
+    )
+    images.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    (directory / "chat_template.jinja").write_text(SMOLVLM_TEMPLATE)
+    patches = (tile // config.vision_config.patch_size) ** 2
+    video = {"video_processor": None} if family == "smolvlm" else {}
+    processor = _processor_without_video(
+        getattr(transformers, f"{prefix}Processor"),
+        image_processor=images,
+        tokenizer=tokenizer,
+        image_seq_len=patches // config.scale_factor**2,
+        chat_template=SMOLVLM_TEMPLATE,
+        **video,
+    )
+    return model, processor
+
+
 def llama_base(directory: Path, seed: int = 0):
     """A 2-layer Llama base model (no chat template) saved to ``directory``."""
     from transformers import LlamaConfig, LlamaForCausalLM

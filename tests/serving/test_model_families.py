@@ -1,6 +1,7 @@
 """``omniloom serve --model DIR`` on checkpoints of other families, end to end: a tiny
-Qwen2-VL answers the official openai client exactly as ``transformers`` generates, at every
-``detail``, with usage and ``/tokenize`` equal to the processor's count; ``/v1/completions``
+Qwen2-VL and a tiny SmolVLM (list-content chat template, tiled images) answer the official
+openai client exactly as ``transformers`` generates, at every ``detail``, with usage and
+``/tokenize`` equal to the processor's count; ``/v1/completions``
 on raw text; a text-only base model refuses chat (no template) and images (no encoder) with
 400s that say why."""
 
@@ -11,33 +12,50 @@ import numpy as np
 import openai
 import pytest
 import torch
+from transformers.processing_utils import ProcessorMixin
 
 from tests.conftest import data_url, png_bytes, start_server
-from tests.models.tiny_checkpoints import llama_base, qwen2_vl
+from tests.models.tiny_checkpoints import idefics3, llama_base, qwen2_vl
 
 pytestmark = pytest.mark.slow
 QUESTION = "What is in this picture?"
 
 
-@pytest.fixture(scope="module")
-def qwen(tmp_path_factory):
-    directory = tmp_path_factory.mktemp("ckpt") / "tiny-qwen2-vl"
-    reference, processor = qwen2_vl(directory)
+def _serving(tmp_path_factory, name: str, build):
+    """A server on the checkpoint ``build(directory)`` writes to a folder called ``name``;
+    yields (server, what ``build`` returned)."""
+    directory = tmp_path_factory.mktemp("ckpt") / name
+    built = build(directory)
     server = start_server(tmp_path_factory.mktemp("log") / "server.log", "--model", str(directory))
     try:
-        yield server, reference, processor
+        yield server, built
     finally:
         server.proc.terminate()
         server.proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def qwen(tmp_path_factory):
+    for server, (reference, processor) in _serving(tmp_path_factory, "tiny-qwen2-vl", qwen2_vl):
+        yield server, reference, processor
+
+
+@pytest.fixture(scope="module")
+def smolvlm(tmp_path_factory):
+    build = lambda d: idefics3(d, family="smolvlm")  # noqa: E731
+    for server, (reference, processor) in _serving(tmp_path_factory, "tiny-smolvlm", build):
+        yield server, reference, processor
 
 
 def _picture() -> np.ndarray:
     return np.random.default_rng(3).integers(0, 256, (120, 170, 3), dtype=np.uint8)
 
 
-def _reference(reference, processor, messages, images, tokens: int):
-    text = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-    inputs = processor(text=[text], images=images, return_tensors="pt")
+def _reference(reference, processor, messages, images, tokens: int, **images_kwargs):
+    # SmolVLM's override only adds its video processor's defaults (torchvision, not installed)
+    render = ProcessorMixin.apply_chat_template
+    text = render(processor, messages, add_generation_prompt=True, tokenize=False)
+    inputs = processor(text=[text], images=images, return_tensors="pt", **images_kwargs)
     with torch.inference_mode():
         out = reference.generate(**inputs, max_new_tokens=tokens, do_sample=False)
     new = out[0, inputs["input_ids"].shape[1] :]
@@ -45,8 +63,12 @@ def _reference(reference, processor, messages, images, tokens: int):
 
 
 @pytest.mark.parametrize("detail", ["auto", "low", "high"])
-def test_openai_client_gets_what_transformers_generates(qwen, detail):
-    server, reference, processor = qwen
+@pytest.mark.parametrize("family", ["qwen", "smolvlm"])
+def test_openai_client_gets_what_transformers_generates(request, family, detail):
+    server, reference, processor = request.getfixturevalue(family)
+    name = f"tiny-{reference.config.model_type.replace('_', '-')}"
+    # Qwen2-VL's pixel cap is above this picture at every detail; SmolVLM's low is one view
+    splitting = {"do_image_splitting": False} if family == "smolvlm" and detail == "low" else {}
     from PIL import Image
 
     url = data_url(png_bytes(_picture()), "image/png")
@@ -56,21 +78,21 @@ def test_openai_client_gets_what_transformers_generates(qwen, detail):
     ]
     client = openai.OpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0)
     reply = client.chat.completions.create(
-        model="tiny-qwen2-vl",
+        model=name,
         messages=[{"role": "user", "content": content}],
         max_tokens=12,
         temperature=0,
     )
     ref_messages = [{"role": "user", "content": [{"type": "image"}, content[1]]}]
     expected, prompt_len = _reference(
-        reference, processor, ref_messages, [Image.fromarray(_picture())], 12
+        reference, processor, ref_messages, [Image.fromarray(_picture())], 12, **splitting
     )
     assert reply.choices[0].message.content == expected
     assert reply.usage.prompt_tokens == prompt_len
     assert reply.model_dump()["usage"]["prompt_tokens_details"]["image_tokens"] > 0
     counted = httpx.post(
         f"{server.url}/tokenize",
-        json={"model": "tiny-qwen2-vl", "messages": [{"role": "user", "content": content}]},
+        json={"model": name, "messages": [{"role": "user", "content": content}]},
     ).json()
     assert counted["count"] == prompt_len
 
@@ -117,14 +139,8 @@ def test_text_completion_and_cascade_refusal(qwen):
 
 @pytest.fixture(scope="module")
 def base_llama(tmp_path_factory):
-    directory = tmp_path_factory.mktemp("ckpt") / "tiny-llama-base"
-    llama_base(directory)
-    server = start_server(tmp_path_factory.mktemp("log") / "server.log", "--model", str(directory))
-    try:
+    for server, _ in _serving(tmp_path_factory, "tiny-llama-base", llama_base):
         yield server
-    finally:
-        server.proc.terminate()
-        server.proc.wait(timeout=30)
 
 
 def test_base_model_refuses_chat_and_images_saying_why(base_llama):

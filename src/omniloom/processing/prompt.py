@@ -1,7 +1,8 @@
 """Messages with interleaved media → one token stream with placeholder spans.
 
-The chat template is rendered with a unique sentinel where each media item goes; the text
-between sentinels is tokenized and each sentinel is replaced by the item's token span. The
+The chat template is rendered with a unique sentinel where each media item goes (a template
+that takes typed parts writes its own marker, such as ``<image>``, and the markers are numbered
+into sentinels in order); the text between sentinels is tokenized and each sentinel is replaced by the item's token span. The
 spans record where each item sits and what its content hash and preprocessing are, which is
 what prefix and encoder caches key on. Counting (``/tokenize``) and serving use this one path,
 so the counts agree by construction.
@@ -94,6 +95,55 @@ def _render_content(parts: list[TextPart | MediaPart], sentinel: str, items: lis
     return "".join(pieces)
 
 
+def _typed_parts(parts: list[TextPart | MediaPart], markers: dict[str, str], items: list):
+    """List content for templates that take typed parts; media become ``{"type": modality}``."""
+    content: list[dict] = []
+    for part in parts:
+        if isinstance(part, TextPart):
+            for modality, marker in markers.items():
+                if marker in part.text:
+                    raise InvalidRequest(
+                        f"Message text may not contain {marker!r}: this model's chat template "
+                        f"writes it where {modality} input goes."
+                    )
+            content.append({"type": "text", "text": part.text})
+        else:
+            content.append({"type": part.item.modality})
+            items.append(part.item)
+    return content
+
+
+def _number_markers(text: str, markers: dict[str, str], items: list, sentinel: str) -> str:
+    """Replace the template's media markers, in order, by numbered sentinels."""
+    if not markers:
+        return text
+    modality_of = {marker: modality for modality, marker in markers.items()}
+    count = 0
+
+    def number(match: re.Match) -> str:
+        nonlocal count
+        if count >= len(items) or items[count].modality != modality_of[match.group()]:
+            raise InvalidRequest("The chat template wrote media markers the messages do not have.")
+        count += 1
+        return f"{sentinel}{count - 1}{sentinel}"
+
+    return re.sub("|".join(re.escape(m) for m in markers.values()), number, text)
+
+
+def _render(messages: list[Message], template: ChatTemplate, sentinel: str, items: list, **kw):
+    """The template's text with a numbered sentinel wherever a media item goes."""
+    if template.content_format == "list":
+        markers = template.media_markers
+        content = [
+            {"role": m.role, "content": _typed_parts(m.parts, markers, items)} for m in messages
+        ]
+        return _number_markers(template.render(content, **kw), markers, items, sentinel)
+    content = [
+        {"role": m.role, "content": _render_content(m.parts, sentinel, items)} for m in messages
+    ]
+    return template.render(content, **kw)
+
+
 def build_prompt(
     messages: list[Message],
     template: ChatTemplate,
@@ -102,10 +152,7 @@ def build_prompt(
 ) -> Prompt:
     sentinel = f"\x00{secrets.token_hex(8)}\x00"
     items: list[MediaItem] = []
-    rendered_messages = [
-        {"role": m.role, "content": _render_content(m.parts, sentinel, items)} for m in messages
-    ]
-    text = template.render(rendered_messages, add_generation_prompt=add_generation_prompt)
+    text = _render(messages, template, sentinel, items, add_generation_prompt=add_generation_prompt)
     pieces = re.split(f"{re.escape(sentinel)}(\\d+){re.escape(sentinel)}", text)
     prompt = Prompt(token_ids=[])
     seen: list[int] = []

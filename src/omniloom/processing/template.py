@@ -2,13 +2,18 @@
 
 Same sandbox, same ``trim_blocks``/``lstrip_blocks``, the same ``tojson``, ``raise_exception``
 and ``strftime_now`` helpers, so a checkpoint's template produces the same text here as there.
+
+Templates take message content in one of two shapes: a string (most text models, Qwen2-VL's
+either) or a list of typed parts (SmolVLM, LLaVA: ``{"type": "text", "text": ...}`` and
+``{"type": "image"}``, which the template writes as its media marker, e.g. ``<image>``).
+``content_format`` tells which, by rendering a probe string once.
 """
 
 from __future__ import annotations
 
 import json
 from datetime import datetime
-from functools import lru_cache
+from functools import cached_property, lru_cache
 
 import jinja2
 from jinja2.ext import loopcontrols
@@ -45,13 +50,31 @@ def _compile(source: str) -> jinja2.Template:
 class ChatTemplate:
     """A compiled chat template plus the special tokens templates commonly reference."""
 
-    def __init__(self, source: str, bos_token: str = "", eos_token: str = ""):
+    def __init__(
+        self,
+        source: str,
+        bos_token: str = "",
+        eos_token: str = "",
+        media_markers: dict[str, str] | None = None,
+    ):
         self.source = source
         self.special = {"bos_token": bos_token, "eos_token": eos_token}
+        self.media_markers = media_markers or {}  # modality → what list content renders it as
         self._template = _compile(source)
 
+    @cached_property
+    def content_format(self) -> str:
+        """``"string"`` where the template writes string content, ``"list"`` where it only
+        writes content given as typed parts."""
+        probe = "\x00probe\x00"
+        try:
+            text = self.render([{"role": "user", "content": probe}])
+        except InvalidRequest:
+            return "string"
+        return "string" if probe in text else "list"
+
     def render(self, messages: list[dict], add_generation_prompt: bool = True, **kwargs) -> str:
-        """Render ``messages`` (each ``{"role", "content"}`` with string content) to prompt text."""
+        """Render ``messages`` (each ``{"role", "content"}``) to prompt text."""
         try:
             return self._template.render(
                 messages=messages,

@@ -95,13 +95,21 @@ def strict_load(module: nn.Module, weights: dict[str, torch.Tensor], ctx: SpecCo
 
 
 def build_template(
-    spec: TokenizerSpec, tokenizer: TextTokenizer, override: str | None = None
+    spec: TokenizerSpec,
+    tokenizer: TextTokenizer,
+    override: str | None = None,
+    media_markers: dict[str, str] | None = None,
 ) -> ChatTemplate | None:
     source = override or spec.chat_template
     if not source:
         return None
     token = lambda i: tokenizer.id_to_token(i) if i is not None else ""  # noqa: E731
-    return ChatTemplate(source, bos_token=token(spec.bos_id), eos_token=token(spec.eos_id))
+    return ChatTemplate(
+        source,
+        bos_token=token(spec.bos_id),
+        eos_token=token(spec.eos_id),
+        media_markers=media_markers,
+    )
 
 
 def assemble(
@@ -113,13 +121,17 @@ def assemble(
     family: str,
     processors: dict[str, Any] | None = None,
     license: str | None = None,
+    tokenizer: TextTokenizer | None = None,
+    media_markers: dict[str, str] | None = None,
 ) -> LoadedModel:
-    tokenizer = TextTokenizer(tokenizer_spec)
+    """The servable model; ``media_markers`` name what a list-content chat template writes for
+    each modality (``{"image": "<image>"}``)."""
+    tokenizer = tokenizer or TextTokenizer(tokenizer_spec)
     return LoadedModel(
         name=ctx.name or (path.stem if path.is_file() else path.name),
         vlm=net,
         tokenizer=tokenizer,
-        template=build_template(tokenizer_spec, tokenizer, ctx.chat_template),
+        template=build_template(tokenizer_spec, tokenizer, ctx.chat_template, media_markers),
         context_length=cfg.max_position,
         family=family,
         license=license,

@@ -1,0 +1,125 @@
+"""Idefics3 and SmolVLM through their spec, against ``transformers`` on the same tiny random
+checkpoint: views, token counts and prompt ids (list-content chat template), logits with 0, 1
+and 3 images, 16 greedy tokens, and the same outputs in the engine beside other requests."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from transformers.processing_utils import ProcessorMixin
+
+from omniloom.config import EngineSettings, ImageSettings, Limits
+from omniloom.engine.engine import Engine
+from omniloom.engine.sampling import SamplingParams
+from omniloom.errors import InvalidRequest
+from omniloom.media.image import decode_image
+from omniloom.models.registry import load_model
+from omniloom.processing.prompt import MediaPart, Message, TextPart, build_prompt
+from tests.conftest import png_bytes
+from tests.engine.test_scheduler import run_all
+from tests.models.tiny_checkpoints import idefics3
+
+SIZES = ((100, 150), (300, 90), (20, 24))  # (height, width): wide, tall, small (scaled up)
+QUESTION = "What is in this picture?"
+
+
+def _pictures() -> list[Image.Image]:
+    rng = np.random.default_rng(0)
+    return [Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)) for h, w in SIZES]
+
+
+@pytest.fixture(scope="module", params=["idefics3", "smolvlm"])
+def checkpoint(tmp_path_factory, request):
+    directory = tmp_path_factory.mktemp(request.param)
+    reference, processor = idefics3(directory, family=request.param)
+    ours = load_model(weights=directory, dtype="float32")
+    return reference, processor, ours
+
+
+def _ours(model, pictures: list[Image.Image], detail: str | None = None, question=QUESTION):
+    items = [
+        model.processors["image"].prepare(
+            decode_image(png_bytes(np.asarray(p)), Limits()), detail, ImageSettings()
+        )
+        for p in pictures
+    ]
+    parts = [MediaPart(items[0])] if items else []
+    parts += [TextPart(question), *[MediaPart(i) for i in items[1:]]]
+    return build_prompt([Message("user", parts)], model.template, model.tokenizer), items
+
+
+def _reference_inputs(processor, pictures: list[Image.Image], **kwargs):
+    content = [{"type": "image"}] if pictures else []
+    content += [{"type": "text", "text": QUESTION}]
+    content += [{"type": "image"} for _ in pictures[1:]]
+    messages = [{"role": "user", "content": content}]
+    # SmolVLM's override only adds its video processor's defaults (torchvision, not installed)
+    render = ProcessorMixin.apply_chat_template
+    text = render(processor, messages, add_generation_prompt=True, tokenize=False)
+    return processor(text=[text], images=pictures or None, return_tensors="pt", **kwargs)
+
+
+def test_spec_is_chosen_from_the_checkpoint(checkpoint):
+    reference, _, ours = checkpoint
+    assert ours.family == reference.config.model_type
+    assert ours.modalities == {"text", "image"}
+    assert ours.template.content_format == "list"
+
+
+@pytest.mark.parametrize("detail", [None, "low"])
+def test_views_and_token_counts_match_the_processor(checkpoint, detail):
+    _, processor, ours = checkpoint
+    pictures = _pictures()
+    prompt, items = _ours(ours, pictures, detail)
+    splitting = {"do_image_splitting": False} if detail == "low" else {}
+    inputs = _reference_inputs(processor, pictures, **splitting)
+    assert prompt.token_ids == inputs["input_ids"][0].tolist()
+    views = torch.cat([item.views() for item in items])
+    expected = inputs["pixel_values"][0][: views.shape[0]]
+    torch.testing.assert_close(views, expected.float(), atol=1e-5, rtol=0)
+    assert [item.layout.views for item in items] == ([1, 1, 1] if detail else [7, 4, 10])
+
+
+@pytest.mark.parametrize("count", [0, 1, 3])
+def test_logits_match_transformers(checkpoint, count):
+    reference, processor, ours = checkpoint
+    pictures = _pictures()[:count]
+    prompt, items = _ours(ours, pictures)
+    net = ours.vlm
+    embeds = net.embed_prompt(prompt, net.encode(items))
+    with torch.inference_mode():
+        logits = net.backbone(embeds[None], positions=net.prompt_positions(prompt))[0]
+        expected = reference(**_reference_inputs(processor, pictures)).logits[0]
+    torch.testing.assert_close(logits, expected.float(), atol=1e-5, rtol=1e-5)
+
+
+def _reference_greedy(reference, processor, pictures, tokens: int) -> list[int]:
+    inputs = _reference_inputs(processor, pictures)
+    reference.generation_config.eos_token_id = None
+    out = reference.generate(**inputs, max_new_tokens=tokens, do_sample=False)
+    return out[0, inputs["input_ids"].shape[1] :].tolist()
+
+
+def test_greedy_tokens_in_the_engine_beside_other_requests(checkpoint):
+    reference, processor, ours = checkpoint
+    pictures = _pictures()
+    params = SamplingParams(max_tokens=16, temperature=0.0, ignore_eos=True, logprobs=0)
+    engine = Engine(ours, EngineSettings(step_tokens=32, kv_cache_mb=8))
+    try:
+        prompts = [_ours(ours, pictures[:k])[0] for k in (1, 3, 0)]
+        alone = [run_all(engine, [p], params)[0] for p in prompts]
+        together = run_all(engine, prompts, params)
+    finally:
+        engine.shutdown()
+    for k, solo, batched in zip((1, 3, 0), alone, together, strict=True):
+        ids = [lp.token_id for lp in solo.logprobs]
+        assert ids == _reference_greedy(reference, processor, pictures[:k], 16)
+        assert [lp.token_id for lp in batched.logprobs] == ids
+
+
+def test_text_that_spells_the_image_marker_is_refused(checkpoint):
+    _, _, ours = checkpoint
+    with pytest.raises(InvalidRequest, match="<image>"):
+        _ours(ours, _pictures()[:1], question="what is <image> here?")
