@@ -4,11 +4,12 @@ Writes a random-weight checkpoint at a released model's shape with ``transformer
 (bf16 safetensors, a small byte-level tokenizer, the family's chat template and preprocessor
 config), then runs omniloom and ``transformers`` each in a process of its own on it, bf16
 weights: greedy decode tok/s at 1 and 16 streams (decode only: the time of a one-token run,
-its prefill, is subtracted), the vision encoder's ms per 448×448 image (256 merged tokens,
-preprocessing excluded), and each process's peak RSS. Prints a table with the ratios and
-writes ``benchmarks/results/models.json``. Each figure is the median of ``--runs`` runs.
-Usage: ``.venv/bin/python benchmarks/models.py [--shapes qwen2-vl-2b] [--tokens 32]
-[--runs 3] [--keep DIR]``
+its prefill, is subtracted), the vision encoder's ms per 448×448 image at the family's
+default detail (Qwen2-VL: 256 merged tokens; SmolVLM: 4×4 tiles and the global view, 1088
+tokens; pixel preprocessing excluded), and each process's peak RSS. Prints a table with the
+ratios and writes ``benchmarks/results/models.json``. Each figure is the median of ``--runs``
+runs. Usage: ``.venv/bin/python benchmarks/models.py [--shapes qwen2-vl-2b smolvlm-256m]
+[--tokens 32] [--runs 3] [--keep DIR]``
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # the checkpoint writer the parity tests use
 
-from tests.models.tiny_checkpoints import qwen2_vl  # noqa: E402
+from tests.models.tiny_checkpoints import idefics3, qwen2_vl  # noqa: E402
 
 PROMPT = "Write a short paragraph about the sea."
 STREAMS = (1, 16)
@@ -62,18 +63,39 @@ SHAPES = {  # config.json entries of the released checkpoints (the vocabulary ke
         ),
         config=dict(tie_word_embeddings=True),
     ),
+    "smolvlm-256m": dict(
+        family="smolvlm",
+        text=dict(
+            vocab_size=49280,
+            hidden_size=576,
+            intermediate_size=1536,
+            num_hidden_layers=30,
+            num_attention_heads=9,
+            num_key_value_heads=3,
+            max_position_embeddings=8192,
+            rope_parameters={"rope_type": "default", "rope_theta": 1e5},
+            rms_norm_eps=1e-5,
+        ),
+        vision=dict(
+            hidden_size=768,
+            intermediate_size=3072,
+            num_hidden_layers=12,
+            num_attention_heads=12,
+            image_size=512,
+            patch_size=16,
+        ),
+        config=dict(scale_factor=4, tie_word_embeddings=False),
+    ),
 }
 
 
 def write_checkpoint(shape: str, directory: Path) -> None:
     spec = SHAPES[shape]
-    model, _ = qwen2_vl(
-        directory,
-        max_pixels=28 * 28 * 1280,
-        family=spec["family"],
-        shape=spec,
-        dtype=torch.bfloat16,
-    )
+    bf16 = dict(family=spec["family"], shape=spec, dtype=torch.bfloat16)
+    if spec["family"] == "smolvlm":
+        model, _ = idefics3(directory, tiles=4, **bf16)  # a 2048-pixel longest edge
+    else:
+        model, _ = qwen2_vl(directory, max_pixels=28 * 28 * 1280, **bf16)
     del model
 
 
@@ -110,6 +132,7 @@ def omniloom_worker(directory: Path, tokens: int, runs: int) -> dict:
     model = load_model(weights=directory, dtype="bfloat16")
     engine = Engine(model, EngineSettings(max_batch=max(STREAMS)), start=False)
     prompt = build_prompt([Message("user", [TextPart(PROMPT)])], model.template, model.tokenizer)
+    pixels = {"qwen2-vl": "patches", "qwen2.5-vl": "patches"}.get(model.family, "views")
 
     def generate(streams: int, count: int) -> None:
         params = SamplingParams(max_tokens=count, temperature=0.0, ignore_eos=True)
@@ -122,23 +145,52 @@ def omniloom_worker(directory: Path, tokens: int, runs: int) -> dict:
     decoded = decode_image(png_bytes(picture()), Limits())
     item = model.processors["image"].prepare(decoded, "high", ImageSettings())
     encode = median_seconds(lambda: model.vlm.encode([item]), runs)
+    preprocess = median_seconds(getattr(item, pixels), runs)
     return {
         "decode_tok_per_s": rates,
-        "encode_ms": encode * 1e3,
+        "encode_ms": (encode - preprocess) * 1e3,
         "image_tokens": item.num_placeholders(),
+        "prompt_tokens": len(prompt.token_ids),
     }
 
 
-def transformers_worker(directory: Path, tokens: int, runs: int) -> dict:
-    from transformers import AutoModelForImageTextToText, AutoTokenizer
+def qwen2_vl_encoder(model, directory: Path):
+    """transformers' ViT on the preprocessed picture, and the picture's token count."""
     from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import (
         Qwen2VLImageProcessorPil,
     )
 
+    images = Qwen2VLImageProcessorPil.from_pretrained(directory)(
+        images=[picture()], return_tensors="pt"
+    )
+    patches, grid = images["pixel_values"].to(torch.bfloat16), images["image_grid_thw"]
+    tokens = int(grid.prod()) // model.config.vision_config.spatial_merge_size**2
+    return lambda: model.model.visual(patches, grid_thw=grid), tokens
+
+
+def idefics3_encoder(model, directory: Path):
+    """transformers' SigLIP and connector on the picture's views, and its token count."""
+    from transformers.models.idefics3.image_processing_pil_idefics3 import (
+        Idefics3ImageProcessorPil,
+    )
+
+    images = Idefics3ImageProcessorPil.from_pretrained(directory)(
+        images=[picture()], return_tensors="pt"
+    )
+    pixels, mask = images["pixel_values"].to(torch.bfloat16), images["pixel_attention_mask"]
+    tokens = pixels.shape[1] * model.model.image_seq_len
+    return lambda: model.model.get_image_features(pixels, mask), tokens
+
+
+def transformers_worker(directory: Path, tokens: int, runs: int) -> dict:
+    from transformers import AutoModelForImageTextToText, AutoTokenizer
+
     model = AutoModelForImageTextToText.from_pretrained(directory, dtype=torch.bfloat16).eval()
     tokenizer = AutoTokenizer.from_pretrained(directory)
     ids = tokenizer.apply_chat_template(
-        [{"role": "user", "content": PROMPT}], add_generation_prompt=True, return_tensors="pt"
+        [{"role": "user", "content": [{"type": "text", "text": PROMPT}]}],
+        add_generation_prompt=True,
+        return_tensors="pt",
     )["input_ids"]
 
     @torch.inference_mode()
@@ -154,14 +206,16 @@ def transformers_worker(directory: Path, tokens: int, runs: int) -> dict:
         )
 
     rates = {s: decode_rate(generate, s, tokens, runs) for s in STREAMS}
-    images = Qwen2VLImageProcessorPil.from_pretrained(directory)(
-        images=[picture()], return_tensors="pt"
-    )
-    patches, grid = images["pixel_values"].to(torch.bfloat16), images["image_grid_thw"]
+    tiled = model.config.model_type in ("idefics3", "smolvlm")
+    encode, image_tokens = (idefics3_encoder if tiled else qwen2_vl_encoder)(model, directory)
     with torch.inference_mode():
-        encode = median_seconds(lambda: model.model.visual(patches, grid_thw=grid), runs)
-    tokens_per_image = int(grid.prod()) // model.config.vision_config.spatial_merge_size**2
-    return {"decode_tok_per_s": rates, "encode_ms": encode * 1e3, "image_tokens": tokens_per_image}
+        seconds = median_seconds(encode, runs)
+    return {
+        "decode_tok_per_s": rates,
+        "encode_ms": seconds * 1e3,
+        "image_tokens": image_tokens,
+        "prompt_tokens": ids.shape[1],
+    }
 
 
 WORKERS = {"omniloom": omniloom_worker, "transformers": transformers_worker}
@@ -220,14 +274,17 @@ def main() -> None:
             results[shape] = {name: run_worker(name, directory, args) for name in WORKERS}
     print(f"{cpu_name()}, {torch.get_num_threads()} threads, bf16 weights, {args.tokens} tokens")
     print_table(results)
+    write_results(results, args)
+
+
+def write_results(results: dict, args) -> None:
+    """Each shape's figures with the machine they came from, beside other shapes' earlier ones."""
     out = REPO / "benchmarks" / "results" / "models.json"
-    record = {
-        "cpu": cpu_name(),
-        "threads": torch.get_num_threads(),
-        "tokens": args.tokens,
-        "runs": args.runs,
-    }
-    out.write_text(json.dumps(record | {"results": results}, indent=2))
+    recorded = json.loads(out.read_text()) if out.exists() else {}
+    machine = {"cpu": cpu_name(), "threads": torch.get_num_threads()}
+    for shape, pair in results.items():
+        recorded[shape] = machine | {"tokens": args.tokens, "runs": args.runs} | pair
+    out.write_text(json.dumps(recorded, indent=2))
     print(f"wrote {out}")
 
 

@@ -201,10 +201,17 @@ _SIGLIP = dict(  # 32-pixel tiles of 8-pixel patches: 16 patches, 4 tokens after
 )
 
 
-def idefics3(directory: Path, seed: int = 0, family: str = "idefics3", shape: dict | None = None):
-    """A 2-layer Idefics3 or SmolVLM (``family``) with a depth-2 SigLIP on 32-pixel tiles (images
-    resized to a longest edge of 96: up to 3×3 tiles and the global view), or one of ``shape``;
-    returns (model, processor)."""
+def idefics3(
+    directory: Path,
+    seed: int = 0,
+    family: str = "idefics3",
+    shape: dict | None = None,
+    dtype: torch.dtype = torch.float32,
+    tiles: int = 3,
+):
+    """A 2-layer Idefics3 or SmolVLM (``family``) with a depth-2 SigLIP on 32-pixel tiles, or one
+    of ``shape``; images are resized to a longest edge of ``tiles`` tiles (up to ``tiles``²
+    tiles and the global view). Returns (model, processor)."""
     import transformers
 
     prefix = {"idefics3": "Idefics3", "smolvlm": "SmolVLM"}[family]
@@ -221,17 +228,17 @@ def idefics3(directory: Path, seed: int = 0, family: str = "idefics3", shape: di
     config = getattr(transformers, f"{prefix}Config")(
         text_config=text | shape.get("text", {}),
         vision_config=shape.get("vision", _SIGLIP),
-        scale_factor=2,
         image_token_id=ids["<image>"],
-        **shape.get("config", {}),
+        **({"scale_factor": 2} | shape.get("config", {})),
     )
     torch.manual_seed(seed)
-    model = getattr(transformers, f"{prefix}ForConditionalGeneration")._from_config(config).eval()
+    model_class = getattr(transformers, f"{prefix}ForConditionalGeneration")
+    model = model_class._from_config(config, dtype=dtype).eval()
     model.generation_config.eos_token_id = ids["<end_of_utterance>"]
     model.save_pretrained(directory)
     tile = config.vision_config.image_size
     images = getattr(transformers, f"{prefix}ImageProcessorPil")(
-        size={"longest_edge": 3 * tile}, max_image_size={"longest_edge": tile}
+        size={"longest_edge": tiles * tile}, max_image_size={"longest_edge": tile}
     )
     images.save_pretrained(directory)
     tokenizer.save_pretrained(directory)

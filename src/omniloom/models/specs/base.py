@@ -81,17 +81,17 @@ def build_decoder(
     model.rope = rotary_for(cfg)  # off meta
     if cfg.tie_embeddings:
         model.lm_head.weight = model.model.embed_tokens.weight
-    model = model.to(device=ctx.device, dtype=torch.float32).eval()
+    model = model.to(device=ctx.device, dtype=torch.float32).eval().requires_grad_(False)
     pack_weights(model, ctx.weight_format)  # activations stay fp32
     return model
 
 
 def strict_load(module: nn.Module, weights: dict[str, torch.Tensor], ctx: SpecContext):
-    """``module`` with exactly ``weights`` (names must match both ways), in fp32, or bf16
-    when the server runs bf16 weights."""
+    """``module`` with exactly ``weights`` (names must match both ways), frozen, in fp32, or
+    bf16 when the server runs bf16 weights."""
     module.load_state_dict(weights, strict=True)
     dtype = torch.bfloat16 if ctx.weight_format == "bfloat16" else torch.float32
-    return module.to(device=ctx.device, dtype=dtype).eval()
+    return module.to(device=ctx.device, dtype=dtype).eval().requires_grad_(False)
 
 
 def build_template(
