@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
+from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import PreTrainedTokenizerFast
 
 QWEN_SPECIAL = (
@@ -55,11 +55,16 @@ _CORPUS = (
 
 
 def byte_level_tokenizer(
-    special: tuple[str, ...], eos: str, vocab_size: int = 400, split: str | None = None
+    special: tuple[str, ...],
+    eos: str,
+    vocab_size: int = 400,
+    split: str | None = None,
+    bos: str | None = None,
 ):
     """A byte-level BPE trained on a fixed corpus (deterministic), with ``special`` tokens;
     words split by the regular expression ``split`` where given (as Qwen's and Llama 3's
-    ``tokenizer.json`` do), by GPT-2's otherwise."""
+    ``tokenizer.json`` do), by GPT-2's otherwise; with ``bos``, the tokenizer puts that token
+    first when it adds special tokens, as Llama's does."""
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     if split:
@@ -77,7 +82,13 @@ def byte_level_tokenizer(
         show_progress=False,
     )
     tok.train_from_iterator([_CORPUS] * 8, trainer)
-    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=eos, pad_token=special[0])
+    if bos:
+        tok.post_processor = processors.TemplateProcessing(
+            single=f"{bos} $A", pair=f"{bos} $A $B", special_tokens=[(bos, tok.token_to_id(bos))]
+        )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, eos_token=eos, pad_token=special[0], bos_token=bos
+    )
 
 
 def _processor_without_video(cls, **parts):
@@ -252,6 +263,92 @@ def idefics3(
         image_seq_len=patches // config.scale_factor**2,
         chat_template=SMOLVLM_TEMPLATE,
         **video,
+    )
+    return model, processor
+
+
+LLAVA_SPECIAL = ("<pad>", "<s>", "</s>", "<image>")
+# LLaVA-1.5's chat template, as its checkpoints ship it (without the training-only
+# generation markers): list content, every image of a message before its text
+LLAVA_TEMPLATE = (
+    "{% for message in messages %}{% if message['role'] != 'system' %}"
+    "{{ message['role'].upper() + ': '}}{% endif %}"
+    "{% for content in message['content'] | selectattr('type', 'equalto', 'image') %}"
+    "{{ '<image>\\n' }}{% endfor %}"
+    "{% for content in message['content'] | selectattr('type', 'equalto', 'text') %}"
+    "{{ content['text'] + ' '}}{% endfor %}{% endfor %}"
+    "{% if add_generation_prompt %}{{ 'ASSISTANT:' }}{% endif %}"
+)
+_CLIP = dict(  # 32-pixel images of 8-pixel patches: 16 patches and the class position
+    model_type="clip_vision_model",
+    hidden_size=32,
+    intermediate_size=48,
+    num_hidden_layers=3,
+    num_attention_heads=2,
+    image_size=32,
+    patch_size=8,
+)
+
+
+def llava(
+    directory: Path,
+    seed: int = 0,
+    shape: dict | None = None,
+    dtype: torch.dtype = torch.float32,
+    variant: str = "1.5",
+):
+    """A 2-layer LLaVA with a depth-3 CLIP tower on 32-pixel images, or one of ``shape``.
+    ``variant`` "1.5" is LLaVA-1.5's choice (CLIP's processor, the second-to-last layer, the
+    class position dropped); "padded" pads images to a square (LLaVA's own image processor),
+    concatenates layers -3 and -1 and keeps the class position. Returns (model, processor)."""
+    from transformers import (
+        CLIPImageProcessorPil,
+        LlavaConfig,
+        LlavaForConditionalGeneration,
+        LlavaImageProcessorPil,
+        LlavaProcessor,
+    )
+
+    tokenizer = byte_level_tokenizer(LLAVA_SPECIAL, eos="</s>", bos="<s>")
+    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in LLAVA_SPECIAL}
+    shape = shape or {}
+    padded = variant == "padded"
+    text = dict(
+        model_type="llama",
+        vocab_size=len(tokenizer),
+        **TINY_DECODER,
+        max_position_embeddings=2048,
+        bos_token_id=ids["<s>"],
+        eos_token_id=ids["</s>"],
+    )
+    config = LlavaConfig(
+        text_config=text | shape.get("text", {}),
+        vision_config=shape.get("vision", _CLIP),
+        image_token_id=ids["<image>"],
+        vision_feature_layer=[-3, -1] if padded else -2,
+        vision_feature_select_strategy="full" if padded else "default",
+    )
+    torch.manual_seed(seed)
+    model = LlavaForConditionalGeneration._from_config(config, dtype=dtype).eval()
+    model.generation_config.eos_token_id = ids["</s>"]
+    model.save_pretrained(directory)
+    side = config.vision_config.image_size
+    image_class = LlavaImageProcessorPil if padded else CLIPImageProcessorPil
+    images = image_class(
+        size={"shortest_edge": side},
+        crop_size={"height": side, "width": side},
+        **({"do_pad": True} if padded else {}),
+    )
+    images.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    (directory / "chat_template.jinja").write_text(LLAVA_TEMPLATE)
+    processor = LlavaProcessor(
+        image_processor=images,
+        tokenizer=tokenizer,
+        patch_size=config.vision_config.patch_size,
+        vision_feature_select_strategy=config.vision_feature_select_strategy,
+        num_additional_image_tokens=1,
+        chat_template=LLAVA_TEMPLATE,
     )
     return model, processor
 

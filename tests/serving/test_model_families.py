@@ -1,5 +1,6 @@
 """``omniloom serve --model DIR`` on checkpoints of other families, end to end: a tiny
-Qwen2-VL and a tiny SmolVLM (list-content chat template, tiled images) answer the official
+Qwen2-VL, a tiny SmolVLM (list-content chat template, tiled images) and a tiny LLaVA (the
+tokenizer's BOS before the template's text) answer the official
 openai client exactly as ``transformers`` generates, at every ``detail``, with usage and
 ``/tokenize`` equal to the processor's count; ``/v1/completions``
 on raw text; a text-only base model refuses chat (no template) and images (no encoder) with
@@ -15,7 +16,7 @@ import torch
 from transformers.processing_utils import ProcessorMixin
 
 from tests.conftest import data_url, png_bytes, start_server
-from tests.models.tiny_checkpoints import idefics3, llama_base, qwen2_vl
+from tests.models.tiny_checkpoints import idefics3, llama_base, llava, qwen2_vl
 
 pytestmark = pytest.mark.slow
 QUESTION = "What is in this picture?"
@@ -47,6 +48,12 @@ def smolvlm(tmp_path_factory):
         yield server, reference, processor
 
 
+@pytest.fixture(scope="module")
+def llava_server(tmp_path_factory):
+    for server, (reference, processor) in _serving(tmp_path_factory, "tiny-llava", llava):
+        yield server, reference, processor
+
+
 def _picture() -> np.ndarray:
     return np.random.default_rng(3).integers(0, 256, (120, 170, 3), dtype=np.uint8)
 
@@ -63,7 +70,7 @@ def _reference(reference, processor, messages, images, tokens: int, **images_kwa
 
 
 @pytest.mark.parametrize("detail", ["auto", "low", "high"])
-@pytest.mark.parametrize("family", ["qwen", "smolvlm"])
+@pytest.mark.parametrize("family", ["qwen", "smolvlm", "llava_server"])
 def test_openai_client_gets_what_transformers_generates(request, family, detail):
     server, reference, processor = request.getfixturevalue(family)
     name = f"tiny-{reference.config.model_type.replace('_', '-')}"

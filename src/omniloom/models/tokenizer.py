@@ -49,6 +49,16 @@ class TextTokenizer:
             ids.insert(0, bos)
         return ids
 
+    def added_prefix_ids(self) -> list[int]:
+        """What the tokenizer puts before text when it adds its special tokens (a BOS for
+        Llama's and LLaVA's tokenizers; nothing for Qwen's)."""
+        plain = self._tok.encode("a", add_special_tokens=False).ids
+        full = self._tok.encode("a", add_special_tokens=True).ids
+        for start in range(len(full) - len(plain) + 1):
+            if full[start : start + len(plain)] == plain:
+                return full[:start]
+        return []
+
     def decode(self, ids: list[int], skip_special: bool = True) -> str:
         return self._tok.decode(ids, skip_special_tokens=skip_special)
 

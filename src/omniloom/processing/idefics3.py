@@ -26,6 +26,7 @@ import torch
 from PIL import Image
 
 from omniloom.media.image import DecodedImage
+from omniloom.processing.pixels import normalised
 
 MAX_IMAGE_SIDE = 4096  # the processor's absolute bound on the resized image
 _STANDARD_MEAN = (0.5, 0.5, 0.5)
@@ -206,15 +207,9 @@ class Idefics3Image:
         if lay.rows:
             image = resize(image, s.tile, s.tile)
         views.append(image)
-        return torch.from_numpy(np.stack([self._normalised(v) for v in views]))
-
-    def _normalised(self, view: Image.Image) -> np.ndarray:
-        s = self.settings
-        pixels = np.asarray(view, dtype=np.float32).transpose(2, 0, 1)
-        pixels = (pixels * np.float32(s.rescale_factor)).astype(np.float32)
-        mean = np.asarray(s.image_mean, dtype=np.float32)[:, None, None]
-        std = np.asarray(s.image_std, dtype=np.float32)[:, None, None]
-        return (pixels - mean) / std
+        return torch.from_numpy(
+            np.stack([normalised(v, s.image_mean, s.image_std, s.rescale_factor) for v in views])
+        )
 
 
 @dataclass(frozen=True)

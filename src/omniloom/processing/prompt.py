@@ -154,7 +154,7 @@ def build_prompt(
     items: list[MediaItem] = []
     text = _render(messages, template, sentinel, items, add_generation_prompt=add_generation_prompt)
     pieces = re.split(f"{re.escape(sentinel)}(\\d+){re.escape(sentinel)}", text)
-    prompt = Prompt(token_ids=[])
+    prompt = Prompt(token_ids=template.prefix_for(text))
     seen: list[int] = []
     for i, piece in enumerate(pieces):
         if i % 2 == 0:

@@ -22,10 +22,9 @@ from PIL import Image
 
 from omniloom.errors import MediaError
 from omniloom.media.image import DecodedImage
+from omniloom.processing.pixels import CLIP_MEAN, CLIP_STD, normalised
 
 LOW_DETAIL_TOKENS = 256
-_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
 @dataclass(frozen=True)
@@ -35,8 +34,8 @@ class Qwen2VLImageSettings:
     patch_size: int = 14
     merge_size: int = 2
     temporal_patch_size: int = 2
-    image_mean: tuple[float, ...] = _CLIP_MEAN
-    image_std: tuple[float, ...] = _CLIP_STD
+    image_mean: tuple[float, ...] = CLIP_MEAN
+    image_std: tuple[float, ...] = CLIP_STD
 
     @classmethod
     def from_directory(cls, directory: Path) -> Qwen2VLImageSettings:
@@ -131,10 +130,7 @@ class Qwen2VLImage:
         s = self.settings
         height, width = self.size
         resized = self.decoded.image.resize((width, height), Image.Resampling.BICUBIC)
-        pixels = np.asarray(resized, dtype=np.float32).transpose(2, 0, 1) * np.float32(1 / 255)
-        mean = np.asarray(s.image_mean, dtype=np.float32)[:, None, None]
-        std = np.asarray(s.image_std, dtype=np.float32)[:, None, None]
-        pixels = (pixels - mean) / std
+        pixels = normalised(resized, s.image_mean, s.image_std)
         p, m = s.patch_size, s.merge_size
         _, gh, gw = self.grid
         blocks = pixels.reshape(3, gh // m, m, p, gw // m, m, p).transpose(1, 4, 2, 5, 0, 3, 6)

@@ -56,8 +56,11 @@ class ChatTemplate:
         bos_token: str = "",
         eos_token: str = "",
         media_markers: dict[str, str] | None = None,
+        prompt_prefix: tuple[int, ...] = (),
     ):
         self.source = source
+        # ids a checkpoint's processor puts before a prompt that does not begin with the BOS
+        self.prompt_prefix = prompt_prefix
         self.special = {"bos_token": bos_token, "eos_token": eos_token}
         self.media_markers = media_markers or {}  # modality → what list content renders it as
         self._template = _compile(source)
@@ -72,6 +75,12 @@ class ChatTemplate:
         except InvalidRequest:
             return "string"
         return "string" if probe in text else "list"
+
+    def prefix_for(self, text: str) -> list[int]:
+        """The ids that go before ``text``'s own: ``prompt_prefix`` unless the rendered text
+        already begins with the BOS token, as ``transformers``' processors decide it."""
+        bos = self.special["bos_token"]
+        return [] if bos and text.startswith(bos) else list(self.prompt_prefix)
 
     def render(self, messages: list[dict], add_generation_prompt: bool = True, **kwargs) -> str:
         """Render ``messages`` (each ``{"role", "content"}``) to prompt text."""

@@ -18,6 +18,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+IDEFICS3_VISION_DEFAULTS = dict(
+    hidden_size=1152,
+    intermediate_size=3072,
+    num_hidden_layers=12,
+    num_attention_heads=16,
+    image_size=224,
+    patch_size=32,
+    layer_norm_eps=1e-6,
+    hidden_act="gelu_pytorch_tanh",
+)
+
 
 @dataclass(frozen=True)
 class SiglipConfig:
@@ -32,16 +43,19 @@ class SiglipConfig:
     num_channels: int = 3
 
     @classmethod
-    def from_hf(cls, cfg: dict) -> SiglipConfig:
+    def from_hf(cls, cfg: dict, defaults: dict | None = None) -> SiglipConfig:
+        """From a checkpoint's ``vision_config``; keys it leaves out take ``transformers``'
+        defaults for that config class (Idefics3's vision config unless ``defaults`` say)."""
+        cfg = (defaults or IDEFICS3_VISION_DEFAULTS) | cfg
         return cls(
-            hidden_size=cfg.get("hidden_size", 1152),
-            intermediate_size=cfg.get("intermediate_size", 3072),
-            num_layers=cfg.get("num_hidden_layers", 12),
-            num_heads=cfg.get("num_attention_heads", 16),
-            image_size=cfg.get("image_size", 224),
-            patch_size=cfg.get("patch_size", 32),
-            layer_norm_eps=cfg.get("layer_norm_eps", 1e-6),
-            hidden_act=cfg.get("hidden_act", "gelu_pytorch_tanh"),
+            hidden_size=cfg["hidden_size"],
+            intermediate_size=cfg["intermediate_size"],
+            num_layers=cfg["num_hidden_layers"],
+            num_heads=cfg["num_attention_heads"],
+            image_size=cfg["image_size"],
+            patch_size=cfg["patch_size"],
+            layer_norm_eps=cfg["layer_norm_eps"],
+            hidden_act=cfg["hidden_act"],
             num_channels=cfg.get("num_channels", 3),
         )
 
@@ -50,7 +64,7 @@ class SiglipConfig:
         return self.image_size // self.patch_size
 
 
-_ACTIVATIONS = {
+ACTIVATIONS = {
     "gelu_pytorch_tanh": lambda x: F.gelu(x, approximate="tanh"),
     "gelu": F.gelu,
     "quick_gelu": lambda x: x * torch.sigmoid(1.702 * x),
@@ -110,7 +124,7 @@ class SiglipMlp(nn.Module):
         super().__init__()
         self.fc1 = nn.Linear(cfg.hidden_size, cfg.intermediate_size)
         self.fc2 = nn.Linear(cfg.intermediate_size, cfg.hidden_size)
-        self.act = _ACTIVATIONS[cfg.hidden_act]
+        self.act = ACTIVATIONS[cfg.hidden_act]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc2(self.act(self.fc1(x)))

@@ -99,7 +99,10 @@ def build_template(
     tokenizer: TextTokenizer,
     override: str | None = None,
     media_markers: dict[str, str] | None = None,
+    processor_prefix: bool = False,
 ) -> ChatTemplate | None:
+    """The chat template; with ``processor_prefix``, prompts are tokenized as the family's
+    ``transformers`` processor does it (the tokenizer's BOS where the template writes none)."""
     source = override or spec.chat_template
     if not source:
         return None
@@ -109,6 +112,7 @@ def build_template(
         bos_token=token(spec.bos_id),
         eos_token=token(spec.eos_id),
         media_markers=media_markers,
+        prompt_prefix=tuple(tokenizer.added_prefix_ids()) if processor_prefix else (),
     )
 
 
@@ -125,13 +129,16 @@ def assemble(
     media_markers: dict[str, str] | None = None,
 ) -> LoadedModel:
     """The servable model; ``media_markers`` name what a list-content chat template writes for
-    each modality (``{"image": "<image>"}``)."""
+    each modality (``{"image": "<image>"}``). A model with media ``processors`` tokenizes its
+    prompts as its ``transformers`` processor does."""
     tokenizer = tokenizer or TextTokenizer(tokenizer_spec)
     return LoadedModel(
         name=ctx.name or (path.stem if path.is_file() else path.name),
         vlm=net,
         tokenizer=tokenizer,
-        template=build_template(tokenizer_spec, tokenizer, ctx.chat_template, media_markers),
+        template=build_template(
+            tokenizer_spec, tokenizer, ctx.chat_template, media_markers, bool(processors)
+        ),
         context_length=cfg.max_position,
         family=family,
         license=license,

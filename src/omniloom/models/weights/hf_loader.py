@@ -30,6 +30,20 @@ def _eos_ids(directory: Path, cfg: dict, tok_cfg: dict, tokenizer_json: str | No
     return list(dict.fromkeys(i for i in ids if i is not None))
 
 
+def _bos_id(cfg: dict, tok_cfg: dict, tokenizer_json: str | None) -> int | None:
+    """The config's (or its text config's) ``bos_token_id``, else the tokenizer config's
+    ``bos_token``."""
+    bos = cfg.get("bos_token_id")
+    if bos is None:
+        bos = (cfg.get("text_config") or {}).get("bos_token_id")
+    token = tok_cfg.get("bos_token")
+    if isinstance(token, dict):
+        token = token.get("content")
+    if bos is None and token and tokenizer_json:
+        bos = Tokenizer.from_str(tokenizer_json).token_to_id(token)
+    return bos
+
+
 def read_tokenizer(directory: Path, cfg: dict) -> TokenizerSpec:
     """The tokenizer and chat template of a Hugging Face checkpoint directory."""
     tok_file = directory / "tokenizer.json"
@@ -44,7 +58,7 @@ def read_tokenizer(directory: Path, cfg: dict) -> TokenizerSpec:
     return TokenizerSpec(
         kind="tokenizer.json",
         tokenizer_json=tokenizer_json,
-        bos_id=cfg.get("bos_token_id"),
+        bos_id=_bos_id(cfg, tok_cfg, tokenizer_json),
         eos_id=eos_ids[0] if eos_ids else None,
         extra_eos_ids=eos_ids[1:],
         pad_id=cfg.get("pad_token_id"),
