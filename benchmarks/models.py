@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import resource
 import statistics
 import subprocess
@@ -30,6 +29,8 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # the checkpoint writer the parity tests use
+
+from serving import cpu_name  # noqa: E402
 
 from tests.models.tiny_checkpoints import idefics3, qwen2_vl  # noqa: E402
 
@@ -226,13 +227,6 @@ def run_worker(name: str, directory: Path, args) -> dict:
     command += ["--tokens", str(args.tokens), "--runs", str(args.runs)]
     out = subprocess.run(command, check=True, capture_output=True, text=True).stdout
     return json.loads(out.strip().splitlines()[-1])
-
-
-def cpu_name() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor()
 
 
 def print_table(results: dict) -> None:

@@ -22,6 +22,7 @@ import base64
 import io
 import json
 import os
+import platform
 import socket
 import statistics
 import subprocess
@@ -49,6 +50,13 @@ WORDS = [
     "falcon",
     "glacier",
 ]
+
+
+def cpu_name() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor()
 
 
 def free_port() -> int:

@@ -25,7 +25,7 @@ pytestmark = pytest.mark.slow
 def test_both_workers_measure_the_same_checkpoint(tmp_path, capsys, write, image_tokens):
     models = benchmark_module("models")
     write(tmp_path, models.IMAGE_SIDE)
-    args = argparse.Namespace(tokens=3, runs=1)
+    args = argparse.Namespace(tokens=8, runs=3)
     results = {name: models.run_worker(name, tmp_path, args) for name in models.WORKERS}
     ours, theirs = results["omniloom"], results["transformers"]
     assert ours["image_tokens"] == theirs["image_tokens"] == image_tokens

@@ -18,7 +18,14 @@ from torch import nn
 from omniloom import kernels
 from omniloom.config import WEIGHT_FORMATS
 
-__all__ = ["WEIGHT_FORMATS", "Linear", "PackedLinear", "linear_dtype", "pack_weights"]
+__all__ = [
+    "WEIGHT_FORMATS",
+    "Linear",
+    "PackedLinear",
+    "linear_dtype",
+    "pack_weights",
+    "settle_dtypes",
+]
 _STORAGE = {"bfloat16": torch.bfloat16, "float16": torch.float16, "int8": torch.int8}
 
 
@@ -38,9 +45,10 @@ class PackedLinear(nn.Module):
         super().__init__()
         self.out_features, self.in_features = weight.shape
         self.weight_format = weight_format
-        weight = weight.detach().float()
+        weight = weight.detach()  # kept as it is when it is already in the format's dtype
         scales = None
         if weight_format == "int8":
+            weight = weight.float()
             scales = weight.abs().amax(dim=1).clamp(min=1e-8) / 127.0
             weight = torch.round(weight / scales[:, None])
         self.register_buffer("weight", weight.to(_STORAGE[weight_format]))
@@ -87,6 +95,22 @@ def pack_weights(backbone: nn.Module, weight_format: str) -> int:
         backbone.lm_head.weight = table.weight.detach()  # one copy, as in the checkpoint
     backbone.forget_layer_stack()
     return count
+
+
+def settle_dtypes(backbone: nn.Module, weight_format: str) -> None:
+    """Put a freshly loaded decoder into ``weight_format``: linear layers are packed straight
+    from the checkpoint's own dtype (a bf16 checkpoint served in bf16 is never widened), and
+    every other parameter (norms) computes in fp32."""
+    if weight_format == "float32":
+        backbone.float()
+        return
+    pack_weights(backbone, weight_format)
+    for module in backbone.modules():
+        if isinstance(module, (PackedLinear, nn.Embedding)):
+            continue
+        for name, param in list(module.named_parameters(recurse=False)):
+            if param.is_floating_point() and param.dtype != torch.float32:
+                setattr(module, name, nn.Parameter(param.float(), requires_grad=False))
 
 
 def linear_dtype(linear: nn.Module) -> torch.dtype:

@@ -18,7 +18,7 @@ from torch import nn
 from omniloom.models.backbones.config import DecoderConfig
 from omniloom.models.backbones.llama import LlamaForCausalLM, rotary_for
 from omniloom.models.multimodal import MultimodalModel
-from omniloom.models.quantize import WEIGHT_FORMATS, pack_weights
+from omniloom.models.quantize import WEIGHT_FORMATS, settle_dtypes
 from omniloom.models.tokenizer import TextTokenizer
 from omniloom.models.weights.checkpoint import TokenizerSpec
 from omniloom.processing.template import ChatTemplate
@@ -81,8 +81,8 @@ def build_decoder(
     model.rope = rotary_for(cfg)  # off meta
     if cfg.tie_embeddings:
         model.lm_head.weight = model.model.embed_tokens.weight
-    model = model.to(device=ctx.device, dtype=torch.float32).eval().requires_grad_(False)
-    pack_weights(model, ctx.weight_format)  # activations stay fp32
+    model = model.to(device=ctx.device).eval().requires_grad_(False)
+    settle_dtypes(model, ctx.weight_format)  # activations stay fp32
     return model
 
 
