@@ -353,6 +353,89 @@ def llava(
     return model, processor
 
 
+ONEVISION_SPECIAL = ("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<image>", "<video>")
+# LLaVA-OneVision's chat template, as its checkpoints ship it (without the training-only
+# generation markers): ChatML, list content, every image of a message before its text
+ONEVISION_TEMPLATE = (
+    "{% for message in messages %}{{'<|im_start|>' + message['role'] + ' '}}"
+    "{% for content in message['content'] | selectattr('type', 'equalto', 'image') %}"
+    "{{ '<image>' }}{% endfor %}"
+    "{% for content in message['content'] | selectattr('type', 'equalto', 'text') %}"
+    "{{ '\\n' + content['text'] }}{% endfor %}{{'<|im_end|>'}}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
+ONEVISION_GRID = [[32, 32], [32, 64], [64, 32], [64, 64], [32, 96], [96, 32], [96, 96]]
+_SIGLIP_TOWER = dict(  # 32-pixel views of 8-pixel patches, with SigLIP's pooling head
+    model_type="siglip_vision_model",
+    hidden_size=32,
+    intermediate_size=48,
+    num_hidden_layers=2,
+    num_attention_heads=2,
+    image_size=32,
+    patch_size=8,
+    vision_use_head=True,
+)
+
+
+def llava_onevision(
+    directory: Path, seed: int = 0, shape: dict | None = None, dtype: torch.dtype = torch.float32
+):
+    """A 2-layer Qwen2 LLaVA-OneVision with a depth-2 SigLIP on 32-pixel views, a grid of up to
+    3×3 views and ``anyres_max_2`` (so larger grids are shrunk), or one of ``shape``. Returns
+    (model, processor)."""
+    from transformers import (
+        LlavaOnevisionConfig,
+        LlavaOnevisionForConditionalGeneration,
+        LlavaOnevisionImageProcessorPil,
+        LlavaOnevisionProcessor,
+    )
+
+    tokenizer = byte_level_tokenizer(ONEVISION_SPECIAL, eos="<|im_end|>")
+    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in ONEVISION_SPECIAL}
+    shape = shape or {}
+    text = dict(
+        model_type="qwen2",
+        vocab_size=len(tokenizer),
+        **TINY_DECODER,
+        max_position_embeddings=4096,
+        bos_token_id=ids["<|endoftext|>"],
+        eos_token_id=ids["<|im_end|>"],
+    )
+    config = LlavaOnevisionConfig(
+        text_config=text | shape.get("text", {}),
+        vision_config=shape.get("vision", _SIGLIP_TOWER),
+        image_token_id=ids["<image>"],
+        video_token_id=ids["<video>"],
+        image_grid_pinpoints=shape.get("grid", ONEVISION_GRID),
+        vision_aspect_ratio=shape.get("aspect_ratio", "anyres_max_2"),
+    )
+    torch.manual_seed(seed)
+    model = LlavaOnevisionForConditionalGeneration._from_config(config, dtype=dtype).eval()
+    model.generation_config.eos_token_id = ids["<|im_end|>"]
+    model.save_pretrained(directory)
+    side = config.vision_config.image_size
+    images = LlavaOnevisionImageProcessorPil(
+        size={"height": side, "width": side},
+        image_grid_pinpoints=config.image_grid_pinpoints,
+        image_mean=(0.5, 0.5, 0.5),
+        image_std=(0.5, 0.5, 0.5),
+    )
+    images.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    (directory / "chat_template.jinja").write_text(ONEVISION_TEMPLATE)
+    processor = _processor_without_video(
+        LlavaOnevisionProcessor,
+        image_processor=images,
+        tokenizer=tokenizer,
+        video_processor=None,
+        num_image_tokens=(side // config.vision_config.patch_size) ** 2,
+        vision_feature_select_strategy="full",
+        vision_aspect_ratio=config.vision_aspect_ratio,
+        chat_template=ONEVISION_TEMPLATE,
+    )
+    return model, processor
+
+
 def llama_base(directory: Path, seed: int = 0):
     """A 2-layer Llama base model (no chat template) saved to ``directory``."""
     from transformers import LlamaConfig, LlamaForCausalLM

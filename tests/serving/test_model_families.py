@@ -1,6 +1,7 @@
 """``omniloom serve --model DIR`` on checkpoints of other families, end to end: a tiny
-Qwen2-VL, a tiny SmolVLM (list-content chat template, tiled images) and a tiny LLaVA (the
-tokenizer's BOS before the template's text) answer the official
+Qwen2-VL, a tiny SmolVLM (list-content chat template, tiled images), a tiny LLaVA (the
+tokenizer's BOS before the template's text) and a tiny LLaVA-OneVision (anyres grid) answer
+the official
 openai client exactly as ``transformers`` generates, at every ``detail``, with usage and
 ``/tokenize`` equal to the processor's count; ``/v1/completions``
 on raw text; a text-only base model refuses chat (no template) and images (no encoder) with
@@ -16,7 +17,13 @@ import torch
 from transformers.processing_utils import ProcessorMixin
 
 from tests.conftest import data_url, png_bytes, start_server
-from tests.models.tiny_checkpoints import idefics3, llama_base, llava, qwen2_vl
+from tests.models.tiny_checkpoints import (
+    idefics3,
+    llama_base,
+    llava,
+    llava_onevision,
+    qwen2_vl,
+)
 
 pytestmark = pytest.mark.slow
 QUESTION = "What is in this picture?"
@@ -54,6 +61,12 @@ def llava_server(tmp_path_factory):
         yield server, reference, processor
 
 
+@pytest.fixture(scope="module")
+def onevision_server(tmp_path_factory):
+    for server, built in _serving(tmp_path_factory, "tiny-llava-onevision", llava_onevision):
+        yield server, *built
+
+
 def _picture() -> np.ndarray:
     return np.random.default_rng(3).integers(0, 256, (120, 170, 3), dtype=np.uint8)
 
@@ -69,8 +82,15 @@ def _reference(reference, processor, messages, images, tokens: int, **images_kwa
     return processor.tokenizer.decode(new, skip_special_tokens=True), inputs["input_ids"].shape[1]
 
 
-@pytest.mark.parametrize("detail", ["auto", "low", "high"])
-@pytest.mark.parametrize("family", ["qwen", "smolvlm", "llava_server"])
+FAMILIES_BY_DETAIL = [  # transformers has no one-image form of OneVision's low (one view)
+    (family, detail)
+    for family in ("qwen", "smolvlm", "llava_server", "onevision_server")
+    for detail in ("auto", "low", "high")
+    if (family, detail) != ("onevision_server", "low")
+]
+
+
+@pytest.mark.parametrize(("family", "detail"), FAMILIES_BY_DETAIL)
 def test_openai_client_gets_what_transformers_generates(request, family, detail):
     server, reference, processor = request.getfixturevalue(family)
     name = f"tiny-{reference.config.model_type.replace('_', '-')}"
@@ -102,6 +122,33 @@ def test_openai_client_gets_what_transformers_generates(request, family, detail)
         json={"model": name, "messages": [{"role": "user", "content": content}]},
     ).json()
     assert counted["count"] == prompt_len
+
+
+def test_onevision_sends_each_of_several_images_as_one_view(onevision_server):
+    server, reference, processor = onevision_server
+    from PIL import Image
+
+    pictures = [_picture(), _picture()[:60]]
+    content = [
+        {"type": "image_url", "image_url": {"url": data_url(png_bytes(p), "image/png")}}
+        for p in pictures
+    ]
+    content.append({"type": "text", "text": QUESTION})
+    client = openai.OpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0)
+    reply = client.chat.completions.create(
+        model="tiny-llava-onevision",
+        messages=[{"role": "user", "content": content}],
+        max_tokens=12,
+        temperature=0,
+    )
+    ref_content = [{"type": "image"}, {"type": "image"}, content[-1]]
+    images = [[Image.fromarray(p) for p in pictures]]  # one sample holding both
+    expected, prompt_len = _reference(
+        reference, processor, [{"role": "user", "content": ref_content}], images, 12
+    )
+    assert reply.choices[0].message.content == expected
+    assert reply.usage.prompt_tokens == prompt_len
+    assert reply.model_dump()["usage"]["prompt_tokens_details"]["image_tokens"] == 2 * (16 + 1)
 
 
 def test_models_card_reports_what_the_checkpoint_is(qwen):

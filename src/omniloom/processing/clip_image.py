@@ -22,7 +22,7 @@ import torch
 from PIL import Image
 
 from omniloom.media.image import DecodedImage
-from omniloom.processing.pixels import CLIP_MEAN, CLIP_STD, normalised
+from omniloom.processing.pixels import CLIP_MEAN, CLIP_STD, normalised, padded_to_square
 
 
 @dataclass(frozen=True)
@@ -66,16 +66,6 @@ class ClipImageSettings:
         short, long = sorted((height, width))
         long = int(self.shortest_edge * long / short)
         return (self.shortest_edge, long) if height <= width else (long, self.shortest_edge)
-
-
-def _padded_to_square(image: Image.Image, mean: tuple[float, ...]) -> Image.Image:
-    """The image centred on a square of its longer side, filled with the mean colour."""
-    side = max(image.size)
-    if image.width == image.height:
-        return image
-    square = Image.new("RGB", (side, side), tuple(int(m * 255) for m in mean))
-    square.paste(image, ((side - image.width) // 2, (side - image.height) // 2))
-    return square
 
 
 def _centre_crop(image: Image.Image, height: int, width: int) -> Image.Image:
@@ -128,7 +118,7 @@ class ClipImage:
         s = self.settings
         image = self.decoded.image
         if s.pad_to_square:
-            image = _padded_to_square(image, s.image_mean)
+            image = padded_to_square(image, s.image_mean)
         height, width = s.resized(image.height, image.width)
         if (height, width) != (image.height, image.width):
             image = image.resize((width, height), s.resample)

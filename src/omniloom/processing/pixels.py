@@ -21,3 +21,13 @@ def normalised(
     return (pixels - np.asarray(mean, np.float32)[:, None, None]) / np.asarray(std, np.float32)[
         :, None, None
     ]
+
+
+def padded_to_square(image: Image.Image, mean: tuple[float, ...]) -> Image.Image:
+    """The image centred on a square of its longer side, filled with the mean colour."""
+    if image.width == image.height:
+        return image
+    side = max(image.size)
+    square = Image.new("RGB", (side, side), tuple(int(m * 255) for m in mean))
+    square.paste(image, ((side - image.width) // 2, (side - image.height) // 2))
+    return square

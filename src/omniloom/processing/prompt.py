@@ -84,6 +84,28 @@ class Prompt:
         return counts
 
 
+def arrange_media(messages: list[Message], processors: dict) -> list[Message]:
+    """The messages with each modality's items as its processor lays them out once it knows all
+    of them (its ``arrange``, where it has one: LLaVA-OneVision sends an image that shares its
+    prompt with others as one view). Runs before ``build_prompt``, so spans and counts agree."""
+    parts = [part for m in messages for part in m.parts if isinstance(part, MediaPart)]
+    arranged: dict[str, list] = {}
+    for modality, processor in processors.items():
+        items = [part.item for part in parts if part.item.modality == modality]
+        arrange = getattr(processor, "arrange", None)
+        arranged[modality] = arrange(items) if arrange and items else items
+    taken = dict.fromkeys(arranged, 0)
+
+    def next_part(part):
+        if not isinstance(part, MediaPart) or part.item.modality not in arranged:
+            return part
+        modality = part.item.modality
+        taken[modality] += 1
+        return MediaPart(arranged[modality][taken[modality] - 1])
+
+    return [Message(m.role, [next_part(part) for part in m.parts]) for m in messages]
+
+
 def _render_content(parts: list[TextPart | MediaPart], sentinel: str, items: list) -> str:
     pieces: list[str] = []
     for part in parts:

@@ -23,7 +23,14 @@ from omniloom.models.registry import LoadedModel
 from omniloom.perception.cascade import Perception, PerceptionCascade
 from omniloom.perception.image_safety import ImageSafety, SafetyReport
 from omniloom.perception.injection import Finding
-from omniloom.processing.prompt import MediaPart, Message, Prompt, TextPart, build_prompt
+from omniloom.processing.prompt import (
+    MediaPart,
+    Message,
+    Prompt,
+    TextPart,
+    arrange_media,
+    build_prompt,
+)
 from omniloom.serving.schemas import (
     ChatCompletionRequest,
     ChatMessage,
@@ -292,6 +299,7 @@ def chat_template(model: LoadedModel):
 
 def _build(req: ChatCompletionRequest, ctx: MediaContext) -> Prompt:
     messages = [_convert_message(i, m, ctx) for i, m in enumerate(req.messages)]
+    messages = arrange_media(messages, ctx.model.processors)
     prompt = build_prompt(messages, chat_template(ctx.model), ctx.model.tokenizer)
     described = ctx.perception != "native" and _count_images(req) > 0
     prompt.describes_media = described and ctx.model.adapter_reads_descriptions

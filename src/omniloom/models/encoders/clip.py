@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from omniloom.models.encoders.siglip import SiglipConfig, SiglipEncoder
+from omniloom.models.encoders.siglip import SiglipConfig, SiglipEncoder, hidden_states
 
 
 class ClipEmbeddings(nn.Module):
@@ -43,14 +43,9 @@ class ClipVisionTransformer(nn.Module):
         self.encoder = SiglipEncoder(cfg)
         self.post_layernorm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
 
-    def hidden_states(self, pixels: torch.Tensor, layers: tuple[int, ...]) -> list[torch.Tensor]:
-        """The hidden states ``transformers`` numbers ``layers`` (0: the embeddings after
+    def hidden_states(self, pixels: torch.Tensor, layers) -> list[torch.Tensor]:
+        """Hidden states by ``transformers``' numbering (0: the embeddings after
         ``pre_layrnorm``; k: after k blocks; negative counts from the end), in that order."""
-        total = len(self.encoder.layers) + 1
-        wanted = [layer % total for layer in layers]
-        x = self.pre_layrnorm(self.embeddings(pixels))
-        states = {0: x}
-        for depth, block in enumerate(self.encoder.layers[: max(wanted)], start=1):
-            x = block(x)
-            states[depth] = x
-        return [states[layer] for layer in wanted]
+        return hidden_states(
+            self.pre_layrnorm(self.embeddings(pixels)), self.encoder.layers, layers
+        )

@@ -234,15 +234,15 @@ class Qwen2VisionTransformer(nn.Module):
         self.patch_embed = PatchEmbed(cfg)
         self.blocks = nn.ModuleList(VisionBlock(cfg) for _ in range(cfg.depth))
         self.merger = PatchMerger(cfg)
-        head_dim = cfg.embed_dim // cfg.num_heads
-        quarter = torch.arange(0, head_dim // 2, 2, dtype=torch.float32) / (head_dim // 2)
-        self.register_buffer("inv_freq", 1.0 / cfg.rope_theta**quarter, persistent=False)
 
     def rotary(self, grids: list[tuple[int, int, int]]) -> tuple[torch.Tensor, torch.Tensor]:
-        """cos, sin (patches, head_dim): rows rotate the first quarter pair, columns the second."""
-        merge = self.cfg.spatial_merge_size
+        """cos, sin (patches, head_dim): rows rotate the first quarter pair, columns the second;
+        the frequencies in fp32 whatever the weights' dtype."""
+        merge, head_dim = self.cfg.spatial_merge_size, self.cfg.embed_dim // self.cfg.num_heads
+        quarter = torch.arange(0, head_dim // 2, 2, dtype=torch.float32) / (head_dim // 2)
+        inv_freq = 1.0 / self.cfg.rope_theta**quarter
         positions = torch.cat([patch_positions(g, merge) for g in grids]).float()
-        angles = (positions[..., None] * self.inv_freq).flatten(1)  # (N, head_dim / 2)
+        angles = (positions[..., None] * inv_freq).flatten(1)  # (N, head_dim / 2)
         angles = torch.cat([angles, angles], dim=-1)
         return angles.cos()[None], angles.sin()[None]
 

@@ -82,9 +82,10 @@ def bucketed_position_ids(cfg: SiglipConfig, patches_per_side: int) -> torch.Ten
 
 
 class SiglipEmbeddings(nn.Module):
-    def __init__(self, cfg: SiglipConfig):
+    def __init__(self, cfg: SiglipConfig, bucketed: bool):
         super().__init__()
         self.cfg = cfg
+        self.bucketed = bucketed
         self.patch_embedding = nn.Conv2d(
             cfg.num_channels, cfg.hidden_size, cfg.patch_size, stride=cfg.patch_size
         )
@@ -92,6 +93,8 @@ class SiglipEmbeddings(nn.Module):
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         patches = self.patch_embedding(pixels).flatten(2).transpose(1, 2)
+        if not self.bucketed:
+            return patches + self.position_embedding.weight
         side = pixels.shape[-1] // self.cfg.patch_size
         ids = bucketed_position_ids(self.cfg, side).to(pixels.device)
         return patches + self.position_embedding(ids)
@@ -149,13 +152,25 @@ class SiglipEncoder(nn.Module):
         self.layers = nn.ModuleList(SiglipBlock(cfg) for _ in range(cfg.num_layers))
 
 
-class SiglipVisionTransformer(nn.Module):
-    """(views, C, S, S) pixels → (views, patches, hidden) after the final LayerNorm."""
+def hidden_states(x: torch.Tensor, blocks: nn.ModuleList, layers) -> list[torch.Tensor]:
+    """The hidden states ``transformers`` numbers ``layers`` (0: ``x``, the blocks' input; k:
+    after k blocks; negative counts from the end), running only the blocks they need."""
+    wanted = [layer % (len(blocks) + 1) for layer in layers]
+    states = {0: x}
+    for depth, block in enumerate(blocks[: max(wanted)], start=1):
+        x = block(x)
+        states[depth] = x
+    return [states[layer] for layer in wanted]
 
-    def __init__(self, cfg: SiglipConfig):
+
+class SiglipVisionTransformer(nn.Module):
+    """(views, C, S, S) pixels → (views, patches, hidden) after the final LayerNorm. Position
+    ids are Idefics3's buckets where ``bucketed``, else SigLIP's own (one per patch, in order)."""
+
+    def __init__(self, cfg: SiglipConfig, bucketed: bool = True):
         super().__init__()
         self.cfg = cfg
-        self.embeddings = SiglipEmbeddings(cfg)
+        self.embeddings = SiglipEmbeddings(cfg, bucketed)
         self.encoder = SiglipEncoder(cfg)
         self.post_layernorm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
 
@@ -164,6 +179,10 @@ class SiglipVisionTransformer(nn.Module):
         for layer in self.encoder.layers:
             x = layer(x)
         return self.post_layernorm(x)
+
+    def hidden_states(self, pixels: torch.Tensor, layers) -> list[torch.Tensor]:
+        """Hidden states by ``transformers``' numbering (the last one before ``post_layernorm``)."""
+        return hidden_states(self.embeddings(pixels), self.encoder.layers, layers)
 
 
 class ModalityProjection(nn.Module):

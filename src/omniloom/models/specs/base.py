@@ -8,6 +8,7 @@ chat template, and one processor per media modality it serves (an object whose
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -86,10 +87,14 @@ def build_decoder(
     return model
 
 
-def strict_load(module: nn.Module, weights: dict[str, torch.Tensor], ctx: SpecContext):
-    """``module`` with exactly ``weights`` (names must match both ways), frozen, in fp32, or
-    bf16 when the server runs bf16 weights."""
-    module.load_state_dict(weights, strict=True)
+def strict_load(build: Callable[[], nn.Module], weights: dict[str, torch.Tensor], ctx: SpecContext):
+    """The module ``build`` makes, holding exactly ``weights`` (names must match both ways),
+    frozen, in fp32, or bf16 when the server runs bf16 weights. It is built without storage
+    and takes the checkpoint's tensors as they are, so a bf16 encoder served in bf16 is never
+    copied, and nothing is randomly initialised on the way."""
+    with torch.device("meta"):
+        module = build()
+    module.load_state_dict(weights, strict=True, assign=True)
     dtype = torch.bfloat16 if ctx.weight_format == "bfloat16" else torch.float32
     return module.to(device=ctx.device, dtype=dtype).eval().requires_grad_(False)
 

@@ -86,9 +86,12 @@ def load(directory: Path, ctx: SpecContext):
     backbone = build_decoder(cfg, decoder_weights, ctx)
     vision_cfg = SiglipConfig.from_hf(raw.get("vision_config") or {})
     scale = raw.get("scale_factor", 2)
-    vision = strict_load(SiglipVisionTransformer(vision_cfg), vision_weights, ctx)
-    connector = PixelShuffleConnector(vision_cfg.hidden_size, cfg.hidden_size, scale)
-    connector = strict_load(connector, connector_weights, ctx)
+    vision = strict_load(lambda: SiglipVisionTransformer(vision_cfg), vision_weights, ctx)
+    connector = strict_load(
+        lambda: PixelShuffleConnector(vision_cfg.hidden_size, cfg.hidden_size, scale),
+        connector_weights,
+        ctx,
+    )
     image_token = raw.get("image_token_id") or tokenizer.token_id(IMAGE_MARKER)
     tokens = Idefics3Tokens.from_tokenizer(
         tokenizer, image_token, vision_cfg.patches_per_side**2 // scale**2

@@ -68,12 +68,15 @@ _WEIGHT_PREFIXES = (  # checkpoint prefix → (part, our prefix); the first matc
     ("model.vision_tower.", "vision", ""),
     ("multi_modal_projector.", "projector", ""),
     ("model.multi_modal_projector.", "projector", ""),
+    ("model.image_newline", "newline", "image_newline"),  # LLaVA-OneVision's row end
+    ("image_newline", "newline", "image_newline"),
 )
 
 
-def decoder_config(raw: dict) -> DecoderConfig:
+def decoder_config(raw: dict, default_type: str = "llama") -> DecoderConfig:
+    """The text config's decoder; keys it leaves out take ``transformers``' Llama defaults."""
     text = raw.get("text_config") or {}
-    model_type = text.get("model_type", "llama")
+    model_type = text.get("model_type", default_type)
     if model_type not in TEXT_ARCHITECTURES:
         known = ", ".join(TEXT_ARCHITECTURES)
         raise ValueError(f"LLaVA with a {model_type!r} decoder is not supported; known: {known}")
@@ -91,8 +94,14 @@ def vision_config(raw: dict) -> SiglipConfig:
 
 
 def split_weights(state: dict[str, torch.Tensor]) -> dict[str, dict[str, torch.Tensor]]:
-    """The checkpoint's tensors as {"decoder", "vision", "projector"}, under our names."""
-    parts: dict[str, dict[str, torch.Tensor]] = {"decoder": {}, "vision": {}, "projector": {}}
+    """The checkpoint's tensors as {"decoder", "vision", "projector", "newline"}, under our
+    names."""
+    parts: dict[str, dict[str, torch.Tensor]] = {
+        "decoder": {},
+        "vision": {},
+        "projector": {},
+        "newline": {},
+    }
     for key, tensor in state.items():
         for prefix, part, ours in _WEIGHT_PREFIXES:
             if key.startswith(prefix):
@@ -140,6 +149,23 @@ class LlavaModel(MultimodalModel):
         return list(self.projector(features).to(self.dtype).unbind(0))
 
 
+def feature_layers(raw: dict, default: int) -> list[int]:
+    layers = raw.get("vision_feature_layer", default)
+    return [layers] if isinstance(layers, int) else list(layers)
+
+
+def load_projector(raw: dict, vision_width: int, text_width: int, weights, ctx) -> LlavaProjector:
+    activation = raw.get("projector_hidden_act", "gelu")
+    bias = raw.get("multimodal_projector_bias", True)
+    build = lambda: LlavaProjector(vision_width, text_width, activation, bias)  # noqa: E731
+    return strict_load(build, weights, ctx)
+
+
+def image_token_id(raw: dict, tokenizer: TextTokenizer) -> int:
+    token = raw.get("image_token_id", raw.get("image_token_index"))
+    return tokenizer.token_id(IMAGE_MARKER) if token is None else token
+
+
 def load(directory: Path, ctx: SpecContext):
     raw = read_config(directory)
     tokenizer_spec = read_tokenizer(directory, raw)
@@ -148,19 +174,12 @@ def load(directory: Path, ctx: SpecContext):
     cfg = decoder_config(raw)
     backbone = build_decoder(cfg, weights["decoder"], ctx)
     vision_cfg = vision_config(raw)
-    vision = strict_load(ClipVisionTransformer(vision_cfg), weights["vision"], ctx)
-    layers = raw.get("vision_feature_layer", -2)
-    layers = [layers] if isinstance(layers, int) else list(layers)
-    projector = LlavaProjector(
-        vision_cfg.hidden_size * len(layers),
-        cfg.hidden_size,
-        raw.get("projector_hidden_act", "gelu"),
-        raw.get("multimodal_projector_bias", True),
-    )
-    projector = strict_load(projector, weights["projector"], ctx)
+    vision = strict_load(lambda: ClipVisionTransformer(vision_cfg), weights["vision"], ctx)
+    layers = feature_layers(raw, -2)
+    width = vision_cfg.hidden_size * len(layers)
+    projector = load_projector(raw, width, cfg.hidden_size, weights["projector"], ctx)
     keep_cls = raw.get("vision_feature_select_strategy", "default") == "full"
-    image_token = raw.get("image_token_id", raw.get("image_token_index"))
-    image_token = tokenizer.token_id(IMAGE_MARKER) if image_token is None else image_token
+    image_token = image_token_id(raw, tokenizer)
     tokens = ClipTokens(image_token, vision_cfg.patches_per_side**2 + int(keep_cls))
     processor = ClipImageProcessor(ClipImageSettings.from_directory(directory), tokens)
     return assemble(

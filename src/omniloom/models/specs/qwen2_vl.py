@@ -113,7 +113,7 @@ def load_family(directory: Path, ctx: SpecContext, family: str, vision_config):
     cfg = decoder_config(raw)
     backbone = build_decoder(cfg, decoder_weights, ctx)
     vision_cfg = vision_config(raw["vision_config"], cfg)
-    visual = strict_load(Qwen2VisionTransformer(vision_cfg), vision_weights, ctx)
+    visual = strict_load(lambda: Qwen2VisionTransformer(vision_cfg), vision_weights, ctx)
     tokens = Qwen2VLTokens(
         vision_start=raw.get("vision_start_token_id", 151652),
         vision_end=raw.get("vision_end_token_id", 151653),
