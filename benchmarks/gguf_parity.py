@@ -1,15 +1,16 @@
 """GGUF parity: omniloom against llama.cpp on the same quantized files, K-quants included.
 
-For each llama.cpp quantization type asked for, ``llama-quantize --allow-requantize`` writes a
-copy of one GGUF (by default the SmolLM2-135M-Instruct Q4_1 file omniloom ships). llama.cpp's
-server then generates greedily from a few chat prompts, given to it as token ids, and reports
-the top log-probabilities before sampling at every step. omniloom loads the same file (its own
-GGUF loader and dequantizer, fp32 weights) and scores the same token sequence in one forward
-pass. Per type the table gives the tensor types the file holds, how often omniloom's argmax is
-llama.cpp's greedy token, the mean and largest gap between the two log-probabilities of each
-of llama.cpp's top tokens, and ("vs F32") the mean gap between omniloom on this file and on
-the F32 copy: the quantization's own effect, which the gap to llama.cpp should stay well
-under. llama.cpp multiplies quantized blocks against activations it
+The source GGUF (by default the SmolLM2-135M-Instruct Q4_1 file omniloom ships, as published)
+and a copy of it in each llama.cpp type asked for (``llama-quantize --allow-requantize``) are
+each served by llama.cpp's server, which generates greedily from a few chat prompts given to it
+as token ids and reports the top log-probabilities before sampling at every step. omniloom
+loads the same file (its own GGUF loader and dequantizer, fp32 weights) and scores the same
+token sequence in one forward pass. Per file the table gives: for how many prompts omniloom's
+greedy sequence is llama.cpp's (its argmax is llama.cpp's token at every step); how often its
+argmax is llama.cpp's token; the mean and largest gap between the two log-probabilities of each
+of llama.cpp's top tokens; ("vs F32") the mean gap between omniloom on this file and on the F32
+copy, the quantization's own effect, which the gap to llama.cpp should stay well under; and
+the tensor types the file holds. llama.cpp multiplies quantized blocks against activations it
 quantizes to 8 bits (Q8_K beside K-quants), where omniloom dequantizes the weights first, so
 the gaps hold both sides' rounding; the F32 row shows the floor. Writes
 ``benchmarks/results/gguf_parity.json``.
@@ -86,7 +87,7 @@ def omniloom_logprobs(model, ids: list[int]) -> torch.Tensor:
 def compare(model, reference, url: str, tokens: int) -> dict:
     """Argmax agreement and log-probability gaps over every prompt and step, and beside them
     the gaps between omniloom on this file and on the F32 copy (the quantization's own)."""
-    agree, steps, gaps, quantization = 0, 0, [], []
+    agree, steps, same, gaps, quantization = 0, 0, 0, [], []
     for question in QUESTIONS:
         messages = [Message("user", [TextPart(question)])]
         prompt = build_prompt(messages, model.template, model.tokenizer).token_ids
@@ -94,15 +95,16 @@ def compare(model, reference, url: str, tokens: int) -> dict:
         sequence = prompt + [step["id"] for step in theirs]
         ours = omniloom_logprobs(model, sequence)[len(prompt) - 1 :]
         unquantized = omniloom_logprobs(reference, sequence)[len(prompt) - 1 :]
+        matches = [int(row.argmax()) == step["id"] for row, step in zip(ours, theirs, strict=False)]
+        agree, steps, same = agree + sum(matches), steps + len(matches), same + all(matches)
         for row, exact, step in zip(ours, unquantized, theirs, strict=False):
-            agree += int(row.argmax()) == step["id"]
-            steps += 1
             for top in step["top_logprobs"]:
                 gaps.append(abs(float(row[top["id"]]) - top["logprob"]))
                 quantization.append(abs(float(row[top["id"]]) - float(exact[top["id"]])))
     return {
         "argmax_agreement": agree / steps,
         "steps": steps,
+        "identical_sequences": same,
         "mean_logprob_gap": statistics.fmean(gaps),
         "max_logprob_gap": max(gaps),
         "mean_quantization_gap": statistics.fmean(quantization),
@@ -129,12 +131,14 @@ def measure(path: Path, reference, server_bin: str, tokens: int) -> dict:
 
 
 def print_table(results: dict[str, dict]) -> None:
-    header = f"{'type':<8}{'argmax agrees':>14}{'mean |Δlogp|':>14}{'max |Δlogp|':>13}"
+    header = f"{'type':<8}{'same greedy':>12}{'argmax agrees':>14}{'mean |Δlogp|':>14}"
+    header += f"{'max |Δlogp|':>13}"
     print(f"{header}{'vs F32':>8}  tensors")
     for qtype, r in results.items():
         kinds = ", ".join(f"{k}×{n}" for k, n in sorted(r["tensor_types"].items()))
         print(
-            f"{qtype:<8}{r['argmax_agreement']:>13.1%}{r['mean_logprob_gap']:>14.4f}"
+            f"{qtype:<8}{r['identical_sequences']:>8}/{len(QUESTIONS)}"
+            f"{r['argmax_agreement']:>14.1%}{r['mean_logprob_gap']:>14.4f}"
             f"{r['max_logprob_gap']:>13.4f}{r['mean_quantization_gap']:>8.4f}  {kinds}"
         )
 
@@ -154,10 +158,9 @@ def main() -> None:
     directory.mkdir(parents=True, exist_ok=True)
     copy = lambda qtype: quantized_copy(args.llama_quantize, source, qtype, directory)  # noqa: E731
     reference = load_model(weights=copy("F32"), dtype="float32")
-    results = {
-        qtype: measure(copy(qtype), reference, args.llama_server, args.tokens)
-        for qtype in args.types
-    }
+    results = {"source": measure(source, reference, args.llama_server, args.tokens)}
+    for qtype in args.types:
+        results[qtype] = measure(copy(qtype), reference, args.llama_server, args.tokens)
     print(f"{cpu_name()}, {source.name}, {args.tokens} tokens")
     print_table(results)
     record = {"cpu": cpu_name(), "source": source.name, "tokens": args.tokens}

@@ -7,6 +7,7 @@ safetensors, tokenizer.json, chat template, preprocessor config) and returns the
 
 from __future__ import annotations
 
+import string
 from pathlib import Path
 
 import torch
@@ -63,8 +64,8 @@ def byte_level_tokenizer(
 ):
     """A byte-level BPE trained on a fixed corpus (deterministic), with ``special`` tokens;
     words split by the regular expression ``split`` where given (as Qwen's and Llama 3's
-    ``tokenizer.json`` do), by GPT-2's otherwise; with ``bos``, the tokenizer puts that token
-    first when it adds special tokens, as Llama's does."""
+    ``tokenizer.json`` do), by GPT-2's otherwise; with ``bos``, that token first when the
+    tokenizer adds special tokens."""
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     if split:
@@ -82,12 +83,35 @@ def byte_level_tokenizer(
         show_progress=False,
     )
     tok.train_from_iterator([_CORPUS] * 8, trainer)
+    return _fast(tok, eos=eos, pad=special[0], bos=bos)
+
+
+def sentencepiece_style_tokenizer(special: tuple[str, ...], eos: str, bos: str, pad: str):
+    """A BPE over SentencePiece-style words, as Llama 2's tokenizer.json (and so LLaVA-1.5's)
+    has it: "▁" marks word starts and goes before the input's first word, but not before text
+    that follows a special token; ``special[0]`` is the unknown token."""
+    tok = Tokenizer(models.BPE(unk_token=special[0]))
+    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="first")
+    tok.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="first")
+    trainer = trainers.BpeTrainer(
+        vocab_size=400,
+        special_tokens=list(special),
+        initial_alphabet=list(string.printable),
+        show_progress=False,
+    )
+    tok.train_from_iterator([_CORPUS] * 8, trainer)
+    return _fast(tok, eos=eos, pad=pad, bos=bos, unk=special[0])
+
+
+def _fast(tok: Tokenizer, eos: str, pad: str, bos: str | None = None, unk: str | None = None):
+    """``tok`` as ``transformers`` loads it; with ``bos``, the tokenizer puts that token first
+    when it adds special tokens, as Llama's does."""
     if bos:
         tok.post_processor = processors.TemplateProcessing(
             single=f"{bos} $A", pair=f"{bos} $A $B", special_tokens=[(bos, tok.token_to_id(bos))]
         )
     return PreTrainedTokenizerFast(
-        tokenizer_object=tok, eos_token=eos, pad_token=special[0], bos_token=bos
+        tokenizer_object=tok, eos_token=eos, pad_token=pad, bos_token=bos, unk_token=unk
     )
 
 
@@ -267,7 +291,7 @@ def idefics3(
     return model, processor
 
 
-LLAVA_SPECIAL = ("<pad>", "<s>", "</s>", "<image>")
+LLAVA_SPECIAL = ("<unk>", "<s>", "</s>", "<image>", "<pad>")
 # LLaVA-1.5's chat template, as its checkpoints ship it (without the training-only
 # generation markers): list content, every image of a message before its text
 LLAVA_TEMPLATE = (
@@ -297,7 +321,8 @@ def llava(
     dtype: torch.dtype = torch.float32,
     variant: str = "1.5",
 ):
-    """A 2-layer LLaVA with a depth-3 CLIP tower on 32-pixel images, or one of ``shape``.
+    """A 2-layer LLaVA with a depth-3 CLIP tower on 32-pixel images and a SentencePiece-style
+    tokenizer (as LLaVA-1.5 has Llama 2's), or one of ``shape``.
     ``variant`` "1.5" is LLaVA-1.5's choice (CLIP's processor, the second-to-last layer, the
     class position dropped); "padded" pads images to a square (LLaVA's own image processor),
     concatenates layers -3 and -1 and keeps the class position. Returns (model, processor)."""
@@ -309,7 +334,7 @@ def llava(
         LlavaProcessor,
     )
 
-    tokenizer = byte_level_tokenizer(LLAVA_SPECIAL, eos="</s>", bos="<s>")
+    tokenizer = sentencepiece_style_tokenizer(LLAVA_SPECIAL, eos="</s>", bos="<s>", pad="<pad>")
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t in LLAVA_SPECIAL}
     shape = shape or {}
     padded = variant == "padded"

@@ -41,6 +41,23 @@ class TextTokenizer:
         """Token ids for ``text``; special tokens written literally are recognised."""
         return self._tok.encode(text, add_special_tokens=False).ids
 
+    def encode_after_special(self, text: str) -> list[int]:
+        """Ids of ``text`` that follows a special token in a prompt, as one pass over the whole
+        prompt gives them: a SentencePiece-style tokenizer (Llama 2's, LLaVA-1.5's) puts its
+        word marker before the prompt's first word only, not after a special token."""
+        anchor = self._special_anchor
+        if anchor is None:
+            return self.encode(text)
+        return self._tok.encode(anchor[0] + text, add_special_tokens=False).ids[1:]
+
+    @cached_property
+    def _special_anchor(self) -> tuple[str, int] | None:
+        """One special token (text, id) to tokenize continuations after."""
+        for token_id, token in sorted(self._tok.get_added_tokens_decoder().items()):
+            if token.special:
+                return token.content, token_id
+        return None
+
     def encode_prompt(self, text: str) -> list[int]:
         """A raw prompt's ids with the checkpoint's own additions (its BOS where it adds one)."""
         ids = self._tok.encode(text, add_special_tokens=True).ids

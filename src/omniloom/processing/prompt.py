@@ -2,10 +2,11 @@
 
 The chat template is rendered with a unique sentinel where each media item goes (a template
 that takes typed parts writes its own marker, such as ``<image>``, and the markers are numbered
-into sentinels in order); the text between sentinels is tokenized and each sentinel is replaced by the item's token span. The
-spans record where each item sits and what its content hash and preprocessing are, which is
-what prefix and encoder caches key on. Counting (``/tokenize``) and serving use this one path,
-so the counts agree by construction.
+into sentinels in order); the text between sentinels is tokenized (text after a span as text
+after a special token, since every span ends in one) and each sentinel is replaced by the
+item's token span. The spans record where each item sits and what its content hash and
+preprocessing are, which is what prefix and encoder caches key on. Counting (``/tokenize``) and
+serving use this one path, so the counts agree by construction.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from omniloom.processing.template import ChatTemplate
 
 class Tokenizer(Protocol):
     def encode(self, text: str) -> list[int]: ...
+
+    def encode_after_special(self, text: str) -> list[int]: ...
 
 
 class MediaItem(Protocol):
@@ -89,19 +92,16 @@ def arrange_media(messages: list[Message], processors: dict) -> list[Message]:
     of them (its ``arrange``, where it has one: LLaVA-OneVision sends an image that shares its
     prompt with others as one view). Runs before ``build_prompt``, so spans and counts agree."""
     parts = [part for m in messages for part in m.parts if isinstance(part, MediaPart)]
-    arranged: dict[str, list] = {}
+    arranged = {}
     for modality, processor in processors.items():
         items = [part.item for part in parts if part.item.modality == modality]
         arrange = getattr(processor, "arrange", None)
-        arranged[modality] = arrange(items) if arrange and items else items
-    taken = dict.fromkeys(arranged, 0)
+        arranged[modality] = iter(arrange(items) if arrange and items else items)
 
     def next_part(part):
-        if not isinstance(part, MediaPart) or part.item.modality not in arranged:
-            return part
-        modality = part.item.modality
-        taken[modality] += 1
-        return MediaPart(arranged[modality][taken[modality] - 1])
+        if isinstance(part, MediaPart) and part.item.modality in arranged:
+            return MediaPart(next(arranged[part.item.modality]))
+        return part
 
     return [Message(m.role, [next_part(part) for part in m.parts]) for m in messages]
 
@@ -179,8 +179,9 @@ def build_prompt(
     prompt = Prompt(token_ids=template.prefix_for(text))
     seen: list[int] = []
     for i, piece in enumerate(pieces):
-        if i % 2 == 0:
-            prompt.token_ids += tokenizer.encode(piece) if piece else []
+        if i % 2 == 0:  # text; after the first piece it follows a span's special token
+            encode = tokenizer.encode if i == 0 else tokenizer.encode_after_special
+            prompt.token_ids += encode(piece) if piece else []
             continue
         item = items[int(piece)]
         span_ids = item.token_ids()
