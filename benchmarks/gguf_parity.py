@@ -95,7 +95,12 @@ def compare(model, reference, url: str, tokens: int) -> dict:
         sequence = prompt + [step["id"] for step in theirs]
         ours = omniloom_logprobs(model, sequence)[len(prompt) - 1 :]
         unquantized = omniloom_logprobs(reference, sequence)[len(prompt) - 1 :]
-        matches = [int(row.argmax()) == step["id"] for row, step in zip(ours, theirs, strict=False)]
+        # llama.cpp's ignore_eos takes end-of-generation tokens out of the running
+        allowed = ours.clone()
+        allowed[:, list(model.tokenizer.stop_ids)] = float("-inf")
+        matches = [
+            int(row.argmax()) == step["id"] for row, step in zip(allowed, theirs, strict=False)
+        ]
         agree, steps, same = agree + sum(matches), steps + len(matches), same + all(matches)
         for row, exact, step in zip(ours, unquantized, theirs, strict=False):
             for top in step["top_logprobs"]:
