@@ -6,28 +6,26 @@ the class position kept."""
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-from omniloom.config import EngineSettings, ImageSettings, Limits
-from omniloom.engine.engine import Engine
-from omniloom.engine.sampling import SamplingParams
-from omniloom.media.image import decode_image
 from omniloom.models.registry import load_model
 from omniloom.processing.prompt import MediaPart, Message, TextPart, build_prompt
-from tests.conftest import png_bytes
-from tests.engine.test_scheduler import run_all
 from tests.models.tiny_checkpoints import llava
+from tests.models.vlm_parity import (
+    assert_greedy_in_engine,
+    assert_logits_match,
+    prepared,
+    random_pictures,
+)
 
 SIZES = ((100, 150), (300, 90), (20, 24))  # (height, width): wide, tall, small (scaled up)
 QUESTION = "What is in this picture?"
 
 
 def _pictures() -> list[Image.Image]:
-    rng = np.random.default_rng(0)
-    return [Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)) for h, w in SIZES]
+    return random_pictures(SIZES)
 
 
 @pytest.fixture(scope="module", params=["1.5", "padded"])
@@ -39,12 +37,7 @@ def checkpoint(tmp_path_factory, request):
 
 
 def _ours(model, pictures: list[Image.Image], detail: str | None = None):
-    items = [
-        model.processors["image"].prepare(
-            decode_image(png_bytes(np.asarray(p)), Limits()), detail, ImageSettings()
-        )
-        for p in pictures
-    ]
+    items = prepared(model, pictures, detail)
     parts = [MediaPart(items[0])] if items else []
     parts += [TextPart(QUESTION), *[MediaPart(i) for i in items[1:]]]
     return build_prompt([Message("user", parts)], model.template, model.tokenizer), items
@@ -87,33 +80,15 @@ def test_logits_match_transformers(checkpoint, count):
     reference, processor, ours = checkpoint
     pictures = _pictures()[:count]
     prompt, items = _ours(ours, pictures)
-    net = ours.vlm
-    embeds = net.embed_prompt(prompt, net.encode(items))
-    with torch.inference_mode():
-        logits = net.backbone(embeds[None], positions=net.prompt_positions(prompt))[0]
-        expected = reference(**_reference_inputs(processor, pictures)).logits[0]
-    torch.testing.assert_close(logits, expected.float(), atol=1e-5, rtol=1e-5)
-
-
-def _reference_greedy(reference, processor, pictures, tokens: int) -> list[int]:
-    inputs = _reference_inputs(processor, pictures)
-    reference.generation_config.eos_token_id = None
-    out = reference.generate(**inputs, max_new_tokens=tokens, do_sample=False)
-    return out[0, inputs["input_ids"].shape[1] :].tolist()
+    assert_logits_match(ours, prompt, items, reference, _reference_inputs(processor, pictures))
 
 
 def test_greedy_tokens_in_the_engine_beside_other_requests(checkpoint):
     reference, processor, ours = checkpoint
     pictures = _pictures()
-    params = SamplingParams(max_tokens=16, temperature=0.0, ignore_eos=True, logprobs=0)
-    engine = Engine(ours, EngineSettings(step_tokens=32, kv_cache_mb=8))
-    try:
-        prompts = [_ours(ours, pictures[:k])[0] for k in (1, 3, 0)]
-        alone = [run_all(engine, [p], params)[0] for p in prompts]
-        together = run_all(engine, prompts, params)
-    finally:
-        engine.shutdown()
-    for k, solo, batched in zip((1, 3, 0), alone, together, strict=True):
-        ids = [lp.token_id for lp in solo.logprobs]
-        assert ids == _reference_greedy(reference, processor, pictures[:k], 16)
-        assert [lp.token_id for lp in batched.logprobs] == ids
+    assert_greedy_in_engine(
+        ours,
+        reference,
+        lambda k: _ours(ours, pictures[:k])[0],
+        lambda k: _reference_inputs(processor, pictures[:k]),
+    )

@@ -18,10 +18,10 @@ import torch
 import torch.nn.functional as F
 
 from omniloom.models.encoders.siglip import SiglipConfig, SiglipVisionTransformer
-from omniloom.models.multimodal import MultimodalModel
 from omniloom.models.specs.base import SpecContext, assemble, build_decoder, strict_load
 from omniloom.models.specs.llava import (
     IMAGE_MARKER,
+    LlavaModel,
     decoder_config,
     feature_layers,
     image_token_id,
@@ -60,19 +60,12 @@ def vision_config(raw: dict) -> SiglipConfig:
     return SiglipConfig.from_hf(vision, SIGLIP_DEFAULTS)
 
 
-class OnevisionModel(MultimodalModel):
-    modalities = frozenset({"text", "image"})
+class OnevisionModel(LlavaModel):
+    """LLaVA's model with every patch kept and images packed as OneVision lays them out."""
 
     def __init__(self, backbone, vision, projector, newline, image_token: int, layers):
-        super().__init__(backbone)
-        self.vision = vision
-        self.projector = projector
+        super().__init__(backbone, vision, projector, image_token, layers, keep_cls=True)
         self.image_newline = newline
-        self.image_token = image_token
-        self.feature_layers = tuple(layers)
-
-    def placeholder_mask(self, ids: torch.Tensor) -> torch.Tensor:
-        return ids == self.image_token
 
     def encode(self, items: list[OnevisionImage]) -> list[torch.Tensor]:
         """Every view of every image through SigLIP in one batch, then packed per image."""
