@@ -63,3 +63,21 @@ def test_eval_names_an_unknown_condition(capsys):
     assert main(["eval", "--conditions", "native,psychic"]) == 2
     err = capsys.readouterr().err
     assert "'psychic'" in err and "auto" in err
+
+
+def test_tokens_counts_for_a_checkpoint_with_its_processor(tmp_path, capsys):
+    from PIL import Image
+
+    from tests.models.tiny_checkpoints import llama_base, qwen2_vl
+
+    _, processor = qwen2_vl(tmp_path / "tiny-qwen2-vl")
+    picture = np.random.default_rng(0).integers(0, 256, (100, 150, 3), dtype=np.uint8)
+    path = tmp_path / "picture.png"
+    path.write_bytes(png_bytes(picture))
+    assert main(["tokens", str(path), "--model", str(tmp_path / "tiny-qwen2-vl")]) == 0
+    rows = {line.split()[0]: line.split()[1] for line in capsys.readouterr().out.splitlines()[2:-1]}
+    grid = processor.image_processor(images=[Image.fromarray(picture)])["image_grid_thw"][0]
+    assert rows["tiny-qwen2-vl"] == str(int(grid.prod()) // 4 + 2)  # the pads and their markers
+    llama_base(tmp_path / "text-only")
+    with pytest.raises(SystemExit, match="takes no images"):
+        main(["tokens", str(path), "--model", str(tmp_path / "text-only")])

@@ -153,10 +153,32 @@ def cmd_tokens(args: argparse.Namespace) -> int:
 
     settings = Settings.from_env()
     layout = default_tile_layout(settings.image.tile_size)
+    checkpoint = _checkpoint_image_row(args.model) if args.model else None
     for path in args.images:
-        rows = image_cost_table(Path(path).read_bytes(), args.detail, settings, layout)
+        data = Path(path).read_bytes()
+        rows = image_cost_table(data, args.detail, settings, layout)
+        if checkpoint:
+            rows.insert(0, checkpoint(data, args.detail, settings))
         print(render_table(path, rows))
     return 0
+
+
+def _checkpoint_image_row(model: str):
+    """A table row maker for the checkpoint at ``model``: its own processor's exact span."""
+    from omniloom.media.image import decode_image
+    from omniloom.models.registry import load_image_processor
+    from omniloom.processing.costs import CostRow
+
+    processor = load_image_processor(model)
+    if processor is None:
+        raise SystemExit(f"error: {model} takes no images")
+
+    def row(data: bytes, detail: str, settings: Settings) -> CostRow:
+        item = processor.prepare(decode_image(data, settings.limits), detail, settings.image)
+        how = f"its processor: {item.num_placeholders()} placeholders in the span"
+        return CostRow(Path(model).name, len(item.token_ids()), how, None)
+
+    return row
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -258,6 +280,9 @@ def build_parser() -> argparse.ArgumentParser:
     tokens = sub.add_parser("tokens", help="image token counts and costs across models")
     tokens.add_argument("images", nargs="+")
     tokens.add_argument("--detail", choices=["low", "high", "auto"], default="auto")
+    tokens.add_argument(
+        "--model", help="also count for this checkpoint (directory or GGUF), with its processor"
+    )
     tokens.set_defaults(func=cmd_tokens)
 
     train = sub.add_parser(

@@ -42,6 +42,7 @@ __all__ = [
     "build_backbone",
     "build_tile_layout",
     "default_tile_layout",
+    "load_image_processor",
     "load_model",
     "smollm2_gguf_path",
     "trained_on_descriptions",
@@ -76,6 +77,13 @@ def spec_for(path: Path):
         known = ", ".join(sorted(specs))
         raise ValueError(f"{path}: architecture {arch!r} is not supported; supported: {known}")
     return specs[arch]
+
+
+def load_image_processor(path: str | Path):
+    """The image processor of the checkpoint at ``path``, its weights left unread; None for a
+    model without image input."""
+    make = getattr(spec_for(Path(path)), "image_processor", None)
+    return make(Path(path)) if make else None
 
 
 def load_checkpoint(path: str | Path):

@@ -77,6 +77,21 @@ class Idefics3Model(MultimodalModel):
         return [f.reshape(-1, f.shape[-1]).to(self.dtype) for f in features.split(per_item)]
 
 
+def image_processor(
+    directory: Path, raw: dict | None = None, tokenizer: TextTokenizer | None = None
+) -> Idefics3ImageProcessor:
+    """The checkpoint's image processor alone (no weights read)."""
+    raw = raw or read_config(directory)
+    tokenizer = tokenizer or TextTokenizer(read_tokenizer(directory, raw))
+    vision_cfg = SiglipConfig.from_hf(raw.get("vision_config") or {})
+    scale = raw.get("scale_factor", 2)
+    image_token = raw.get("image_token_id") or tokenizer.token_id(IMAGE_MARKER)
+    tokens = Idefics3Tokens.from_tokenizer(
+        tokenizer, image_token, vision_cfg.patches_per_side**2 // scale**2
+    )
+    return Idefics3ImageProcessor(Idefics3ImageSettings.from_directory(directory), tokens)
+
+
 def load(directory: Path, ctx: SpecContext):
     raw = read_config(directory)
     tokenizer_spec = read_tokenizer(directory, raw)
@@ -92,15 +107,11 @@ def load(directory: Path, ctx: SpecContext):
         connector_weights,
         ctx,
     )
-    image_token = raw.get("image_token_id") or tokenizer.token_id(IMAGE_MARKER)
-    tokens = Idefics3Tokens.from_tokenizer(
-        tokenizer, image_token, vision_cfg.patches_per_side**2 // scale**2
-    )
-    processor = Idefics3ImageProcessor(Idefics3ImageSettings.from_directory(directory), tokens)
+    processor = image_processor(directory, raw, tokenizer)
     return assemble(
         directory,
         ctx,
-        Idefics3Model(backbone, vision, connector, image_token),
+        Idefics3Model(backbone, vision, connector, processor.tokens.image),
         tokenizer_spec,
         cfg,
         "smolvlm" if raw.get("model_type") == "smolvlm" else "idefics3",

@@ -166,6 +166,18 @@ def image_token_id(raw: dict, tokenizer: TextTokenizer) -> int:
     return tokenizer.token_id(IMAGE_MARKER) if token is None else token
 
 
+def image_processor(
+    directory: Path, raw: dict | None = None, tokenizer: TextTokenizer | None = None
+) -> ClipImageProcessor:
+    """The checkpoint's image processor alone (no weights read)."""
+    raw = raw or read_config(directory)
+    tokenizer = tokenizer or TextTokenizer(read_tokenizer(directory, raw))
+    keep_cls = raw.get("vision_feature_select_strategy", "default") == "full"
+    per_image = vision_config(raw).patches_per_side ** 2 + int(keep_cls)
+    tokens = ClipTokens(image_token_id(raw, tokenizer), per_image)
+    return ClipImageProcessor(ClipImageSettings.from_directory(directory), tokens)
+
+
 def load(directory: Path, ctx: SpecContext):
     raw = read_config(directory)
     tokenizer_spec = read_tokenizer(directory, raw)
@@ -179,9 +191,8 @@ def load(directory: Path, ctx: SpecContext):
     width = vision_cfg.hidden_size * len(layers)
     projector = load_projector(raw, width, cfg.hidden_size, weights["projector"], ctx)
     keep_cls = raw.get("vision_feature_select_strategy", "default") == "full"
-    image_token = image_token_id(raw, tokenizer)
-    tokens = ClipTokens(image_token, vision_cfg.patches_per_side**2 + int(keep_cls))
-    processor = ClipImageProcessor(ClipImageSettings.from_directory(directory), tokens)
+    processor = image_processor(directory, raw, tokenizer)
+    image_token = processor.tokens.image
     return assemble(
         directory,
         ctx,

@@ -98,6 +98,18 @@ class OnevisionModel(LlavaModel):
         return torch.cat([features[0], grid])
 
 
+def image_processor(
+    directory: Path, raw: dict | None = None, tokenizer: TextTokenizer | None = None
+) -> OnevisionImageProcessor:
+    """The checkpoint's image processor alone (no weights read)."""
+    raw = raw or read_config(directory)
+    tokenizer = tokenizer or TextTokenizer(read_tokenizer(directory, raw))
+    aspect_ratio = raw.get("vision_aspect_ratio", "anyres_max_9")
+    settings = OnevisionSettings.from_directory(directory, aspect_ratio)
+    per_side = vision_config(raw).patches_per_side
+    return OnevisionImageProcessor(settings, image_token_id(raw, tokenizer), per_side)
+
+
 def load(directory: Path, ctx: SpecContext):
     raw = read_config(directory)
     tokenizer_spec = read_tokenizer(directory, raw)
@@ -114,11 +126,8 @@ def load(directory: Path, ctx: SpecContext):
     projector = load_projector(raw, width, cfg.hidden_size, weights["projector"], ctx)
     dtype = vision.post_layernorm.weight.dtype
     newline = weights["newline"]["image_newline"].to(ctx.device, dtype)
-    image_token = image_token_id(raw, tokenizer)
-    settings = OnevisionSettings.from_directory(
-        directory, raw.get("vision_aspect_ratio", "anyres_max_9")
-    )
-    processor = OnevisionImageProcessor(settings, image_token, vision_cfg.patches_per_side)
+    processor = image_processor(directory, raw, tokenizer)
+    image_token = processor.image_token
     return assemble(
         directory,
         ctx,

@@ -9,11 +9,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from omniloom.models.encoders.qwen2_vl_vit import VisionConfig
+from omniloom.models.specs import qwen2_vl
 from omniloom.models.specs.base import SpecContext
-from omniloom.models.specs.qwen2_vl import load_family
 
 ARCHITECTURES = ("Qwen2_5_VLForConditionalGeneration",)
+image_processor = qwen2_vl.image_processor
 
 
 def load(directory: Path, ctx: SpecContext):
-    return load_family(directory, ctx, "qwen2.5-vl", lambda raw, _: VisionConfig.from_hf_2_5(raw))
+    return qwen2_vl.load_family(
+        directory, ctx, "qwen2.5-vl", lambda raw, _: VisionConfig.from_hf_2_5(raw)
+    )

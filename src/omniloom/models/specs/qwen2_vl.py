@@ -114,13 +114,19 @@ def load_family(directory: Path, ctx: SpecContext, family: str, vision_config):
     backbone = build_decoder(cfg, decoder_weights, ctx)
     vision_cfg = vision_config(raw["vision_config"], cfg)
     visual = strict_load(lambda: Qwen2VisionTransformer(vision_cfg), vision_weights, ctx)
+    processor = image_processor(directory, raw)
+    net = Qwen2VLModel(backbone, visual, processor.tokens)
+    return assemble(
+        directory, ctx, net, tokenizer_spec, cfg, family, processors={"image": processor}
+    )
+
+
+def image_processor(directory: Path, raw: dict | None = None) -> Qwen2VLImageProcessor:
+    """The checkpoint's image processor alone (no weights read)."""
+    raw = raw or read_config(directory)
     tokens = Qwen2VLTokens(
         vision_start=raw.get("vision_start_token_id", 151652),
         vision_end=raw.get("vision_end_token_id", 151653),
         image_pad=raw.get("image_token_id", 151655),
     )
-    processor = Qwen2VLImageProcessor(Qwen2VLImageSettings.from_directory(directory), tokens)
-    net = Qwen2VLModel(backbone, visual, tokens)
-    return assemble(
-        directory, ctx, net, tokenizer_spec, cfg, family, processors={"image": processor}
-    )
+    return Qwen2VLImageProcessor(Qwen2VLImageSettings.from_directory(directory), tokens)
