@@ -1,10 +1,12 @@
-"""SigLIP's vision transformer as Idefics3 and SmolVLM use it, with their pixel-shuffle connector.
+"""SigLIP's vision transformer (Idefics3, SmolVLM, LLaVA-OneVision), and Idefics3's pixel shuffle.
 
-Square views (``processing/idefics3.py``) are cut into patches by a strided convolution, given
-learned position embeddings, and run through pre-norm blocks (LayerNorm, full bidirectional
-attention with biases, LayerNorm, a tanh-GELU MLP), then a final LayerNorm. Idefics3 looks
-positions up by bucketing each patch's fractional coordinates (its variable-resolution scheme);
-every view here is a full tile, so the ids are computed once, with the same float arithmetic.
+Square views are cut into patches by a strided convolution, given learned position embeddings,
+and run through pre-norm blocks (LayerNorm, full bidirectional attention with biases,
+LayerNorm, a tanh-GELU MLP), then a final LayerNorm. Idefics3 looks positions up by bucketing
+each patch's fractional coordinates (its variable-resolution scheme); every view here is a full
+tile, so the ids are computed once, with the same float arithmetic. Plain SigLIP (OneVision)
+gives each patch its own position in order. ``hidden_states`` returns the states of chosen
+blocks, as LLaVA-style models read them (CLIP's tower in ``clip.py`` shares the blocks).
 The connector folds each ``scale_factor``² block of patches into one vector (pixel shuffle)
 and projects it to the language model's width. Parameter names match the checkpoints'
 ``vision_model.*`` and ``connector.*``.
