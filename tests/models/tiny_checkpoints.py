@@ -479,6 +479,51 @@ def llama_base(directory: Path, seed: int = 0):
     return model
 
 
+GEMMA_SPECIAL = ("<pad>", "<bos>", "<eos>", "<start_of_turn>", "<end_of_turn>")
+# Gemma's turn layout, string content (the shipped template also takes typed parts)
+GEMMA_TEMPLATE = (
+    "{{ bos_token }}{% for message in messages %}"
+    "{% set role = 'model' if message['role'] == 'assistant' else message['role'] %}"
+    "{{ '<start_of_turn>' + role + '\\n' + message['content'] | trim + '<end_of_turn>\\n' }}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<start_of_turn>model\\n' }}{% endif %}"
+)
+
+
+def gemma3(directory: Path, seed: int = 0):
+    """A 3-layer Gemma 3 text model: sliding, full, sliding attention with an 8-token window,
+    a query scale of its own, linear RoPE scaling on the full layer. Returns (model, tokenizer)."""
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
+    tokenizer = byte_level_tokenizer(GEMMA_SPECIAL, eos="<end_of_turn>", bos="<bos>")
+    tokenizer.chat_template = GEMMA_TEMPLATE
+    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in GEMMA_SPECIAL}
+    config = Gemma3TextConfig(
+        vocab_size=len(tokenizer),
+        **TINY_DECODER | {"num_hidden_layers": 3},
+        head_dim=16,
+        query_pre_attn_scalar=24,
+        sliding_window=8,
+        layer_types=["sliding_attention", "full_attention", "sliding_attention"],
+        rope_parameters={
+            "sliding_attention": {"rope_type": "default", "rope_theta": 10_000.0},
+            "full_attention": {"rope_type": "linear", "factor": 4.0, "rope_theta": 1_000_000.0},
+        },
+        max_position_embeddings=512,
+        pad_token_id=ids["<pad>"],
+        bos_token_id=ids["<bos>"],
+        eos_token_id=ids["<end_of_turn>"],
+    )
+    torch.manual_seed(seed)
+    model = Gemma3ForCausalLM(config).eval()
+    with torch.no_grad():  # Gemma initialises its norms at zero (a scale of 1); vary them
+        for name, param in model.named_parameters():
+            if name.endswith("norm.weight"):
+                param.normal_(0.0, 0.2)
+    model.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return model, tokenizer
+
+
 CHATML_TEMPLATE = (  # the ChatML layout Qwen's text models ship, string content only
     "{% for message in messages %}<|im_start|>{{ message['role'] }}\n"
     "{{ message['content'] }}<|im_end|>\n{% endfor %}"

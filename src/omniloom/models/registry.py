@@ -16,7 +16,15 @@ from gguf import GGUFReader
 
 from omniloom import kernels
 from omniloom.models.adapter import ADAPTER, adapter_layout, trained_on_descriptions
-from omniloom.models.specs import idefics3, llava, llava_onevision, qwen2_5_vl, qwen2_vl, text
+from omniloom.models.specs import (
+    gemma3,
+    idefics3,
+    llava,
+    llava_onevision,
+    qwen2_5_vl,
+    qwen2_vl,
+    text,
+)
 from omniloom.models.specs.base import (
     LoadedModel,
     SpecContext,
@@ -51,7 +59,7 @@ __all__ = [
 
 _HF_SPECS = {
     arch: spec
-    for spec in (text, qwen2_vl, qwen2_5_vl, idefics3, llava, llava_onevision)
+    for spec in (text, gemma3, qwen2_vl, qwen2_5_vl, idefics3, llava, llava_onevision)
     for arch in spec.ARCHITECTURES
 }
 _GGUF_SPECS = {arch: text for arch in text.GGUF_ARCHITECTURES}

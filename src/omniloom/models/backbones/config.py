@@ -28,6 +28,24 @@ class DecoderConfig:
     head_dim: int | None = None
     mrope_section: tuple[int, ...] | None = None  # M-RoPE's rotary sections (Qwen2-VL)
     qk_norm: bool = False  # RMSNorm on each head's query and key before RoPE (Qwen3)
+    hidden_act: str = "silu"  # the gated MLP's activation ("gelu_pytorch_tanh": Gemma)
+    embed_scale: float = 1.0  # token embeddings are multiplied by it (Gemma: √hidden)
+    sandwich_norms: bool = False  # a norm on each attention and MLP output too (Gemma 3)
+    sliding_window: int | None = None  # how far back the ``sliding_layers`` attend
+    sliding_layers: tuple[int, ...] = ()
+    local_rope_theta: float | None = None  # the sliding layers' RoPE base, where it differs
+    rope_factor: float = 1.0  # linear RoPE scaling (positions divided by it)
+
+    @property
+    def plain_llama_layers(self) -> bool:
+        """Whether every layer is the Llama layer the fused C++ stack computes."""
+        return not (
+            self.qk_norm
+            or self.sandwich_norms
+            or self.sliding_layers
+            or self.hidden_act != "silu"
+            or self.local_rope_theta
+        )
 
     @property
     def dim_per_head(self) -> int:

@@ -18,19 +18,28 @@ class KVCache(Protocol):
     def positions(self, num_tokens: int) -> torch.Tensor: ...
 
     def attend(
-        self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor
+        self,
+        layer: int,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        window: int | None = None,
     ) -> torch.Tensor: ...
 
     def advance(self, num_tokens: int) -> None: ...
 
 
-def causal_mask(q_len: int, kv_len: int, device: torch.device) -> torch.Tensor | None:
-    """Boolean mask letting query i (at absolute kv_len - q_len + i) see keys up to itself."""
-    if q_len == 1:
+def causal_mask(
+    q_len: int, kv_len: int, device: torch.device, window: int | None = None
+) -> torch.Tensor | None:
+    """Boolean mask letting query i (at absolute kv_len - q_len + i) see keys up to itself, and
+    with a sliding ``window`` only the last ``window`` of them (itself included)."""
+    if q_len == 1 and (window is None or kv_len <= window):
         return None
-    offset = kv_len - q_len
-    rows = torch.arange(q_len, device=device)[:, None] + offset
-    return torch.arange(kv_len, device=device)[None, :] <= rows
+    rows = torch.arange(q_len, device=device)[:, None] + (kv_len - q_len)
+    keys = torch.arange(kv_len, device=device)[None, :]
+    mask = keys <= rows
+    return mask & (keys > rows - window) if window else mask
 
 
 class StaticKVCache:
@@ -71,9 +80,9 @@ class StaticKVCache:
     def positions(self, num_tokens: int) -> torch.Tensor:
         return torch.arange(self.length, self.length + num_tokens)
 
-    def attend(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    def attend(self, layer: int, q, k, v, window: int | None = None) -> torch.Tensor:
         k, v = self.append(layer, k, v)
-        mask = causal_mask(q.shape[2], k.shape[2], q.device)
+        mask = causal_mask(q.shape[2], k.shape[2], q.device, window)
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=True)
 
     def expand(self, batch: int) -> StaticKVCache:

@@ -1,5 +1,7 @@
-"""Our Llama/Qwen2/Qwen3-family decoder: RMSNorm, RoPE, grouped-query attention, SwiGLU, tied
-embeddings, and Qwen3's per-head query/key norms.
+"""Our Llama/Qwen2/Qwen3/Gemma 3-family decoder: RMSNorm, RoPE, grouped-query attention, SwiGLU,
+tied embeddings, Qwen3's per-head query/key norms, and what Gemma 3 adds (a GELU-gated MLP,
+norms on each sublayer's output, scaled embeddings, and sliding-window layers with a RoPE base
+of their own).
 
 It consumes input *embeddings* (so the VLM can splice image, audio or video embeddings into the
 text stream) plus the absolute position of the first one, and returns logits. Parameter names
@@ -14,7 +16,7 @@ from torch import nn
 
 from omniloom import kernels
 from omniloom.models.backbones.config import DecoderConfig
-from omniloom.models.backbones.kv_cache import KVCache, StaticKVCache
+from omniloom.models.backbones.kv_cache import KVCache, StaticKVCache, causal_mask
 from omniloom.models.lora import LoRALinear
 from omniloom.models.quantize import Linear
 
@@ -36,9 +38,10 @@ class RMSNorm(nn.Module):
 class RotaryEmbedding(nn.Module):
     """Precomputed cos/sin tables in float32 (rotate-half convention, as Hugging Face)."""
 
-    def __init__(self, head_dim: int, max_position: int, theta: float):
+    def __init__(self, head_dim: int, max_position: int, theta: float, factor: float = 1.0):
         super().__init__()
         inv_freq = 1.0 / theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim)
+        inv_freq = inv_freq / factor  # linear scaling
         angles = torch.outer(torch.arange(max_position, dtype=torch.float32), inv_freq)
         angles = torch.cat([angles, angles], dim=-1)
         self.register_buffer("cos", angles.cos(), persistent=False)
@@ -76,7 +79,14 @@ def rotary_for(cfg: DecoderConfig) -> RotaryEmbedding:
         return MultimodalRotaryEmbedding(
             cfg.dim_per_head, cfg.max_position, cfg.rope_theta, cfg.mrope_section
         )
-    return RotaryEmbedding(cfg.dim_per_head, cfg.max_position, cfg.rope_theta)
+    return RotaryEmbedding(cfg.dim_per_head, cfg.max_position, cfg.rope_theta, cfg.rope_factor)
+
+
+def local_rotary_for(cfg: DecoderConfig) -> RotaryEmbedding | None:
+    """The sliding layers' own RoPE where their base differs (Gemma 3), else None."""
+    if not cfg.local_rope_theta:
+        return None
+    return RotaryEmbedding(cfg.dim_per_head, cfg.max_position, cfg.local_rope_theta)
 
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
@@ -112,6 +122,7 @@ class Attention(nn.Module):
         sin: torch.Tensor,
         cache: KVCache | None,
         layer: int,
+        window: int | None = None,
     ) -> torch.Tensor:
         b, t, _ = x.shape
         q = self._per_head(self.q_norm, self.q_proj(x))
@@ -125,10 +136,13 @@ class Attention(nn.Module):
         if not in_place:
             q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         v = self.v_proj(x).view(b, t, self.num_kv_heads, self.head_dim).transpose(1, 2)
-        if cache is None:
+        if cache is None and window is None:
             out = F.scaled_dot_product_attention(q, k, v, is_causal=t > 1, enable_gqa=True)
+        elif cache is None:
+            mask = causal_mask(t, t, q.device, window)
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=True)
         else:
-            out = cache.attend(layer, q, k, v)
+            out = cache.attend(layer, q, k, v, window)
         return self.o_proj(out.transpose(1, 2).reshape(b, t, -1))
 
 
@@ -138,25 +152,38 @@ class MLP(nn.Module):
         self.gate_proj = Linear(cfg.hidden_size, cfg.intermediate_size, bias=False)
         self.up_proj = Linear(cfg.hidden_size, cfg.intermediate_size, bias=False)
         self.down_proj = Linear(cfg.intermediate_size, cfg.hidden_size, bias=False)
+        self.gelu = cfg.hidden_act == "gelu_pytorch_tanh"
+        if not self.gelu and cfg.hidden_act != "silu":
+            raise ValueError(f"unsupported MLP activation {cfg.hidden_act!r}")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         gate, up = self.gate_proj(x), self.up_proj(x)
+        if self.gelu:
+            return self.down_proj(F.gelu(gate, approximate="tanh") * up)
         if kernels.usable(gate):  # the same op as the fused layer stack, bit for bit
             return self.down_proj(kernels.silu_mul(gate, up))
         return self.down_proj(F.silu(gate) * up)
 
 
 class DecoderLayer(nn.Module):
+    """Pre-norm attention and MLP; ``post_attention_layernorm`` is the MLP's input norm (HF
+    Llama's name). With sandwich norms (Gemma 3) each sublayer's output is normed too."""
+
     def __init__(self, cfg: DecoderConfig):
         super().__init__()
         self.input_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
         self.self_attn = Attention(cfg)
         self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
         self.mlp = MLP(cfg)
+        sandwich = cfg.sandwich_norms
+        self.attn_output_norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps) if sandwich else None
+        self.mlp_output_norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps) if sandwich else None
 
-    def forward(self, x, cos, sin, cache, layer):
-        x = x + self.self_attn(self.input_layernorm(x), cos, sin, cache, layer)
-        return x + self.mlp(self.post_attention_layernorm(x))
+    def forward(self, x, cos, sin, cache, layer, window=None):
+        attended = self.self_attn(self.input_layernorm(x), cos, sin, cache, layer, window)
+        x = x + (self.attn_output_norm(attended) if self.attn_output_norm else attended)
+        mixed = self.mlp(self.post_attention_layernorm(x))
+        return x + (self.mlp_output_norm(mixed) if self.mlp_output_norm else mixed)
 
 
 class DecoderBody(nn.Module):
@@ -177,9 +204,14 @@ class LlamaForCausalLM(nn.Module):
         self.lm_head = Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
         if cfg.tie_embeddings:
             self.lm_head.weight = self.model.embed_tokens.weight
-        self.rope = rotary_for(cfg)
+        self.build_rotary()
         self._stack = None  # the fused layer stack, built on first use
         self._stack_adapters: list[LoRALinear] = []
+
+    def build_rotary(self) -> None:
+        """The RoPE tables (computed, not loaded: rebuilt after a load onto the meta device)."""
+        self.rope = rotary_for(self.config)
+        self.local_rope = local_rotary_for(self.config)
 
     @property
     def activation_dtype(self) -> torch.dtype:
@@ -187,7 +219,10 @@ class LlamaForCausalLM(nn.Module):
         return self.model.norm.weight.dtype
 
     def embed(self, token_ids: torch.Tensor) -> torch.Tensor:
-        return self.model.embed_tokens(token_ids).to(self.activation_dtype)
+        rows = self.model.embed_tokens(token_ids)
+        if self.config.embed_scale != 1.0:  # in the table's dtype, as Gemma does it
+            rows = rows * torch.tensor(self.config.embed_scale, dtype=rows.dtype)
+        return rows.to(self.activation_dtype)
 
     def new_cache(self, batch: int, max_len: int) -> StaticKVCache:
         cfg = self.config
@@ -220,21 +255,26 @@ class LlamaForCausalLM(nn.Module):
         t = embeds.shape[1]
         if positions is None:
             positions = cache.positions(t) if cache is not None else torch.arange(t)
-        cos, sin = self.rope.table(positions.to(embeds.device), embeds.dtype)
+        positions = positions.to(embeds.device)
+        cos, sin = self.rope.table(positions, embeds.dtype)
         if self._fused_stack_applies(embeds, cache):
             x = self._layer_stack().forward(embeds[0], cos, sin, *cache.stack_inputs())[None]
         else:
+            local = self.local_rope.table(positions, embeds.dtype) if self.local_rope else None
             x = embeds
             for i, layer in enumerate(self.model.layers):
-                x = layer(x, cos, sin, cache, i)
+                sliding = i in self.config.sliding_layers
+                rope = local if sliding and local else (cos, sin)
+                window = self.config.sliding_window if sliding else None
+                x = layer(x, *rope, cache, i, window)
         if cache is not None:
             cache.advance(t)
         return self.model.norm(x)
 
     def _fused_stack_applies(self, embeds: torch.Tensor, cache: KVCache | None) -> bool:
         """A step of the paged cache with every adapter off runs its layers in one C++ call
-        (which has no query/key norms)."""
-        if self.config.qk_norm:
+        (plain Llama layers only)."""
+        if not self.config.plain_llama_layers:
             return False
         if not hasattr(cache, "stack_inputs") or not kernels.usable(embeds):
             return False

@@ -86,6 +86,7 @@ class PagedBatch:
         self._decode_rows = [i for i, c in enumerate(chunks) if c.num_new == 1]
         self._prefill_rows = [i for i, c in enumerate(chunks) if c.num_new > 1]
         self._token_contexts: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._windowed: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
 
     @property
     def num_tokens(self) -> int:
@@ -136,32 +137,47 @@ class PagedBatch:
             mask[row, : len(context)] = True
         return index, slots, mask[:, None, None, :]
 
-    def attend(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        """q (1, heads, N, d), k/v (1, kv_heads, N, d) for the packed tokens → (1, heads, N, d)."""
+    def windowed_contexts(self, window: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """``token_contexts`` cut to each token's last ``window`` slots (itself included), as
+        a sliding-window layer sees them."""
+        if window not in self._windowed:
+            slots, lengths = self.token_contexts()
+            start = (lengths - window).clamp(min=0)
+            width = min(window, slots.shape[1])
+            index = (start[:, None] + torch.arange(width)[None, :]).clamp(max=slots.shape[1] - 1)
+            self._windowed[window] = slots.gather(1, index), lengths - start
+        return self._windowed[window]
+
+    def attend(self, layer: int, q, k, v, window: int | None = None) -> torch.Tensor:
+        """q (1, heads, N, d), k/v (1, kv_heads, N, d) for the packed tokens → (1, heads, N, d);
+        with ``window``, each token sees only its last ``window`` positions."""
         keys, values = self.pool.keys[layer], self.pool.values[layer]
         keys.index_copy_(0, self._write_slots, k[0].transpose(0, 1))
         values.index_copy_(0, self._write_slots, v[0].transpose(0, 1))
         if kernels.usable(q) and keys.dtype == q.dtype:  # every token on its own, pool in place
-            slots, lengths = self.token_contexts()
+            slots, lengths = self.windowed_contexts(window) if window else self.token_contexts()
             scale = q.shape[-1] ** -0.5
             out = kernels.paged_attention(q[0].transpose(0, 1), keys, values, slots, lengths, scale)
             return out.transpose(0, 1).unsqueeze(0)
         out = torch.empty_like(q)
         if self._decode_rows:
-            out[0, :, self._decode_padding[0]] = self._attend_decodes(q, keys, values)
+            out[0, :, self._decode_padding[0]] = self._attend_decodes(q, keys, values, window)
         for row in self._prefill_rows:
             start, end = self.spans[row]
             context = self.chunks[row].context_slots
             k_ctx = keys[context].transpose(0, 1).unsqueeze(0)
             v_ctx = values[context].transpose(0, 1).unsqueeze(0)
-            mask = causal_mask(end - start, len(context), q.device)
+            mask = causal_mask(end - start, len(context), q.device, window)
             out[:, :, start:end] = F.scaled_dot_product_attention(
                 q[:, :, start:end], k_ctx, v_ctx, attn_mask=mask, enable_gqa=True
             )
         return out
 
-    def _attend_decodes(self, q, keys, values) -> torch.Tensor:
+    def _attend_decodes(self, q, keys, values, window: int | None) -> torch.Tensor:
         index, slots, mask = self._decode_padding
+        if window:  # each row's own length is its mask's count; keep the last ``window``
+            lengths = mask.sum(-1, keepdim=True)
+            mask = mask & (torch.arange(mask.shape[-1]) >= lengths - window)
         q_dec = q[0, :, index].transpose(0, 1).unsqueeze(2)  # (D, heads, 1, d)
         k_dec = keys[slots].permute(0, 2, 1, 3)  # (D, kv_heads, L, d)
         v_dec = values[slots].permute(0, 2, 1, 3)

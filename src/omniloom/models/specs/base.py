@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from omniloom.models.backbones.config import DecoderConfig
-from omniloom.models.backbones.llama import LlamaForCausalLM, rotary_for
+from omniloom.models.backbones.llama import LlamaForCausalLM
 from omniloom.models.multimodal import MultimodalModel
 from omniloom.models.quantize import WEIGHT_FORMATS, settle_dtypes
 from omniloom.models.tokenizer import TextTokenizer
@@ -79,7 +79,7 @@ def build_decoder(
     with torch.device("meta"):
         model = LlamaForCausalLM(cfg)
     model.load_state_dict(weights, strict=True, assign=True)
-    model.rope = rotary_for(cfg)  # off meta
+    model.build_rotary()  # off meta
     if cfg.tie_embeddings:
         model.lm_head.weight = model.model.embed_tokens.weight
     model = model.to(device=ctx.device).eval().requires_grad_(False)
