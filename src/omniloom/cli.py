@@ -29,6 +29,12 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--served-model-name", help="the name clients use (default: the checkpoint's)")
     p.add_argument("--chat-template", help="Jinja chat template file, for checkpoints without one")
+    p.add_argument(
+        "--max-model-len",
+        type=int,
+        default=None,
+        help="cap the context length (default: the checkpoint's; the KV pool holds at least one)",
+    )
     p.add_argument("--dtype", choices=["auto", *WEIGHT_FORMATS], default=None)
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
     p.add_argument(
@@ -48,6 +54,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     settings = Settings.from_env(
         model_name=args.served_model_name,
         chat_template=args.chat_template,
+        max_model_len=args.max_model_len,
         host=args.host,
         port=args.port,
         dtype=args.dtype,
@@ -116,6 +123,7 @@ def cmd_chat(args: argparse.Namespace) -> int:
     settings = Settings.from_env(
         model_name=args.served_model_name,
         chat_template=args.chat_template,
+        max_model_len=args.max_model_len,
         dtype=args.dtype,
         threads=args.threads,
         perception=args.perception,

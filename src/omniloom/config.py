@@ -70,6 +70,7 @@ class Settings:
     model: str = ""  # checkpoint directory or GGUF file; empty: the embedded default
     model_name: str = ""  # the name it serves under; empty: the checkpoint's (or omniloom-smol)
     chat_template: str = ""  # a Jinja file used instead of the checkpoint's chat template
+    max_model_len: int = 0  # caps the context (and so the KV pool's floor); 0: the checkpoint's
     dtype: str = "auto"  # weight format: auto (float32) | WEIGHT_FORMATS; activations stay fp32
     threads: int = 0  # 0: one per available core
     seed: int = 0

@@ -31,7 +31,9 @@ def build_state(
         dtype=settings.dtype,
         chat_template=Path(settings.chat_template).read_text() if settings.chat_template else None,
     )
-    log.info("loaded %s (%s)", model.name, model.vlm.dtype)
+    if settings.max_model_len:
+        model.context_length = min(model.context_length, settings.max_model_len)
+    log.info("loaded %s (%s, context %d)", model.name, model.vlm.dtype, model.context_length)
     engine = Engine(model, settings.engine, default_threads(settings), start=start_engine)
     state = ServerState(settings, model, engine, keys=KeyStore.from_file(settings.api_keys_file))
     state.cascade_for(None)  # the default mode's OCR loads now, not on the first image request

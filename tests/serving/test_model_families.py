@@ -1,11 +1,10 @@
 """``omniloom serve --model DIR`` on checkpoints of other families, end to end: a tiny
 Qwen2-VL, a tiny SmolVLM (list-content chat template, tiled images), a tiny LLaVA (the
-tokenizer's BOS before the template's text) and a tiny LLaVA-OneVision (anyres grid) answer
-the official
-openai client exactly as ``transformers`` generates, at every ``detail``, with usage and
-``/tokenize`` equal to the processor's count; ``/v1/completions``
-on raw text; a text-only base model refuses chat (no template) and images (no encoder) with
-400s that say why."""
+tokenizer's BOS before the template's text) and a tiny LLaVA-OneVision (anyres grid) answer the
+official openai client exactly as ``transformers`` generates, at every ``detail``, with usage
+and ``/tokenize`` equal to the processor's count; ``/v1/completions`` on raw text; a text-only
+base model refuses chat (no template) and images (no encoder) with 400s that say why, and
+``--max-model-len`` caps its context."""
 
 from __future__ import annotations
 
@@ -29,12 +28,13 @@ pytestmark = pytest.mark.slow
 QUESTION = "What is in this picture?"
 
 
-def _serving(tmp_path_factory, name: str, build):
-    """A server on the checkpoint ``build(directory)`` writes to a folder called ``name``;
-    yields (server, what ``build`` returned)."""
+def _serving(tmp_path_factory, name: str, build, *options: str):
+    """A server (with ``options``) on the checkpoint ``build(directory)`` writes to a folder
+    called ``name``; yields (server, what ``build`` returned)."""
     directory = tmp_path_factory.mktemp("ckpt") / name
     built = build(directory)
-    server = start_server(tmp_path_factory.mktemp("log") / "server.log", "--model", str(directory))
+    log = tmp_path_factory.mktemp("log") / "server.log"
+    server = start_server(log, "--model", str(directory), *options)
     try:
         yield server, built
     finally:
@@ -193,7 +193,8 @@ def test_text_completion_and_cascade_refusal(qwen):
 
 @pytest.fixture(scope="module")
 def base_llama(tmp_path_factory):
-    for server, _ in _serving(tmp_path_factory, "tiny-llama-base", llama_base):
+    options = ("--max-model-len", "64")
+    for server, _ in _serving(tmp_path_factory, "tiny-llama-base", llama_base, *options):
         yield server
 
 
@@ -219,4 +220,10 @@ def test_base_model_refuses_chat_and_images_saying_why(base_llama):
         json={"model": "tiny-llama-base", "prompt": "The quick", "max_tokens": 4},
     )
     assert text.status_code == 200 and text.json()["usage"]["completion_tokens"] >= 1
+    assert httpx.get(f"{base_llama.url}/v1/models").json()["data"][0]["max_model_len"] == 64
+    too_long = httpx.post(
+        f"{base_llama.url}/v1/completions",
+        json={"model": "tiny-llama-base", "prompt": "The quick brown fox " * 20, "max_tokens": 4},
+    )
+    assert too_long.status_code == 400 and "64" in too_long.json()["error"]["message"]
     assert httpx.get(f"{base_llama.url}/health").status_code == 200
