@@ -122,9 +122,9 @@ class VisionAttention(nn.Module):
         q, k, v = self.qkv(x).view(n, 3, self.num_heads, -1).permute(1, 2, 0, 3).unbind(0)
         q = apply_rope(q.float(), cos, sin).to(v.dtype)
         k = apply_rope(k.float(), cos, sin).to(v.dtype)
-        out = torch.cat(
+        out = torch.cat(  # 4-D, so PyTorch's CPU flash kernel takes it (3-D runs the math path)
             [
-                F.scaled_dot_product_attention(qi, ki, vi)
+                F.scaled_dot_product_attention(qi[None], ki[None], vi[None])[0]
                 for qi, ki, vi in zip(
                     q.split(lengths, 1), k.split(lengths, 1), v.split(lengths, 1), strict=True
                 )
