@@ -21,12 +21,11 @@ import math
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-import numpy as np
 import torch
 from PIL import Image
 
 from omniloom.media.image import DecodedImage
-from omniloom.processing.pixels import normalised
+from omniloom.processing.pixels import normalised_views, square_tiles
 
 MAX_IMAGE_SIDE = 4096  # the processor's absolute bound on the resized image
 _STANDARD_MEAN = (0.5, 0.5, 0.5)
@@ -199,17 +198,10 @@ class Idefics3Image:
         if s.do_resize:
             image = resize(image, *lay.resized)
         image = resize(image, *lay.split)
-        views = [
-            image.crop((c * s.tile, r * s.tile, (c + 1) * s.tile, (r + 1) * s.tile))
-            for r in range(lay.rows)
-            for c in range(lay.cols)
-        ]
+        views = square_tiles(image, lay.rows, lay.cols, s.tile)
         if lay.rows:
             image = resize(image, s.tile, s.tile)
-        views.append(image)
-        return torch.from_numpy(
-            np.stack([normalised(v, s.image_mean, s.image_std, s.rescale_factor) for v in views])
-        )
+        return normalised_views([*views, image], s)
 
 
 @dataclass(frozen=True)

@@ -19,12 +19,17 @@ import math
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-import numpy as np
 import torch
 from PIL import Image
 
 from omniloom.media.image import DecodedImage
-from omniloom.processing.pixels import CLIP_MEAN, CLIP_STD, normalised, padded_to_square
+from omniloom.processing.pixels import (
+    CLIP_MEAN,
+    CLIP_STD,
+    normalised_views,
+    padded_to_square,
+    square_tiles,
+)
 
 DEFAULT_GRID = tuple((384 * h, 384 * w) for h in range(1, 7) for w in range(1, 7))
 
@@ -157,9 +162,7 @@ class OnevisionImage:
             views = [padded_to_square(self.decoded.image, s.image_mean).resize(square, s.resample)]
         else:
             views = [self.decoded.image.resize(square, s.resample), *self._grid_views()]
-        return torch.from_numpy(
-            np.stack([normalised(v, s.image_mean, s.image_std, s.rescale_factor) for v in views])
-        )
+        return normalised_views(views, s)
 
     def _grid_views(self) -> list[Image.Image]:
         s, image = self.settings, self.decoded.image
@@ -170,13 +173,7 @@ class OnevisionImage:
             image.resize((width, height), s.resample),
             ((best_w - width) // 2, (best_h - height) // 2),
         )
-        rows, cols = self.layout.grid
-        side = s.side
-        return [
-            canvas.crop((c * side, r * side, (c + 1) * side, (r + 1) * side))
-            for r in range(rows)
-            for c in range(cols)
-        ]
+        return square_tiles(canvas, *self.layout.grid, s.side)
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import torch
 from PIL import Image
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -18,8 +19,26 @@ def normalised(
     """(C, H, W) float32: scaled by ``rescale_factor``, then ``(x - mean) / std`` per channel."""
     pixels = np.asarray(image, dtype=np.float32).transpose(2, 0, 1)
     pixels = pixels * np.float32(rescale_factor)
-    return (pixels - np.asarray(mean, np.float32)[:, None, None]) / np.asarray(std, np.float32)[
-        :, None, None
+    mean_ = np.asarray(mean, np.float32)[:, None, None]
+    std_ = np.asarray(std, np.float32)[:, None, None]
+    return (pixels - mean_) / std_
+
+
+def normalised_views(views: list[Image.Image], settings) -> torch.Tensor:
+    """(views, C, H, W) float32: each view ``normalised`` with ``settings``' ``image_mean``,
+    ``image_std`` and ``rescale_factor``."""
+    s = settings
+    return torch.from_numpy(
+        np.stack([normalised(v, s.image_mean, s.image_std, s.rescale_factor) for v in views])
+    )
+
+
+def square_tiles(canvas: Image.Image, rows: int, cols: int, side: int) -> list[Image.Image]:
+    """The canvas's ``side``-pixel squares, row by row, left to right."""
+    return [
+        canvas.crop((c * side, r * side, (c + 1) * side, (r + 1) * side))
+        for r in range(rows)
+        for c in range(cols)
     ]
 
 

@@ -21,6 +21,7 @@ from PIL import Image
 
 from omniloom.config import ImageSettings
 from omniloom.errors import InvalidRequest
+from omniloom.processing.pixels import square_tiles
 
 DETAILS = ("low", "high", "auto")
 _LETTERBOX_FILL = (127, 127, 127)
@@ -108,11 +109,7 @@ def letterbox(image: Image.Image, size: int) -> Image.Image:
 def grid_tiles(image: Image.Image, cols: int, rows: int, size: int) -> list[Image.Image]:
     """Resize to the grid's canvas and cut it row by row, left to right."""
     canvas = image.resize((cols * size, rows * size), Image.Resampling.BICUBIC)
-    return [
-        canvas.crop((c * size, r * size, (c + 1) * size, (r + 1) * size))
-        for r in range(rows)
-        for c in range(cols)
-    ]
+    return square_tiles(canvas, rows, cols, size)
 
 
 def render_tiles(image: Image.Image, plan: ImagePlan) -> torch.Tensor:

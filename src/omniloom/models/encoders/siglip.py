@@ -158,11 +158,12 @@ def hidden_states(x: torch.Tensor, blocks: nn.ModuleList, layers) -> list[torch.
     """The hidden states ``transformers`` numbers ``layers`` (0: ``x``, the blocks' input; k:
     after k blocks; negative counts from the end), running only the blocks they need."""
     wanted = [layer % (len(blocks) + 1) for layer in layers]
-    states = {0: x}
+    kept = {0: x} if 0 in wanted else {}  # only the wanted states stay alive
     for depth, block in enumerate(blocks[: max(wanted)], start=1):
         x = block(x)
-        states[depth] = x
-    return [states[layer] for layer in wanted]
+        if depth in wanted:
+            kept[depth] = x
+    return [kept[layer] for layer in wanted]
 
 
 class SiglipVisionTransformer(nn.Module):
@@ -177,10 +178,7 @@ class SiglipVisionTransformer(nn.Module):
         self.post_layernorm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-        x = self.embeddings(pixels)
-        for layer in self.encoder.layers:
-            x = layer(x)
-        return self.post_layernorm(x)
+        return self.post_layernorm(self.hidden_states(pixels, [-1])[0])
 
     def hidden_states(self, pixels: torch.Tensor, layers) -> list[torch.Tensor]:
         """Hidden states by ``transformers``' numbering (the last one before ``post_layernorm``)."""

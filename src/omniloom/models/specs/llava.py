@@ -149,6 +149,11 @@ class LlavaModel(MultimodalModel):
         return list(self.projector(features).to(self.dtype).unbind(0))
 
 
+def keeps_class_position(raw: dict) -> bool:
+    """Whether the tower's class position reaches the decoder (``full``) or is dropped."""
+    return raw.get("vision_feature_select_strategy", "default") == "full"
+
+
 def feature_layers(raw: dict, default: int) -> list[int]:
     layers = raw.get("vision_feature_layer", default)
     return [layers] if isinstance(layers, int) else list(layers)
@@ -172,8 +177,7 @@ def image_processor(
     """The checkpoint's image processor alone (no weights read)."""
     raw = raw or read_config(directory)
     tokenizer = tokenizer or TextTokenizer(read_tokenizer(directory, raw))
-    keep_cls = raw.get("vision_feature_select_strategy", "default") == "full"
-    per_image = vision_config(raw).patches_per_side ** 2 + int(keep_cls)
+    per_image = vision_config(raw).patches_per_side ** 2 + int(keeps_class_position(raw))
     tokens = ClipTokens(image_token_id(raw, tokenizer), per_image)
     return ClipImageProcessor(ClipImageSettings.from_directory(directory), tokens)
 
@@ -190,13 +194,12 @@ def load(directory: Path, ctx: SpecContext):
     layers = feature_layers(raw, -2)
     width = vision_cfg.hidden_size * len(layers)
     projector = load_projector(raw, width, cfg.hidden_size, weights["projector"], ctx)
-    keep_cls = raw.get("vision_feature_select_strategy", "default") == "full"
     processor = image_processor(directory, raw, tokenizer)
-    image_token = processor.tokens.image
+    keep_cls = keeps_class_position(raw)
     return assemble(
         directory,
         ctx,
-        LlavaModel(backbone, vision, projector, image_token, layers, keep_cls),
+        LlavaModel(backbone, vision, projector, processor.tokens.image, layers, keep_cls),
         tokenizer_spec,
         cfg,
         "llava",

@@ -13,35 +13,29 @@ from omniloom.models.backbones.config import DecoderConfig
 from omniloom.models.weights.checkpoint import Checkpoint, TokenizerSpec
 
 
-def _eos_ids(directory: Path, cfg: dict, tok_cfg: dict, tokenizer_json: str | None) -> list[int]:
+def _config_id(cfg: dict, key: str):
+    """``key`` from the config, else from its text config (multimodal checkpoints)."""
+    value = cfg.get(key)
+    return (cfg.get("text_config") or {}).get(key) if value is None else value
+
+
+def _named_token_id(tok_cfg: dict, name: str, tokenizer: Tokenizer | None) -> int | None:
+    """The id of the tokenizer config's ``name`` token (``eos_token``, ``bos_token``)."""
+    token = tok_cfg.get(name)
+    if isinstance(token, dict):
+        token = token.get("content")
+    return tokenizer.token_to_id(token) if token and tokenizer else None
+
+
+def _eos_ids(directory: Path, cfg: dict, tok_cfg: dict, tokenizer: Tokenizer | None) -> list[int]:
     """End-of-sequence ids: ``generation_config.json``'s, else the config's (or its text
     config's), plus the tokenizer config's ``eos_token``."""
     gen_file = directory / "generation_config.json"
     gen = json.loads(gen_file.read_text()) if gen_file.exists() else {}
-    eos = gen.get("eos_token_id", cfg.get("eos_token_id"))
-    if eos is None:
-        eos = (cfg.get("text_config") or {}).get("eos_token_id")
+    eos = gen.get("eos_token_id", _config_id(cfg, "eos_token_id"))
     ids = eos if isinstance(eos, list) else [eos]
-    eos_token = tok_cfg.get("eos_token")
-    if isinstance(eos_token, dict):
-        eos_token = eos_token.get("content")
-    if eos_token and tokenizer_json:
-        ids.append(Tokenizer.from_str(tokenizer_json).token_to_id(eos_token))
+    ids.append(_named_token_id(tok_cfg, "eos_token", tokenizer))
     return list(dict.fromkeys(i for i in ids if i is not None))
-
-
-def _bos_id(cfg: dict, tok_cfg: dict, tokenizer_json: str | None) -> int | None:
-    """The config's (or its text config's) ``bos_token_id``, else the tokenizer config's
-    ``bos_token``."""
-    bos = cfg.get("bos_token_id")
-    if bos is None:
-        bos = (cfg.get("text_config") or {}).get("bos_token_id")
-    token = tok_cfg.get("bos_token")
-    if isinstance(token, dict):
-        token = token.get("content")
-    if bos is None and token and tokenizer_json:
-        bos = Tokenizer.from_str(tokenizer_json).token_to_id(token)
-    return bos
 
 
 def read_tokenizer(directory: Path, cfg: dict) -> TokenizerSpec:
@@ -54,11 +48,13 @@ def read_tokenizer(directory: Path, cfg: dict) -> TokenizerSpec:
     if template is None and jinja_file.exists():
         template = jinja_file.read_text()
     tokenizer_json = tok_file.read_text() if tok_file.exists() else None
-    eos_ids = _eos_ids(directory, cfg, tok_cfg, tokenizer_json)
+    tokenizer = Tokenizer.from_str(tokenizer_json) if tokenizer_json else None  # parsed once
+    eos_ids = _eos_ids(directory, cfg, tok_cfg, tokenizer)
+    bos_id = _config_id(cfg, "bos_token_id")
     return TokenizerSpec(
         kind="tokenizer.json",
         tokenizer_json=tokenizer_json,
-        bos_id=_bos_id(cfg, tok_cfg, tokenizer_json),
+        bos_id=_named_token_id(tok_cfg, "bos_token", tokenizer) if bos_id is None else bos_id,
         eos_id=eos_ids[0] if eos_ids else None,
         extra_eos_ids=eos_ids[1:],
         pad_id=cfg.get("pad_token_id"),
