@@ -1,6 +1,8 @@
 """Gemma 3 text through its spec, against ``transformers`` on a tiny random checkpoint whose
 prompts outrun the sliding window: prompt ids, logits, and greedy tokens in the engine alone
-and batched, with prompts prefilled in chunks across the window's edge."""
+and batched, with prompts prefilled in chunks across the window's edge. The same from a GGUF
+file as llama.cpp's converter writes one, whose SentencePiece vocabulary must tokenize as
+SentencePiece itself does (``test_tokenizer_and_template``)."""
 
 from __future__ import annotations
 
@@ -12,9 +14,10 @@ from omniloom.config import EngineSettings
 from omniloom.engine.engine import Engine
 from omniloom.engine.sampling import SamplingParams
 from omniloom.models.registry import load_model
+from omniloom.models.specs.gemma3 import gguf_layer_types
 from omniloom.processing.prompt import Message, TextPart, build_prompt
 from tests.engine.test_scheduler import run_all
-from tests.models.tiny_checkpoints import gemma3
+from tests.models.tiny_checkpoints import gemma3, gemma3_gguf
 
 QUESTIONS = (
     "What is in this picture? Describe it in a few words.",
@@ -67,6 +70,10 @@ def test_greedy_tokens_in_the_engine_beside_other_requests(checkpoint, our_kerne
     reference, _, ours = checkpoint
     if not our_kernels:  # the PyTorch path: padded decodes and masked prefill chunks
         monkeypatch.setattr(kernels, "usable", lambda *args, **kwargs: False)
+    _check_greedy_alone_and_batched(reference, ours)
+
+
+def _check_greedy_alone_and_batched(reference, ours) -> None:
     params = SamplingParams(max_tokens=16, temperature=0.0, ignore_eos=True, logprobs=0)
     prompts = [
         build_prompt([Message("user", [TextPart(q)])], ours.template, ours.tokenizer)
@@ -85,3 +92,45 @@ def test_greedy_tokens_in_the_engine_beside_other_requests(checkpoint, our_kerne
         expected = out[0, ids.shape[1] :].tolist()
         assert [lp.token_id for lp in solo.logprobs] == expected
         assert [lp.token_id for lp in batched.logprobs] == expected
+
+
+@pytest.fixture(scope="module")
+def gguf_checkpoint(tmp_path_factory):
+    path = tmp_path_factory.mktemp("gemma3-gguf") / "tiny-gemma3.gguf"
+    reference, vocabulary = gemma3_gguf(path)
+    return reference, vocabulary, load_model(weights=path, dtype="float32")
+
+
+def test_gguf_layer_pattern_follows_llama_cpp():
+    full = [i for i, kind in enumerate(gguf_layer_types(6, 26)) if kind == "full_attention"]
+    assert full == [5, 11, 17, 23]  # Gemma 3 1B: every sixth layer
+    assert gguf_layer_types([True, False], 2) == ["sliding_attention", "full_attention"]
+    assert set(gguf_layer_types(0, 4)) == {"sliding_attention"}
+
+
+def test_gguf_spec_reads_llama_cpp_metadata(gguf_checkpoint):
+    _, vocabulary, ours = gguf_checkpoint
+    cfg = ours.vlm.backbone.config
+    assert ours.family == "gemma3" and ours.modalities == {"text"}
+    assert cfg.sliding_layers == (0, 2) and cfg.sliding_window == 8
+    assert (cfg.rope_theta, cfg.local_rope_theta, cfg.rope_factor) == (1e6, 1e4, 4.0)
+    end_of_turn = vocabulary.PieceToId("<end_of_turn>")
+    assert {vocabulary.eos_id(), end_of_turn} <= ours.tokenizer.stop_ids
+
+
+@pytest.mark.parametrize("question", QUESTIONS)
+def test_gguf_prompt_ids_and_logits_match_transformers(gguf_checkpoint, question):
+    reference, vocabulary, ours = gguf_checkpoint
+    ids = _ids(ours, question)
+    rendered = f"<start_of_turn>user\n{question}<end_of_turn>\n<start_of_turn>model\n"
+    assert ids == [vocabulary.bos_id(), *vocabulary.encode(rendered)]
+    net = ours.vlm
+    with torch.inference_mode():
+        logits = net.backbone(net.embed_ids(torch.tensor(ids))[None])[0]
+        expected = reference(input_ids=torch.tensor([ids])).logits[0]
+    torch.testing.assert_close(logits, expected, atol=1e-4, rtol=1e-4)
+
+
+def test_gguf_greedy_tokens_in_the_engine_beside_other_requests(gguf_checkpoint):
+    reference, _, ours = gguf_checkpoint
+    _check_greedy_alone_and_batched(reference, ours)

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
+from gguf import GGUFReader
 
 from omniloom.models.registry import smollm2_gguf_path
+from omniloom.models.tokenizer import TextTokenizer
+from omniloom.models.weights.gguf_loader import read_tokenizer
 from omniloom.processing.template import ChatTemplate
+from tests.models.tiny_checkpoints import _CORPUS, sentencepiece_gguf, sentencepiece_vocabulary
 
 TEXTS = [
     "Hello world!",
@@ -80,3 +86,22 @@ def test_template_helpers_match_transformers():
         bos_token="<s>",
     )
     assert ours == theirs[0]
+
+
+@pytest.mark.parametrize("space_prefix", [False, True], ids=["gemma", "llama2"])
+def test_gguf_sentencepiece_vocabulary_tokenizes_as_sentencepiece(tmp_path, space_prefix):
+    """A GGUF ``llama`` vocabulary (pieces, scores, types) against SentencePiece itself."""
+    turns = ("<start_of_turn>", "<end_of_turn>")
+    vocabulary = sentencepiece_vocabulary(turns, space_prefix)
+    path = sentencepiece_gguf(tmp_path / "vocabulary.gguf", vocabulary, control=turns)
+    ours = TextTokenizer(read_tokenizer(GGUFReader(str(path))))
+    rng = random.Random(0)
+    alphabet = sorted(set(_CORPUS)) + list("éü日🙂\t")
+    words = _CORPUS.split()
+    texts = ["".join(rng.choice(alphabet) for _ in range(rng.randint(1, 40))) for _ in range(500)]
+    texts += [" ".join(rng.choice(words) for _ in range(rng.randint(1, 12))) for _ in range(500)]
+    for text in texts:
+        ids = ours.encode(text)
+        assert ids == vocabulary.encode(text), text
+        assert ours.decode(ids) == text
+    assert ours.encode("<end_of_turn>") == [vocabulary.PieceToId("<end_of_turn>")]

@@ -564,6 +564,20 @@ def gguf_from_hf(directory: Path, path: Path, arch: str, qtype: str = "F32") -> 
 
     config = json.loads((directory / "config.json").read_text())
     tok = json.loads((directory / "tokenizer.json").read_text())
+    writer = _gguf_writer(path, arch, config)
+    writer.add_rope_freq_base(config.get("rope_theta") or config["rope_parameters"]["rope_theta"])
+    _write_vocabulary(writer, tok, config)
+    state = load_file(directory / "model.safetensors")
+    _write_tensors(
+        writer, state, arch, config["num_hidden_layers"], gguf.GGMLQuantizationType[qtype]
+    )
+    return path
+
+
+def _gguf_writer(path: Path, arch: str, config: dict):
+    """A GGUF writer holding the decoder's shape from ``config`` (HF ``config.json`` keys)."""
+    import gguf
+
     writer = gguf.GGUFWriter(path, arch)
     writer.add_block_count(config["num_hidden_layers"])
     writer.add_context_length(config["max_position_embeddings"])
@@ -574,13 +588,20 @@ def gguf_from_hf(directory: Path, path: Path, arch: str, qtype: str = "F32") -> 
     head_dim = config.get("head_dim") or config["hidden_size"] // config["num_attention_heads"]
     writer.add_key_length(head_dim)
     writer.add_value_length(head_dim)
-    writer.add_rope_freq_base(config.get("rope_theta") or config["rope_parameters"]["rope_theta"])
     writer.add_layer_norm_rms_eps(config["rms_norm_eps"])
-    _write_vocabulary(writer, tok, config)
-    names = gguf.get_tensor_name_map(gguf.MODEL_ARCH[arch.upper()], config["num_hidden_layers"])
-    quant = gguf.GGMLQuantizationType[qtype]
-    for name, tensor in load_file(directory / "model.safetensors").items():
+    return writer
+
+
+def _write_tensors(writer, state: dict, arch: str, layers: int, quant, norm_shift: float = 0.0):
+    """The tensors under llama.cpp's names (norms plus ``norm_shift``), matrices in ``quant``,
+    then the file."""
+    import gguf
+
+    names = gguf.get_tensor_name_map(gguf.MODEL_ARCH[arch.upper()], layers)
+    for name, tensor in state.items():
         data = tensor.float().numpy()
+        if name.endswith("norm.weight"):
+            data = data + norm_shift
         target = names.get_name(name, try_suffixes=(".weight", ".bias"))
         if data.ndim == 2 and quant != gguf.GGMLQuantizationType.F32:
             packed = gguf.quants.quantize(data, quant)
@@ -591,7 +612,133 @@ def gguf_from_hf(directory: Path, path: Path, arch: str, qtype: str = "F32") -> 
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
     writer.close()
+
+
+def sentencepiece_vocabulary(user_defined: tuple[str, ...], space_prefix: bool = False):
+    """A SentencePiece BPE model trained on the fixed corpus as Gemma's is set up (pad, eos,
+    bos, unk first; byte fallback; digits split; whitespace kept as it is; a space before the
+    text only with ``space_prefix``, as Llama 2's), with ``user_defined`` pieces. Returns the
+    ``SentencePieceProcessor``."""
+    import io
+
+    import sentencepiece
+
+    model = io.BytesIO()
+    sentencepiece.SentencePieceTrainer.train(
+        sentence_iterator=iter([_CORPUS] * 8 + _CORPUS.split(". ")),
+        model_writer=model,
+        vocab_size=400,
+        model_type="bpe",
+        byte_fallback=True,
+        add_dummy_prefix=space_prefix,
+        remove_extra_whitespaces=False,
+        split_digits=True,
+        allow_whitespace_only_pieces=True,
+        normalization_rule_name="identity",
+        pad_id=0,
+        eos_id=1,
+        bos_id=2,
+        unk_id=3,
+        pad_piece="<pad>",
+        eos_piece="<eos>",
+        bos_piece="<bos>",
+        user_defined_symbols=list(user_defined),
+        num_threads=1,
+        minloglevel=2,
+    )
+    return sentencepiece.SentencePieceProcessor(model_proto=model.getvalue())
+
+
+def gemma3_gguf(path: Path, seed: int = 0):
+    """A 3-layer Gemma 3 (sliding, full, sliding; 8-token window; linear RoPE scaling on the
+    full layer) written as llama.cpp's converter writes one: norms stored as ``1 + w``, a
+    SentencePiece vocabulary with scores and token types (the turn markers as control tokens),
+    no space prefix, the chat template. Returns (``transformers`` model, SentencePiece model)."""
+    import gguf
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
+    vocabulary = sentencepiece_vocabulary(GEMMA_SPECIAL[3:])
+    config = Gemma3TextConfig(
+        vocab_size=vocabulary.vocab_size(),
+        **TINY_DECODER | {"num_hidden_layers": 3},
+        head_dim=16,
+        query_pre_attn_scalar=16,  # llama.cpp scales by the head width below the 27B size
+        sliding_window=8,
+        layer_types=["sliding_attention", "full_attention", "sliding_attention"],
+        rope_parameters={
+            "sliding_attention": {"rope_type": "default", "rope_theta": 10_000.0},
+            "full_attention": {"rope_type": "linear", "factor": 4.0, "rope_theta": 1_000_000.0},
+        },
+        max_position_embeddings=512,
+        pad_token_id=0,
+        eos_token_id=1,
+        bos_token_id=2,
+    )
+    torch.manual_seed(seed)
+    model = Gemma3ForCausalLM(config).eval()
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if name.endswith("norm.weight"):
+                param.normal_(0.0, 0.2)
+    writer = _gguf_writer(path, "gemma3", config.to_dict())
+    writer.add_rope_freq_base(1_000_000.0)
+    writer.add_sliding_window(8)
+    writer.add_uint32("gemma3.attention.sliding_window_pattern", 2)
+    writer.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
+    writer.add_rope_scaling_factor(4.0)
+    _write_sentencepiece(writer, vocabulary, control=GEMMA_SPECIAL[3:])
+    writer.add_chat_template(GEMMA_TEMPLATE)
+    state = {k: v for k, v in model.state_dict().items() if k != "lm_head.weight"}
+    _write_tensors(writer, state, "gemma3", 3, gguf.GGMLQuantizationType.F32, norm_shift=1.0)
+    return model, vocabulary
+
+
+def sentencepiece_gguf(path: Path, vocabulary, control: tuple[str, ...]) -> Path:
+    """A GGUF file holding only ``vocabulary`` (no tensors), as its tokenizer's test needs."""
+    import gguf
+
+    writer = gguf.GGUFWriter(path, "llama")
+    _write_sentencepiece(writer, vocabulary, control)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
     return path
+
+
+def _write_sentencepiece(writer, vocabulary, control: tuple[str, ...]) -> None:
+    """The vocabulary as llama.cpp's converter writes a SentencePiece model (pieces, scores,
+    types; ``control`` pieces marked as control tokens, as a tokenizer config's special
+    tokens are; whether it adds a space prefix)."""
+    import gguf
+
+    kind = gguf.TokenType
+    pieces = [vocabulary.IdToPiece(i) for i in range(vocabulary.vocab_size())]
+    types = [
+        kind.UNKNOWN
+        if vocabulary.IsUnknown(i)
+        else kind.CONTROL
+        if vocabulary.IsControl(i) or pieces[i] in control
+        else kind.BYTE
+        if vocabulary.IsByte(i)
+        else kind.NORMAL
+        for i in range(len(pieces))
+    ]
+    writer.add_tokenizer_model("llama")
+    writer.add_tokenizer_pre("default")
+    writer.add_token_list(pieces)
+    writer.add_token_scores([vocabulary.GetScore(i) for i in range(len(pieces))])
+    writer.add_token_types(types)
+    writer.add_bos_token_id(vocabulary.bos_id())
+    writer.add_eos_token_id(vocabulary.eos_id())
+    writer.add_pad_token_id(vocabulary.pad_id())
+    writer.add_add_bos_token(True)
+    writer.add_add_space_prefix(_adds_space_prefix(vocabulary))
+
+
+def _adds_space_prefix(vocabulary) -> bool:
+    """Whether the model puts "▁" before its input (its ``add_dummy_prefix``)."""
+    return vocabulary.encode("a", out_type=str)[0].startswith("\u2581")
 
 
 def _write_vocabulary(writer, tok: dict, config: dict) -> None:

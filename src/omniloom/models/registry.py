@@ -62,7 +62,7 @@ _HF_SPECS = {
     for spec in (text, gemma3, qwen2_vl, qwen2_5_vl, idefics3, llava, llava_onevision)
     for arch in spec.ARCHITECTURES
 }
-_GGUF_SPECS = {arch: text for arch in text.GGUF_ARCHITECTURES}
+_GGUF_SPECS = {arch: spec for spec in (text, gemma3) for arch in spec.GGUF_ARCHITECTURES}
 
 
 def architecture(path: Path) -> str:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from functools import cached_property
 
-from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers
+from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers
 
 from omniloom.models.weights.checkpoint import TokenizerSpec
 
@@ -108,6 +108,8 @@ class TextTokenizer:
 def _build(spec: TokenizerSpec) -> Tokenizer:
     if spec.kind == "tokenizer.json":
         return Tokenizer.from_str(spec.tokenizer_json)
+    if spec.kind == "spm":
+        return _sentencepiece(spec)
     vocab = {tok: i for i, tok in enumerate(spec.tokens)}
     merges = [tuple(m.split(" ", 1)) for m in spec.merges]
     tok = Tokenizer(models.BPE(vocab=vocab, merges=merges, fuse_unk=False, byte_fallback=False))
@@ -128,3 +130,54 @@ def _pre_tokenizer(pre: str):
         digits = pre_tokenizers.Digits(individual_digits=True)
         return pre_tokenizers.Sequence([digits, byte_level])
     return byte_level
+
+
+class TokenType:
+    """GGUF's token types (SentencePiece's piece types)."""
+
+    NORMAL, UNKNOWN, CONTROL, USER_DEFINED, UNUSED, BYTE = 1, 2, 3, 4, 5, 6
+
+
+_WORD_MARK = "\u2581"  # SentencePiece's "▁": a space
+
+
+def sentencepiece_merges(tokens: list[str], scores: list[float], types: list[int]) -> list:
+    """BPE merges that reproduce SentencePiece's BPE (and llama.cpp's "llama" tokenizer): two
+    adjacent pieces merge when their concatenation is a piece, the highest-scoring result
+    first. Each split of each normal piece into two pieces is a merge, ranked by the score of
+    the piece it makes (then by the ids of its halves, as ``transformers`` orders them)."""
+    ids = {token: i for i, token in reversed(list(enumerate(tokens)))}
+    ranked = []
+    for i, piece in enumerate(tokens):
+        if types[i] != TokenType.NORMAL:
+            continue
+        for cut in range(1, len(piece)):
+            left, right = piece[:cut], piece[cut:]
+            if left in ids and right in ids:
+                ranked.append((-scores[i], ids[left], ids[right], left, right))
+    ranked.sort(key=lambda merge: merge[:3])
+    return [(left, right) for *_, left, right in ranked]
+
+
+def _sentencepiece(spec: TokenizerSpec) -> Tokenizer:
+    """A SentencePiece BPE vocabulary (GGUF ``llama`` tokenizer model) as llama.cpp tokenizes
+    it: spaces become "▁" (and one goes before each text fragment where the model adds a space
+    prefix), pieces merge by score, characters outside the vocabulary fall back to their
+    bytes. Control tokens are special; user-defined ones are matched as written."""
+    types = spec.token_types
+    vocab = {token: i for i, token in reversed(list(enumerate(spec.tokens)))}
+    merges = sentencepiece_merges(spec.tokens, spec.scores, types)
+    unknown = next((spec.tokens[i] for i, k in enumerate(types) if k == TokenType.UNKNOWN), None)
+    bpe = models.BPE(vocab=vocab, merges=merges, unk_token=unknown, byte_fallback=True)
+    tok = Tokenizer(bpe)
+    steps = [normalizers.Replace(" ", _WORD_MARK)]
+    decoding = [decoders.Replace(_WORD_MARK, " "), decoders.ByteFallback(), decoders.Fuse()]
+    if spec.add_space_prefix:
+        steps.insert(0, normalizers.Prepend(_WORD_MARK))
+        decoding.append(decoders.Strip(" ", 1, 0))
+    tok.normalizer = normalizers.Sequence(steps)
+    tok.decoder = decoders.Sequence(decoding)
+    tok.add_special_tokens([AddedToken(spec.tokens[i], special=True) for i in spec.special_ids])
+    literal = [i for i, kind in enumerate(types) if kind == TokenType.USER_DEFINED]
+    tok.add_tokens([AddedToken(spec.tokens[i], normalized=False) for i in literal])
+    return tok

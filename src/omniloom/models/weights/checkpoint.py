@@ -13,10 +13,13 @@ from omniloom.models.backbones.config import DecoderConfig
 class TokenizerSpec:
     """Everything needed to rebuild the tokenizer and its chat template."""
 
-    kind: str  # "bpe-bytelevel" (GGUF gpt2 vocab) or "tokenizer.json" (HF file)
+    kind: str  # "bpe-bytelevel" (GGUF gpt2), "spm" (GGUF llama) or "tokenizer.json" (HF file)
     tokens: list[str] = field(default_factory=list)
     merges: list[str] = field(default_factory=list)
     special_ids: list[int] = field(default_factory=list)
+    scores: list[float] = field(default_factory=list)  # SentencePiece: higher merges first
+    token_types: list[int] = field(default_factory=list)  # GGUF's (normal, control, byte, ...)
+    add_space_prefix: bool = False  # SentencePiece: a word marker before each text fragment
     pre_tokenizer: str = "default"
     tokenizer_json: str | None = None
     bos_id: int | None = None
