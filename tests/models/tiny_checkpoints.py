@@ -693,6 +693,50 @@ def gemma3_gguf(path: Path, seed: int = 0):
     return model, vocabulary
 
 
+def gemma3_for_llama_cpp(directory: Path, seed: int = 0) -> Path:
+    """A 6-layer Gemma 3 directory as llama.cpp's converter reads one: ``tokenizer.model``
+    (SentencePiece), the turn markers as special tokens in ``tokenizer_config.json``, the chat
+    template; rows 256 wide so that K-quants apply; every sixth layer full, as llama.cpp
+    assumes where the file names no pattern."""
+    import json
+
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
+    vocabulary = sentencepiece_vocabulary(GEMMA_SPECIAL[3:])
+    config = Gemma3TextConfig(
+        vocab_size=vocabulary.vocab_size(),
+        hidden_size=256,
+        intermediate_size=512,
+        num_hidden_layers=6,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=64,
+        query_pre_attn_scalar=64,
+        sliding_window=16,
+        layer_types=["sliding_attention"] * 5 + ["full_attention"],
+        max_position_embeddings=2048,
+        pad_token_id=0,
+        eos_token_id=1,
+        bos_token_id=2,
+        architectures=["Gemma3ForCausalLM"],
+    )
+    torch.manual_seed(seed)
+    model = Gemma3ForCausalLM(config).eval()
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if name.endswith("norm.weight"):
+                param.normal_(0.0, 0.2)
+    model.save_pretrained(directory)
+    (directory / "tokenizer.model").write_bytes(vocabulary.serialized_model_proto())
+    special = {
+        str(vocabulary.PieceToId(token)): {"content": token, "special": True}
+        for token in GEMMA_SPECIAL[3:]
+    }
+    tokenizer_config = {"chat_template": GEMMA_TEMPLATE, "added_tokens_decoder": special}
+    (directory / "tokenizer_config.json").write_text(json.dumps(tokenizer_config))
+    return directory
+
+
 def sentencepiece_gguf(path: Path, vocabulary, control: tuple[str, ...]) -> Path:
     """A GGUF file holding only ``vocabulary`` (no tensors), as its tokenizer's test needs."""
     import gguf

@@ -36,22 +36,37 @@ class RMSNorm(nn.Module):
 
 
 class RotaryEmbedding(nn.Module):
-    """Precomputed cos/sin tables in float32 (rotate-half convention, as Hugging Face)."""
+    """cos/sin tables in float32 (rotate-half convention, as Hugging Face), computed for the
+    positions used so far and regrown by doubling: a 131k-token context costs nothing until a
+    sequence gets there. A row is the same whatever size the table has."""
+
+    MIN_ROWS = 4096
 
     def __init__(self, head_dim: int, max_position: int, theta: float, factor: float = 1.0):
         super().__init__()
         inv_freq = 1.0 / theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim)
-        inv_freq = inv_freq / factor  # linear scaling
-        angles = torch.outer(torch.arange(max_position, dtype=torch.float32), inv_freq)
-        angles = torch.cat([angles, angles], dim=-1)
-        self.register_buffer("cos", angles.cos(), persistent=False)
-        self.register_buffer("sin", angles.sin(), persistent=False)
+        self.register_buffer("inv_freq", inv_freq / factor, persistent=False)  # linear scaling
+        self.max_position = max_position
+        self.register_buffer("cos", torch.empty(0, head_dim), persistent=False)
+        self.register_buffer("sin", torch.empty(0, head_dim), persistent=False)
+
+    def rows(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The fp32 tables, grown to cover every position in ``positions``."""
+        needed = int(positions.max()) + 1 if positions.numel() else 0
+        if needed > self.cos.shape[0]:
+            size = max(needed, min(self.max_position, max(self.MIN_ROWS, 2 * self.cos.shape[0])))
+            steps = torch.arange(size, dtype=torch.float32, device=self.inv_freq.device)
+            angles = torch.outer(steps, self.inv_freq)
+            angles = torch.cat([angles, angles], dim=-1)
+            self.cos, self.sin = angles.cos(), angles.sin()
+        return self.cos, self.sin
 
     def table(
         self, positions: torch.Tensor, dtype: torch.dtype
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """cos and sin rows (T, head_dim) for absolute ``positions`` (T,), once per forward."""
-        return self.cos[positions].to(dtype), self.sin[positions].to(dtype)
+        cos, sin = self.rows(positions)
+        return cos[positions].to(dtype), sin[positions].to(dtype)
 
 
 class MultimodalRotaryEmbedding(RotaryEmbedding):
@@ -68,9 +83,10 @@ class MultimodalRotaryEmbedding(RotaryEmbedding):
         """``positions`` (T,) as plain RoPE, or (3, T): each frequency from its own axis."""
         if positions.dim() == 1:
             return super().table(positions, dtype)
+        cos, sin = self.rows(positions)
         index = self.axis[None, None, :].expand(1, positions.shape[1], -1)
-        cos = self.cos[positions].gather(0, index)[0]
-        sin = self.sin[positions].gather(0, index)[0]
+        cos = cos[positions].gather(0, index)[0]
+        sin = sin[positions].gather(0, index)[0]
         return cos.to(dtype), sin.to(dtype)
 
 
