@@ -30,6 +30,9 @@ class Limits:
     max_image_bytes: int = 20 * 1024 * 1024
     max_image_pixels: int = 40_000_000
     max_images_per_request: int = 16
+    max_audio_bytes: int = 25 * 1024 * 1024  # an uploaded or inline audio file (OpenAI's limit)
+    max_audio_seconds: float = 1200.0  # decoded duration; longer files are refused early
+    max_speech_chars: int = 4096  # the text /v1/audio/speech speaks
     max_completion_tokens: int = 2048
     max_n: int = 8
     fetch_timeout_s: float = 10.0
@@ -83,6 +86,8 @@ class Settings:
     port: int = 8000
     log_format: str = "json"  # json (one object per line) | text
     api_keys_file: str = ""  # JSON of hashed keys (``omniloom keys add``); empty: no auth
+    asr_model: str = ""  # a CTranslate2 Whisper directory; empty: the embedded tiny.en
+    tts_voice: str = ""  # a Piper voice (.onnx with its .onnx.json); empty: the embedded joe
     image: ImageSettings = field(default_factory=ImageSettings)
     limits: Limits = field(default_factory=Limits)
     engine: EngineSettings = field(default_factory=EngineSettings)

@@ -29,6 +29,8 @@ from omniloom.serving import logs
 from omniloom.serving.auth import KeyRecord, KeyStore
 from omniloom.serving.metrics import Metrics
 from omniloom.serving.requests import default_perception
+from omniloom.speech.asr import Transcriber
+from omniloom.speech.tts import Synthesizer
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +54,25 @@ class ServerState:
     _cascade: PerceptionCascade | None = None
     _image_safety: ImageSafety | None = None
     _perception_lock: threading.Lock = field(default_factory=threading.Lock)
+    _transcriber: Transcriber | None = None
+    _synthesizer: Synthesizer | None = None
+    _speech_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def transcriber(self) -> Transcriber:
+        """The speech recogniser, loaded on first use."""
+        with self._speech_lock:
+            if self._transcriber is None:
+                path = self.settings.asr_model or None
+                self._transcriber = Transcriber(path, threads=self.settings.threads)
+            return self._transcriber
+
+    def synthesizer(self) -> Synthesizer:
+        """The speech synthesiser, loaded on first use."""
+        with self._speech_lock:
+            if self._synthesizer is None:
+                path = self.settings.tts_voice or None
+                self._synthesizer = Synthesizer(path, threads=self.settings.threads)
+            return self._synthesizer
 
     def cascade_for(self, requested: str | None) -> PerceptionCascade | None:
         """The perception cascade if this request's mode needs it; built at start-up when the
