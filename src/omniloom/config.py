@@ -30,6 +30,7 @@ class Limits:
     max_image_bytes: int = 20 * 1024 * 1024
     max_image_pixels: int = 40_000_000
     max_images_per_request: int = 16
+    max_audio_per_request: int = 4
     max_audio_bytes: int = 25 * 1024 * 1024  # an uploaded or inline audio file (OpenAI's limit)
     max_audio_seconds: float = 1200.0  # decoded duration; longer files are refused early
     max_speech_chars: int = 4096  # the text /v1/audio/speech speaks

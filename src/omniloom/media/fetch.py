@@ -1,4 +1,5 @@
-"""Turn an ``image_url`` into bytes: data URLs inline, http(s) fetched with SSRF checks.
+"""Turn a media URL (an ``image_url``, an audio part's ``url``) into bytes: data URLs inline,
+http(s) fetched with SSRF checks.
 
 Remote fetches check the host against the allow/deny lists, resolve it once, refuse any
 address that is not globally routable (private, loopback, link-local, multicast, reserved,
@@ -14,6 +15,7 @@ import binascii
 import ipaddress
 import re
 import socket
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urljoin, urlsplit
 
@@ -22,49 +24,69 @@ import httpx
 from omniloom.config import Limits
 from omniloom.errors import MediaError
 
+
+@dataclass(frozen=True)
+class MediaKind:
+    """What is being fetched: the words errors use, the field they name, the byte limit."""
+
+    name: str  # "image"
+    plural: str  # "images"
+    param: str  # the request field errors point to
+    mime_prefix: str  # a data URL must declare this type (or octet-stream, or none)
+    limit_field: str  # the ``Limits`` field bounding its bytes
+
+    def limit(self, limits: Limits) -> int:
+        return getattr(limits, self.limit_field)
+
+
+IMAGE = MediaKind("image", "images", "image_url", "image/", "max_image_bytes")
+AUDIO = MediaKind("audio", "audio", "input_audio", "audio/", "max_audio_bytes")
 _DATA_URL = re.compile(r"^data:(?P<mime>[\w.+-]+/[\w.+-]+)?(?P<params>(;[^;,]*)*?);base64,", re.I)
 
 
-def decode_data_url(url: str, limits: Limits) -> bytes:
-    """The bytes of a base64 data URL. Its declared type must be an image type (or
-    ``application/octet-stream``, or none); which image format it is, the bytes decide."""
+def decode_data_url(url: str, limits: Limits, kind: MediaKind = IMAGE) -> bytes:
+    """The bytes of a base64 data URL. Its declared type must be the kind's (or
+    ``application/octet-stream``, or none); which format it is, the bytes decide."""
     match = _DATA_URL.match(url)
     if not match:
         raise MediaError(
-            "Invalid data URL: expected 'data:<mime type>;base64,<data>'.", param="image_url"
+            "Invalid data URL: expected 'data:<mime type>;base64,<data>'.", param=kind.param
         )
     mime = (match.group("mime") or "").lower()
-    if mime and not mime.startswith("image/") and mime != "application/octet-stream":
+    if mime and not mime.startswith(kind.mime_prefix) and mime != "application/octet-stream":
         raise MediaError(
-            f"The data URL declares the type '{mime}', which is not an image type (image/*).",
-            param="image_url",
+            f"The data URL declares the type '{mime}', which is not an {kind.name} type "
+            f"({kind.mime_prefix}*).",
+            param=kind.param,
         )
-    payload = url[match.end() :]
-    if len(payload) * 3 // 4 > limits.max_image_bytes:
-        raise MediaError(
-            f"The data URL holds more than {limits.max_image_bytes} bytes.", param="image_url"
-        )
+    return decode_base64(url[match.end() :], limits, kind, "The data URL")
+
+
+def decode_base64(payload: str, limits: Limits, kind: MediaKind, what: str) -> bytes:
+    """Base64 ``payload`` as bytes, refused unread when it would exceed the kind's limit."""
+    if len(payload) * 3 // 4 > kind.limit(limits):
+        raise MediaError(f"{what} holds more than {kind.limit(limits)} bytes.", param=kind.param)
     try:
         return base64.b64decode(payload, validate=True)
     except (binascii.Error, ValueError) as exc:
-        raise MediaError(
-            "Invalid data URL: the base64 payload is malformed.", param="image_url"
-        ) from exc
+        raise MediaError(f"{what} is not valid base64.", param=kind.param) from exc
 
 
-def check_public_address(host: str, port: int) -> str:
+def check_public_address(host: str, port: int, kind: MediaKind = IMAGE) -> str:
     """Resolve ``host`` and return one address, refusing anything not globally routable."""
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except socket.gaierror as exc:
-        raise MediaError(f"Could not resolve the image host '{host}'.", param="image_url") from exc
+        raise MediaError(
+            f"Could not resolve the {kind.name} host '{host}'.", param=kind.param
+        ) from exc
     addresses = [ipaddress.ip_address(info[4][0]) for info in infos]
     for addr in addresses:
         mapped = getattr(addr, "ipv4_mapped", None) or addr
         if not mapped.is_global or mapped.is_multicast:
             raise MediaError(
                 f"Refusing to fetch '{host}': it resolves to a non-public address.",
-                param="image_url",
+                param=kind.param,
             )
     return str(addresses[0])
 
@@ -77,37 +99,41 @@ def _matches(host: str, domains: list[str]) -> bool:
     return any(host == d or host.endswith("." + d) for d in domains)
 
 
-def check_domain_lists(host: str, limits: Limits) -> None:
+def check_domain_lists(host: str, limits: Limits, kind: MediaKind = IMAGE) -> None:
     host = host.lower().rstrip(".")
     allowed = _domains(limits.fetch_allow_domains)
     if _matches(host, _domains(limits.fetch_deny_domains)) or (
         allowed and not _matches(host, allowed)
     ):
-        raise MediaError(f"Fetching images from '{host}' is not allowed here.", param="image_url")
+        raise MediaError(
+            f"Fetching {kind.plural} from '{host}' is not allowed here.", param=kind.param
+        )
 
 
-def read_local_file(url: str, limits: Limits) -> bytes:
+def read_local_file(url: str, limits: Limits, kind: MediaKind = IMAGE) -> bytes:
     """A ``file://`` URL inside ``local_media_dir``, bounded in size."""
     if not limits.local_media_dir:
-        raise MediaError("Local files are not served here.", param="image_url")
+        raise MediaError("Local files are not served here.", param=kind.param)
     root = Path(limits.local_media_dir).resolve()
     path = Path(unquote(urlsplit(url).path)).resolve()
     if not path.is_relative_to(root) or not path.is_file():
-        raise MediaError("The file is not in the local media directory.", param="image_url")
-    if path.stat().st_size > limits.max_image_bytes:
-        raise MediaError(f"The file exceeds {limits.max_image_bytes} bytes.", param="image_url")
+        raise MediaError("The file is not in the local media directory.", param=kind.param)
+    if path.stat().st_size > kind.limit(limits):
+        raise MediaError(f"The file exceeds {kind.limit(limits)} bytes.", param=kind.param)
     return path.read_bytes()
 
 
-def _fetch_once(client: httpx.Client, url: str, limits: Limits) -> httpx.Response | bytes:
+def _fetch_once(
+    client: httpx.Client, url: str, limits: Limits, kind: MediaKind
+) -> httpx.Response | bytes:
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise MediaError(
-            "Only https, http and data URLs are accepted for images.", param="image_url"
+            f"Only https, http and data URLs are accepted for {kind.plural}.", param=kind.param
         )
-    check_domain_lists(parts.hostname, limits)
+    check_domain_lists(parts.hostname, limits, kind)
     port = parts.port or (443 if parts.scheme == "https" else 80)
-    address = check_public_address(parts.hostname, port)
+    address = check_public_address(parts.hostname, port, kind)
     ext = {"sni_hostname": parts.hostname} if parts.scheme == "https" else {}
     host_header = parts.netloc.rsplit("@", 1)[-1]
     pinned = url.replace(
@@ -118,39 +144,47 @@ def _fetch_once(client: httpx.Client, url: str, limits: Limits) -> httpx.Respons
             return resp
         if resp.status_code != 200:
             raise MediaError(
-                f"Fetching the image failed with HTTP {resp.status_code}.", param="image_url"
+                f"Fetching the {kind.name} failed with HTTP {resp.status_code}.", param=kind.param
             )
         body = bytearray()
         for chunk in resp.iter_bytes():
             body += chunk
-            if len(body) > limits.max_image_bytes:
+            if len(body) > kind.limit(limits):
                 raise MediaError(
-                    f"The image at the URL exceeds {limits.max_image_bytes} bytes.",
-                    param="image_url",
+                    f"The {kind.name} at the URL exceeds {kind.limit(limits)} bytes.",
+                    param=kind.param,
                 )
         return bytes(body)
 
 
-def fetch_url(url: str, limits: Limits) -> bytes:
-    """Fetch remote image bytes, following at most ``fetch_max_redirects`` checked redirects."""
+def fetch_url(url: str, limits: Limits, kind: MediaKind = IMAGE) -> bytes:
+    """Fetch remote bytes, following at most ``fetch_max_redirects`` checked redirects."""
     timeout = httpx.Timeout(limits.fetch_timeout_s)
     with httpx.Client(timeout=timeout, follow_redirects=False, verify=True) as client:
         for _ in range(limits.fetch_max_redirects + 1):
             try:
-                result = _fetch_once(client, url, limits)
+                result = _fetch_once(client, url, limits, kind)
             except (httpx.HTTPError, httpx.InvalidURL) as exc:
-                raise MediaError(f"Fetching the image failed: {exc}.", param="image_url") from exc
+                raise MediaError(
+                    f"Fetching the {kind.name} failed: {exc}.", param=kind.param
+                ) from exc
             except ValueError as exc:  # urllib and the idna codec on a malformed URL or host
-                raise MediaError(f"The image URL is not valid: {exc}.", param="image_url") from exc
+                raise MediaError(
+                    f"The {kind.name} URL is not valid: {exc}.", param=kind.param
+                ) from exc
             if isinstance(result, bytes):
                 return result
             url = urljoin(url, result.headers.get("location", ""))
-    raise MediaError("Too many redirects while fetching the image.", param="image_url")
+    raise MediaError(f"Too many redirects while fetching the {kind.name}.", param=kind.param)
+
+
+def load_media_bytes(url: str, limits: Limits, kind: MediaKind) -> bytes:
+    if url.startswith("data:"):
+        return decode_data_url(url, limits, kind)
+    if url.startswith("file:"):
+        return read_local_file(url, limits, kind)
+    return fetch_url(url, limits, kind)
 
 
 def load_image_bytes(url: str, limits: Limits) -> bytes:
-    if url.startswith("data:"):
-        return decode_data_url(url, limits)
-    if url.startswith("file:"):
-        return read_local_file(url, limits)
-    return fetch_url(url, limits)
+    return load_media_bytes(url, limits, IMAGE)

@@ -65,12 +65,22 @@ class ImageURL(BaseModel):
     detail: str | None = None
 
 
+class InputAudio(BaseModel):
+    """OpenAI's ``input_audio``: base64 ``data`` with its ``format``; or a ``url`` (http(s),
+    data or file), fetched with the same checks as images."""
+
+    data: str | None = None
+    format: str | None = None
+    url: str | None = None
+
+
 class ContentPart(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     type: str
     text: str | None = None
     image_url: ImageURL | None = None
+    input_audio: InputAudio | None = None
 
 
 class ChatMessage(BaseModel):

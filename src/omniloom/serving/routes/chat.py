@@ -13,7 +13,7 @@ from starlette.concurrency import run_in_threadpool
 from omniloom.engine.engine import Delta, Done, Finished
 from omniloom.errors import OmniloomError
 from omniloom.serving import responses
-from omniloom.serving.requests import PreparedRequest, prepare
+from omniloom.serving.requests import PreparedRequest, has_audio, prepare
 from omniloom.serving.schemas import ChatCompletionRequest
 from omniloom.serving.state import ServerState, Submitted
 
@@ -27,8 +27,16 @@ async def chat_completions(body: ChatCompletionRequest, request: Request):
     state.check_capacity()
     cascade = await run_in_threadpool(state.cascade_for, body.perception)
     safety = await run_in_threadpool(state.image_safety)
+    transcriber = await run_in_threadpool(state.transcriber) if has_audio(body) else None
     prepared = await run_in_threadpool(
-        prepare, body, state.model, state.settings, cascade, state.engine.grammars, safety
+        prepare,
+        body,
+        state.model,
+        state.settings,
+        cascade,
+        state.engine.grammars,
+        safety,
+        transcriber,
     )
     submitted = state.submit(
         prepared.prompt, prepared.params, request.state.api_key, request.state.request_id
