@@ -35,6 +35,15 @@ def spoken() -> bytes:
     return audio_file(samples, rate, "mp3")
 
 
+def test_speech_models_are_listed_under_openai_names(client):
+    cards = {m.id: m for m in client.models.list().data}
+    for name in ("whisper-1", "gpt-4o-transcribe", "whisper-tiny.en"):
+        assert cards[name].input_modalities == ["audio"]
+    for name in ("tts-1", "gpt-4o-mini-tts", "piper-joe"):
+        assert cards[name].output_modalities == ["audio"] and "alloy" in cards[name].voices
+    assert client.models.retrieve("whisper-1").served_by == "whisper-tiny.en"
+
+
 def test_transcription_as_json_text_and_verbose_json(client, spoken):
     result = client.audio.transcriptions.create(model="whisper-1", file=("q.mp3", spoken))
     assert word_error_rate([SENTENCE], [result.text]) <= 0.15

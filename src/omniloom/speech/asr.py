@@ -70,6 +70,11 @@ class TranscriptionOptions:
         return "word" in self.granularities
 
 
+def served_name(path: str | Path | None) -> str:
+    """The name the recogniser at ``path`` (None: the embedded one) serves under."""
+    return Path(path).name if path else "whisper-tiny.en"
+
+
 class Transcriber:
     """One loaded Whisper model; ``segments`` transcribes a stream of 16 kHz chunks."""
 
@@ -77,7 +82,7 @@ class Transcriber:
         from faster_whisper import WhisperModel
 
         self.path = Path(path) if path else embedded_asr_path()
-        self.name = self.path.name if path else "whisper-tiny.en"
+        self.name = served_name(path)
         self._model = WhisperModel(
             str(self.path), device="cpu", compute_type="int8", cpu_threads=threads
         )

@@ -62,6 +62,11 @@ def sentences(text: str) -> list[str]:
     return pieces
 
 
+def served_voice(path: str | Path | None) -> str:
+    """The name of the voice at ``path`` (None: the embedded one)."""
+    return Path(path).stem if path else EMBEDDED_VOICE
+
+
 class Synthesizer:
     """One loaded Piper voice; ``speak`` yields 24 kHz float32 audio per sentence."""
 
@@ -71,7 +76,7 @@ class Synthesizer:
         from piper_onnx import Piper
 
         self.path = Path(path) if path else embedded_voice_path()
-        self.voice_name = EMBEDDED_VOICE if not path else self.path.stem
+        self.voice_name = served_voice(path)
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = threads
         session = onnxruntime.InferenceSession(
