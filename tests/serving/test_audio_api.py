@@ -249,3 +249,72 @@ def test_bad_audio_parts_are_400s(server_url, audio, message):
     }
     r = httpx.post(f"{server_url}/v1/chat/completions", json=body, timeout=60)
     assert r.status_code == 400 and message in r.json()["error"]["message"], r.text
+
+
+def test_chat_answers_aloud(client):
+    reply = client.chat.completions.create(
+        model="omniloom-smol",
+        messages=[{"role": "user", "content": "What is the capital of France?"}],
+        modalities=["text", "audio"],
+        audio={"voice": "alloy", "format": "wav"},
+        max_tokens=24,
+        temperature=0,
+    )
+    message = reply.choices[0].message
+    assert message.content is None and message.audio.id.startswith("audio_")
+    speech = decode_audio(base64.b64decode(message.audio.data), Limits())
+    heard = client.audio.transcriptions.create(
+        model="whisper-1", file=("a.wav", base64.b64decode(message.audio.data))
+    )
+    assert message.audio.transcript.startswith("The capital of France")
+    assert "capital" in heard.text.lower()  # the answer was spoken
+    details = reply.usage.completion_tokens_details
+    assert details.audio_tokens == pytest.approx(speech.seconds / 0.05, abs=3)
+    assert reply.usage.completion_tokens == details.text_tokens + details.audio_tokens
+
+
+def test_chat_streams_its_spoken_answer(client):
+    stream = client.chat.completions.create(
+        model="omniloom-smol",
+        messages=[{"role": "user", "content": "Tell me two short facts about cats."}],
+        modalities=["text", "audio"],
+        audio={"voice": "joe", "format": "pcm16"},
+        max_tokens=40,
+        temperature=0,
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    transcript, pcm, usage, expires = "", b"", None, None
+    for chunk in stream:
+        usage = chunk.usage or usage
+        for choice in chunk.choices:
+            audio = choice.delta.audio
+            if audio is not None:
+                transcript += audio.transcript or ""
+                pcm += base64.b64decode(audio.data or "")
+                expires = audio.expires_at or expires
+    assert transcript.strip() and expires
+    seconds = len(pcm) / 2 / 24_000
+    assert seconds > 1.0 and usage.completion_tokens_details.audio_tokens > 0
+
+
+@pytest.mark.parametrize(
+    ("extra", "param"),
+    [
+        ({"modalities": ["text", "audio"]}, "audio"),
+        ({"modalities": ["text", "audio"], "audio": {"voice": "darth", "format": "wav"}}, "voice"),
+        (
+            {
+                "modalities": ["text", "audio"],
+                "audio": {"voice": "alloy", "format": "wav"},
+                "stream": True,
+            },
+            "audio.format",
+        ),
+    ],
+    ids=["no-audio", "voice", "stream-format"],
+)
+def test_bad_spoken_answer_requests(server_url, extra, param):
+    body = {"model": "omniloom-smol", "messages": [{"role": "user", "content": "Hi"}], **extra}
+    r = httpx.post(f"{server_url}/v1/chat/completions", json=body, timeout=60)
+    assert r.status_code == 400 and r.json()["error"]["param"] == param

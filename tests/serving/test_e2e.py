@@ -122,7 +122,7 @@ def test_sampling_n_seed_stop_and_length(client):
 
 
 def test_models_health_metrics(client, server_url, photo_url):
-    assert [m.id for m in client.models.list().data][0] == MODEL
+    assert client.models.list().data[0].id == MODEL
     client.chat.completions.create(
         model=MODEL, messages=_image_messages(photo_url, "low"), max_tokens=2, extra_body=HYBRID
     )

@@ -131,6 +131,13 @@ class SamplingFields(BaseModel):
         return data
 
 
+class AudioOutput(BaseModel):
+    """OpenAI's ``audio`` parameter: how a spoken answer is voiced and encoded."""
+
+    voice: str
+    format: Literal["wav", "mp3", "flac", "opus", "aac", "pcm16"]
+
+
 class ChatCompletionRequest(SamplingFields):
     messages: list[ChatMessage] = Field(min_length=1)
     max_completion_tokens: int | None = Field(default=None, ge=1, le=INT32_MAX)
@@ -138,6 +145,12 @@ class ChatCompletionRequest(SamplingFields):
     logprobs: bool | None = None
     top_logprobs: int | None = Field(default=None, ge=0, le=20)
     perception: Literal["native", "cascade", "hybrid", "auto"] | None = None
+    modalities: list[Literal["text", "audio"]] | None = None
+    audio: AudioOutput | None = None
+
+    @property
+    def wants_audio(self) -> bool:
+        return "audio" in (self.modalities or [])
 
     @property
     def asked_tokens(self) -> int | None:
