@@ -1,4 +1,5 @@
-"""The dependency direction of DESIGN.md: serving → engine → models, processing → media.
+"""The dependency direction of DESIGN.md: serving → engine → models, processing → media
+(speech sits beside perception: it uses media and is used by serving).
 
 Nothing imports from a layer above it. Checked on the source text of every module.
 """
@@ -17,6 +18,7 @@ LAYER = {
     "processing": 1,
     "models": 2,
     "perception": 3,
+    "speech": 3,
     "engine": 3,
     "serving": 4,
     "eval": 5,

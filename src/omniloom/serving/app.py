@@ -20,7 +20,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from omniloom.errors import InvalidRequest, OmniloomError, PayloadTooLarge, json_path
 from omniloom.serving import logs
-from omniloom.serving.routes import audio, chat, completions, health, models, tokenize
+from omniloom.serving.routes import audio, chat, completions, health, models, realtime, tokenize
 from omniloom.serving.state import ServerState
 
 log = logging.getLogger(__name__)
@@ -162,7 +162,7 @@ def _authorize(request: Request, state: ServerState) -> None:
 
 def _routes() -> FastAPI:
     app = FastAPI(title="omniloom", version="0.1.0")
-    for module in (chat, completions, audio, tokenize, models, health):
+    for module in (chat, completions, audio, realtime, tokenize, models, health):
         app.include_router(module.router)
     return app
 

@@ -26,6 +26,8 @@ FORMATS = {"wav": "wav", "mp3": "mp3", "flac": "flac", "opus": "opus", "aac": "a
 SECONDS_PER_AUDIO_TOKEN = 0.05
 KEPT_SECONDS = 3600  # ``expires_at``: how long a client may refer back to the audio
 _SENTENCE_END = re.compile(r"[.!?;:\n]\s")
+_CLAUSE_END = re.compile(r",\s")
+_FIRST_CLAUSE_WORDS = 4  # a first clause this long is spoken without waiting for its sentence
 
 
 @dataclass(frozen=True)
@@ -88,19 +90,30 @@ def spoken_pcm(synthesizer: Synthesizer, sentence: str) -> tuple[str, int]:
 
 @dataclass
 class SentenceBuffer:
-    """Text as it streams in, handed out a sentence at a time."""
+    """Text as it streams in, handed out a sentence at a time; with ``first_clause``, the
+    answer's first clause goes on its own (a voice loop's first audio comes sooner)."""
 
     text: str = ""
     samples: int = 0  # spoken so far, for usage
     id: str = field(default_factory=audio_id)
+    first_clause: bool = False
 
     def feed(self, piece: str) -> list[str]:
         self.text += piece
         done = []
-        while match := _SENTENCE_END.search(self.text):
+        while match := self._next_end():
             done.append(self.text[: match.end()].strip())
             self.text = self.text[match.end() :]
+            self.first_clause = False
         return [s for s in done if s]
+
+    def _next_end(self):
+        match = _SENTENCE_END.search(self.text)
+        if match is None and self.first_clause:
+            clause = _CLAUSE_END.search(self.text)
+            if clause and len(self.text[: clause.end()].split()) >= _FIRST_CLAUSE_WORDS:
+                return clause
+        return match
 
     def rest(self) -> str:
         rest, self.text = self.text.strip(), ""
