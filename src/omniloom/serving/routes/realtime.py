@@ -98,6 +98,7 @@ class Session:
         self.buffer: list[np.ndarray] = []  # 16 kHz audio since the last commit (no VAD)
         self.items: list[Item] = []
         self.response: asyncio.Task | None = None
+        self.stop = asyncio.Event()  # set to end the answer being spoken
         self.playback: Playback | None = None
         self._sending = asyncio.Lock()  # the receive loop and the answer task both send
 
@@ -188,10 +189,10 @@ class Session:
             return
         for found in self.endpointer.feed(audio):
             if isinstance(found, SpeechStarted):
-                await self.barge_in()
                 await self.send(
                     "input_audio_buffer.speech_started", audio_start_ms=found.ms, item_id=None
                 )
+                await self.barge_in()
             elif isinstance(found, SpeechStopped):
                 await self.send("input_audio_buffer.speech_stopped", audio_end_ms=found.ms)
                 await self.commit(found.audio, respond=True)
@@ -255,9 +256,9 @@ class Session:
         task, playback = self.response, self.playback
         if task is None or task.done():
             return
+        self.stop.set()  # checked at every step: a task's cancel alone can be lost in a race
         task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await asyncio.wait({task})
         if playback is not None:
             played = playback.played_ms()
             playback.item.text = playback.text_until(played)
@@ -282,7 +283,7 @@ class Session:
 
     async def respond(self) -> None:
         response_id, item = _id("resp"), Item(_id("item"), "assistant")
-        self.playback = Playback(item)
+        self.playback, self.stop = Playback(item), asyncio.Event()
         await self.send("response.created", response={"id": response_id, "status": "in_progress"})
         await self.send(
             "response.output_item.added",
@@ -292,7 +293,7 @@ class Session:
         status, usage = "cancelled", None
         try:
             usage = await self._speak_answer(response_id, item)
-            status = "completed"
+            status = "cancelled" if self.stop.is_set() else "completed"
         finally:
             self.items.append(item)
             body = {"id": response_id, "status": status, "usage": usage}
@@ -312,23 +313,35 @@ class Session:
             "output_index": 0,
             "content_index": 0,
         }
-        async for event in self.state.events(submitted):
-            if isinstance(event, Delta):
-                item.text += event.text
-                await self.send("response.audio_transcript.delta", delta=event.text, **where)
-                for sentence in sentences.feed(event.text):
-                    await self._say(sentence, where)
-            elif isinstance(event, Done):
-                usage = job_usage(prompt, event.stats)
+        async with contextlib.aclosing(self.state.events(submitted)) as events:  # cancels the job
+            async for event in events:
+                if self.stop.is_set():
+                    return usage
+                await self._answer_event(event, item, sentences, where)
+                if isinstance(event, Done):
+                    usage = job_usage(prompt, event.stats)
+        if self.stop.is_set():
+            return usage
         if rest := sentences.rest():
             await self._say(rest, where)
         await self.send("response.audio.done", **where)
         await self.send("response.audio_transcript.done", transcript=item.text, **where)
         return usage
 
+    async def _answer_event(self, event, item: Item, sentences: SentenceBuffer, where: dict):
+        if isinstance(event, Delta):
+            item.text += event.text
+            await self.send("response.audio_transcript.delta", delta=event.text, **where)
+            for sentence in sentences.feed(event.text):
+                await self._say(sentence, where)
+
     async def _say(self, sentence: str, where: dict) -> None:
-        data, samples = await run_in_threadpool(spoken_pcm, self.synthesizer, sentence)
+        # asyncio's own thread hand-off: a barge-in's cancel lands at once (the synthesis in
+        # the thread is left to finish), where anyio's defers it until the thread returns
+        data, samples = await asyncio.to_thread(spoken_pcm, self.synthesizer, sentence)
         playback = self.playback
+        if self.stop.is_set():
+            return
         if playback.started is None:
             playback.started = time.monotonic()
         playback.sent_ms += samples * 1000 // OUTPUT_RATE
@@ -387,6 +400,13 @@ async def realtime(websocket: WebSocket) -> None:
         await session.run()
     except WebSocketDisconnect:
         pass
+    except Exception:  # the session is over; say so where the socket still takes it
+        log.exception("realtime session failed", extra={"fields": {"session": session.id}})
+        with contextlib.suppress(Exception):
+            await session.error(
+                "The server had an internal error; the session ends.", "server_error"
+            )
+            await websocket.close(code=1011)
     finally:
         if session.response is not None:
             session.response.cancel()
