@@ -19,6 +19,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
+from websockets.sync.client import connect
 
 from omniloom.config import Limits, Settings
 from omniloom.engine.engine import Engine
@@ -264,6 +265,16 @@ def test_idle_and_half_sent_connections_are_closed(served, send):
         start = time.monotonic()
         assert conn.recv(1024) == b""  # closed by the server, not by our timeout
         assert time.monotonic() - start < 8
+
+
+def test_a_websocket_outlives_the_idle_connection_timeout(served):
+    """The idle timer of a connection ends when it becomes a WebSocket (/v1/realtime)."""
+    url = served.url.replace("http", "ws") + "/v1/realtime"
+    with connect(url, max_size=None, max_queue=None) as ws:
+        assert json.loads(ws.recv(timeout=60))["type"] == "session.created"
+        time.sleep(2.0)  # twice this server's header timeout
+        ws.send(json.dumps({"type": "session.update", "session": {}}))
+        assert json.loads(ws.recv(timeout=10))["type"] == "session.updated"
 
 
 def test_schema_over_the_bounds_is_refused_before_compiling(http):

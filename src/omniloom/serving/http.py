@@ -4,7 +4,8 @@ uvicorn's h11 protocol closes a connection that sits idle after a response
 (``timeout_keep_alive``) but never one that has not finished sending a request's headers: a
 client that opens connections and sends nothing, or a byte now and then, would hold them for
 ever. ``HeaderTimeoutProtocol`` closes any connection that has no request in progress
-``header_timeout_s`` after it opened or after its last response.
+``header_timeout_s`` after it opened or after its last response. A connection that becomes a
+WebSocket (``/v1/realtime``) leaves the timer behind: the WebSocket protocol owns it from then.
 """
 
 from __future__ import annotations
@@ -29,6 +30,10 @@ class HeaderTimeoutProtocol(H11Protocol):
     def on_response_complete(self) -> None:
         super().on_response_complete()
         self._arm_header_timer()
+
+    def handle_websocket_upgrade(self, event) -> None:
+        self._cancel_header_timer()
+        super().handle_websocket_upgrade(event)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_header_timer()
