@@ -93,6 +93,12 @@ class Settings:
     limits: Limits = field(default_factory=Limits)
     engine: EngineSettings = field(default_factory=EngineSettings)
 
+    @property
+    def thread_count(self) -> int:
+        """Threads to compute on: the setting, else every core this process may use (the
+        speech runtimes' own defaults oversubscribe a small machine)."""
+        return self.threads or len(os.sched_getaffinity(0))
+
     @classmethod
     def from_env(cls, **overrides: Any) -> Settings:
         """Defaults, then ``OMNILOOM_*`` environment variables, then explicit overrides."""

@@ -17,10 +17,6 @@ from omniloom.serving.state import ServerState
 log = logging.getLogger(__name__)
 
 
-def default_threads(settings: Settings) -> int:
-    return settings.threads or len(os.sched_getaffinity(0))
-
-
 def build_state(
     settings: Settings, weights: str | None = None, start_engine: bool = True
 ) -> ServerState:
@@ -34,7 +30,7 @@ def build_state(
     if settings.max_model_len:
         model.context_length = min(model.context_length, settings.max_model_len)
     log.info("loaded %s (%s, context %d)", model.name, model.vlm.dtype, model.context_length)
-    engine = Engine(model, settings.engine, default_threads(settings), start=start_engine)
+    engine = Engine(model, settings.engine, settings.thread_count, start=start_engine)
     state = ServerState(settings, model, engine, keys=KeyStore.from_file(settings.api_keys_file))
     state.cascade_for(None)  # the default mode's OCR loads now, not on the first image request
     return state

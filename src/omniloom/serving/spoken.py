@@ -27,7 +27,9 @@ SECONDS_PER_AUDIO_TOKEN = 0.05
 KEPT_SECONDS = 3600  # ``expires_at``: how long a client may refer back to the audio
 _SENTENCE_END = re.compile(r"[.!?;:\n]\s")
 _CLAUSE_END = re.compile(r",\s")
-_FIRST_CLAUSE_WORDS = 4  # a first clause this long is spoken without waiting for its sentence
+_FIRST_CLAUSE_WORDS = 3  # a first clause this long is spoken without waiting for its sentence
+_WORD = re.compile(r"\S+\s+")
+_MAX_WORDS = (8, 24)  # a piece without punctuation is cut after this many words (first, later)
 
 
 @dataclass(frozen=True)
@@ -91,29 +93,39 @@ def spoken_pcm(synthesizer: Synthesizer, sentence: str) -> tuple[str, int]:
 @dataclass
 class SentenceBuffer:
     """Text as it streams in, handed out a sentence at a time; with ``first_clause``, the
-    answer's first clause goes on its own (a voice loop's first audio comes sooner)."""
+    answer's first clause goes on its own (a voice loop's first audio comes sooner). A run of
+    words without punctuation is cut at a word boundary (8 words for the first piece, 24
+    after), so a rambling answer is still heard as it is written."""
 
     text: str = ""
     samples: int = 0  # spoken so far, for usage
     id: str = field(default_factory=audio_id)
     first_clause: bool = False
+    spoke: bool = False  # a piece has been handed out
 
     def feed(self, piece: str) -> list[str]:
         self.text += piece
         done = []
-        while match := self._next_end():
-            done.append(self.text[: match.end()].strip())
-            self.text = self.text[match.end() :]
-            self.first_clause = False
+        while end := self._next_end():
+            done.append(self.text[:end].strip())
+            self.text = self.text[end:]
+            self.first_clause, self.spoke = False, True
         return [s for s in done if s]
 
-    def _next_end(self):
-        match = _SENTENCE_END.search(self.text)
-        if match is None and self.first_clause:
-            clause = _CLAUSE_END.search(self.text)
-            if clause and len(self.text[: clause.end()].split()) >= _FIRST_CLAUSE_WORDS:
-                return clause
-        return match
+    def _next_end(self) -> int:
+        """Where the next piece to speak ends (0: not yet)."""
+        if match := _SENTENCE_END.search(self.text):
+            return match.end()
+        clause = _CLAUSE_END.search(self.text)
+        if (
+            self.first_clause
+            and clause
+            and len(self.text[: clause.end()].split()) >= _FIRST_CLAUSE_WORDS
+        ):
+            return clause.end()
+        words = list(_WORD.finditer(self.text))
+        limit = _MAX_WORDS[1] if self.spoke else _MAX_WORDS[0]
+        return words[limit - 1].end() if len(words) >= limit else 0
 
     def rest(self) -> str:
         rest, self.text = self.text.strip(), ""

@@ -63,7 +63,7 @@ class ServerState:
         with self._speech_lock:
             if self._transcriber is None:
                 path = self.settings.asr_model or None
-                self._transcriber = Transcriber(path, threads=self.settings.threads)
+                self._transcriber = Transcriber(path, threads=self.settings.thread_count)
             return self._transcriber
 
     def synthesizer(self) -> Synthesizer:
@@ -71,7 +71,7 @@ class ServerState:
         with self._speech_lock:
             if self._synthesizer is None:
                 path = self.settings.tts_voice or None
-                self._synthesizer = Synthesizer(path, threads=self.settings.threads)
+                self._synthesizer = Synthesizer(path, threads=self.settings.thread_count)
             return self._synthesizer
 
     def cascade_for(self, requested: str | None) -> PerceptionCascade | None:

@@ -64,6 +64,8 @@ class TranscriptionOptions:
     temperature: float = 0.0
     granularities: tuple[str, ...] = ()  # "segment" and/or "word" (word timestamps)
     task: str = "transcribe"  # or "translate" (into English)
+    beam_size: int = 5  # 1: greedy, for a voice loop's latency
+    find_speech: bool = True  # run VAD first; off where the audio is one endpointed utterance
 
     @property
     def words(self) -> bool:
@@ -130,9 +132,10 @@ class Transcriber:
             initial_prompt=context or None,
             temperature=options.temperature or 0.0,
             word_timestamps=options.words,
-            beam_size=5,
-            vad_filter=True,  # Silero VAD first: Whisper invents words in silence and noise
+            beam_size=options.beam_size,
+            vad_filter=options.find_speech,  # Whisper invents words in silence and noise
             vad_parameters={"min_silence_duration_ms": 500, "speech_pad_ms": 300},
+            without_timestamps=not options.find_speech,
         )
         yield from found
 

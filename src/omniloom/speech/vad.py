@@ -23,7 +23,7 @@ FRAME = 512  # samples per VAD call (32 ms at 16 kHz), fixed by Silero
 class TurnDetection:
     threshold: float = 0.5
     prefix_padding_ms: int = 300
-    silence_duration_ms: int = 500
+    silence_duration_ms: int = 400  # OpenAI's default is 500; 400 answers a turn sooner
 
 
 @dataclass

@@ -53,6 +53,8 @@ CLIENT_EVENTS = (
 )
 _MAX_ANSWER_TOKENS = 256
 _MAX_BUFFER_SECONDS = 120  # a committed turn without VAD; longer appends are refused
+# an endpointed utterance is speech already: greedy decoding without a second VAD pass
+_UTTERANCE = TranscriptionOptions(beam_size=1, find_speech=False)
 
 
 def _id(prefix: str) -> str:
@@ -240,7 +242,7 @@ class Session:
 
     def _transcribe(self, audio: np.ndarray) -> list:
         asr = self.state.transcriber()
-        return list(asr.segments(iter([audio]), TranscriptionOptions()))
+        return list(asr.segments(iter([audio]), _UTTERANCE))
 
     async def create_response(self, _event: dict) -> None:
         if self.response is not None and not self.response.done():
