@@ -90,4 +90,4 @@ def test_text_is_spoken_sentence_by_sentence(tts):
     )
     fast = np.concatenate(list(tts.speak("How are you today?", speed=2.0)))
     slow = np.concatenate(list(tts.speak("How are you today?", speed=0.5)))
-    assert len(slow) > 2.5 * len(fast)
+    assert len(slow) > 2 * len(fast)  # four times the phoneme durations, less the fixed pause
