@@ -2,7 +2,8 @@
 
 Piper's phonemizer already ships libespeak-ng (the ``espeakng-loader`` package); its own
 formant synthesiser makes the held-out speech that evaluations and tests transcribe. Calls are
-serialised: the library keeps global state.
+serialised: the library keeps global state, and that state (with the noise source it draws
+from) makes each rendering of the same text differ slightly from the last.
 """
 
 from __future__ import annotations
