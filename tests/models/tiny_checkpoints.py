@@ -492,36 +492,56 @@ GEMMA_TEMPLATE = (
 def gemma3(directory: Path, seed: int = 0):
     """A 3-layer Gemma 3 text model: sliding, full, sliding attention with an 8-token window,
     a query scale of its own, linear RoPE scaling on the full layer. Returns (model, tokenizer)."""
-    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
-
     tokenizer = byte_level_tokenizer(GEMMA_SPECIAL, eos="<end_of_turn>", bos="<bos>")
     tokenizer.chat_template = GEMMA_TEMPLATE
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t in GEMMA_SPECIAL}
-    config = Gemma3TextConfig(
-        vocab_size=len(tokenizer),
-        **TINY_DECODER | {"num_hidden_layers": 3},
-        head_dim=16,
-        query_pre_attn_scalar=24,
-        sliding_window=8,
-        layer_types=["sliding_attention", "full_attention", "sliding_attention"],
-        rope_parameters={
-            "sliding_attention": {"rope_type": "default", "rope_theta": 10_000.0},
-            "full_attention": {"rope_type": "linear", "factor": 4.0, "rope_theta": 1_000_000.0},
-        },
-        max_position_embeddings=512,
-        pad_token_id=ids["<pad>"],
-        bos_token_id=ids["<bos>"],
-        eos_token_id=ids["<end_of_turn>"],
+    config = _gemma3_config(
+        len(tokenizer), ids["<pad>"], ids["<end_of_turn>"], ids["<bos>"], query_pre_attn_scalar=24
     )
-    torch.manual_seed(seed)
-    model = Gemma3ForCausalLM(config).eval()
-    with torch.no_grad():  # Gemma initialises its norms at zero (a scale of 1); vary them
-        for name, param in model.named_parameters():
-            if name.endswith("norm.weight"):
-                param.normal_(0.0, 0.2)
+    model = _gemma3_model(config, seed)
     model.save_pretrained(directory)
     tokenizer.save_pretrained(directory)
     return model, tokenizer
+
+
+def _gemma3_config(vocab_size: int, pad: int, eos: int, bos: int, **shape):
+    """The tiny Gemma 3 shape: 3 layers (sliding, full, sliding), an 8-token window, linear
+    RoPE scaling on the full layer; ``shape`` overrides."""
+    from transformers import Gemma3TextConfig
+
+    fields = {
+        **TINY_DECODER,
+        "num_hidden_layers": 3,
+        "head_dim": 16,
+        "sliding_window": 8,
+        "layer_types": ["sliding_attention", "full_attention", "sliding_attention"],
+        "rope_parameters": {
+            "sliding_attention": {"rope_type": "default", "rope_theta": 10_000.0},
+            "full_attention": {"rope_type": "linear", "factor": 4.0, "rope_theta": 1_000_000.0},
+        },
+        "max_position_embeddings": 512,
+    }
+    return Gemma3TextConfig(
+        vocab_size=vocab_size,
+        pad_token_id=pad,
+        eos_token_id=eos,
+        bos_token_id=bos,
+        **fields | shape,
+    )
+
+
+def _gemma3_model(config, seed: int):
+    """Random weights, seeded; Gemma initialises its norms at zero (a scale of 1), so they
+    are varied too."""
+    from transformers import Gemma3ForCausalLM
+
+    torch.manual_seed(seed)
+    model = Gemma3ForCausalLM(config).eval()
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if name.endswith("norm.weight"):
+                param.normal_(0.0, 0.2)
+    return model
 
 
 CHATML_TEMPLATE = (  # the ChatML layout Qwen's text models ship, string content only
@@ -655,31 +675,11 @@ def gemma3_gguf(path: Path, seed: int = 0):
     SentencePiece vocabulary with scores and token types (the turn markers as control tokens),
     no space prefix, the chat template. Returns (``transformers`` model, SentencePiece model)."""
     import gguf
-    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
 
     vocabulary = sentencepiece_vocabulary(GEMMA_SPECIAL[3:])
-    config = Gemma3TextConfig(
-        vocab_size=vocabulary.vocab_size(),
-        **TINY_DECODER | {"num_hidden_layers": 3},
-        head_dim=16,
-        query_pre_attn_scalar=16,  # llama.cpp scales by the head width below the 27B size
-        sliding_window=8,
-        layer_types=["sliding_attention", "full_attention", "sliding_attention"],
-        rope_parameters={
-            "sliding_attention": {"rope_type": "default", "rope_theta": 10_000.0},
-            "full_attention": {"rope_type": "linear", "factor": 4.0, "rope_theta": 1_000_000.0},
-        },
-        max_position_embeddings=512,
-        pad_token_id=0,
-        eos_token_id=1,
-        bos_token_id=2,
-    )
-    torch.manual_seed(seed)
-    model = Gemma3ForCausalLM(config).eval()
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if name.endswith("norm.weight"):
-                param.normal_(0.0, 0.2)
+    # llama.cpp scales queries by the head width below the 27B size
+    config = _gemma3_config(vocabulary.vocab_size(), 0, 1, 2, query_pre_attn_scalar=16)
+    model = _gemma3_model(config, seed)
     writer = _gguf_writer(path, "gemma3", config.to_dict())
     writer.add_rope_freq_base(1_000_000.0)
     writer.add_sliding_window(8)
@@ -700,11 +700,12 @@ def gemma3_for_llama_cpp(directory: Path, seed: int = 0) -> Path:
     assumes where the file names no pattern."""
     import json
 
-    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
-
     vocabulary = sentencepiece_vocabulary(GEMMA_SPECIAL[3:])
-    config = Gemma3TextConfig(
-        vocab_size=vocabulary.vocab_size(),
+    config = _gemma3_config(
+        vocabulary.vocab_size(),
+        0,
+        1,
+        2,
         hidden_size=256,
         intermediate_size=512,
         num_hidden_layers=6,
@@ -714,18 +715,14 @@ def gemma3_for_llama_cpp(directory: Path, seed: int = 0) -> Path:
         query_pre_attn_scalar=64,
         sliding_window=16,
         layer_types=["sliding_attention"] * 5 + ["full_attention"],
+        rope_parameters={
+            "sliding_attention": {"rope_type": "default", "rope_theta": 10_000.0},
+            "full_attention": {"rope_type": "default", "rope_theta": 1_000_000.0},
+        },
         max_position_embeddings=2048,
-        pad_token_id=0,
-        eos_token_id=1,
-        bos_token_id=2,
         architectures=["Gemma3ForCausalLM"],
     )
-    torch.manual_seed(seed)
-    model = Gemma3ForCausalLM(config).eval()
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if name.endswith("norm.weight"):
-                param.normal_(0.0, 0.2)
+    model = _gemma3_model(config, seed)
     model.save_pretrained(directory)
     (directory / "tokenizer.model").write_bytes(vocabulary.serialized_model_proto())
     special = {

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from omniloom.config import Limits
+from omniloom.eval.speech import HELD_OUT_SENTENCES
 from omniloom.eval.wer import word_error_rate
 from omniloom.media.audio import SAMPLE_RATE, stream_chunks
 from omniloom.media.audio_out import OUTPUT_RATE, encode, resample
@@ -16,16 +17,7 @@ from omniloom.speech.asr import Transcriber, TranscriptionOptions
 from omniloom.speech.tts import Synthesizer, sentences
 from tests.speech.audio_files import tone
 
-SENTENCES = (
-    "The library opens at nine in the morning and closes at six.",
-    "Please send me the report before the end of the week.",
-    "My brother plays the guitar in a small band.",
-    "We walked along the river until the sun went down.",
-    "The children were excited about the trip to the museum.",
-    "Could you tell me how to get to the train station?",
-    "She bought fresh bread and a bottle of milk.",
-    "The meeting has been moved to Thursday afternoon.",
-)
+SENTENCES = HELD_OUT_SENTENCES[:8]
 
 
 @pytest.fixture(scope="module")
