@@ -6,6 +6,7 @@ while the server keeps serving."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 
@@ -318,3 +319,22 @@ def test_bad_spoken_answer_requests(server_url, extra, param):
     body = {"model": "omniloom-smol", "messages": [{"role": "user", "content": "Hi"}], **extra}
     r = httpx.post(f"{server_url}/v1/chat/completions", json=body, timeout=60)
     assert r.status_code == 400 and r.json()["error"]["param"] == param
+
+
+def test_a_stream_that_breaks_a_limit_while_decoding_ends_with_an_error_event():
+    """Every container here declares a duration FFmpeg reads, so a lying header is simulated:
+    the segments stop with the limit's error after the 200 has gone out."""
+    from omniloom.errors import MediaError
+    from omniloom.serving.routes.audio import _deltas
+    from omniloom.speech.asr import Segment
+
+    def segments():
+        yield Segment(0, 0.0, 1.0, " Hello.")
+        raise MediaError("The audio is longer than the limit of 1200 seconds.", param="file")
+
+    async def collect():
+        return [json.loads(chunk[6:]) async for chunk in _deltas(segments())]
+
+    events = asyncio.run(collect())
+    assert events[0] == {"type": "transcript.text.delta", "delta": "Hello."}
+    assert "longer than the limit" in events[-1]["error"]["message"]

@@ -18,7 +18,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
 
-from omniloom.errors import InvalidRequest, ModelNotFound
+from omniloom.errors import InvalidRequest, ModelNotFound, OmniloomError
 from omniloom.media.audio import Counted, probe, stream_chunks
 from omniloom.media.audio_out import MEDIA_TYPES, encode_stream
 from omniloom.serving.state import ServerState
@@ -83,11 +83,17 @@ def _render(segments: list[Segment], fmt: str, options: TranscriptionOptions, se
 
 
 async def _deltas(segments: Iterator[Segment]) -> AsyncIterator[bytes]:
+    """Delta events as segments are recognised; audio that turns out to break a limit while
+    it is decoded ends the stream with an error event (the status line is already sent)."""
     pieces = []
-    async for segment in iterate_in_threadpool(segments):
-        text = segment.text if pieces else segment.text.lstrip()
-        pieces.append(text)
-        yield _event({"type": "transcript.text.delta", "delta": text})
+    try:
+        async for segment in iterate_in_threadpool(segments):
+            text = segment.text if pieces else segment.text.lstrip()
+            pieces.append(text)
+            yield _event({"type": "transcript.text.delta", "delta": text})
+    except OmniloomError as exc:
+        yield _event(exc.to_dict())
+        return
     yield _event({"type": "transcript.text.done", "text": "".join(pieces)})
 
 
