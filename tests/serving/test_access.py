@@ -135,3 +135,21 @@ def test_bodies_over_the_limit_get_413_declared_or_chunked(default_model):
         assert declared.status_code == 413
         assert declared.json()["error"]["code"] == "payload_too_large"
         assert httpx.post(url, json=HELLO, timeout=60).status_code == 200
+
+
+def test_realtime_needs_a_key_in_the_header_or_the_subprotocol(default_model, tmp_path):
+    from websockets.exceptions import InvalidStatus
+    from websockets.sync.client import connect
+
+    path = tmp_path / "keys.json"
+    key = add_key(path, "bob", rpm=100, tpm=100_000)
+    with _server(default_model, Settings(api_keys_file=str(path))) as server:
+        url = server.url.replace("http", "ws") + "/v1/realtime"
+        with pytest.raises(InvalidStatus):  # refused before the upgrade completes
+            connect(url, open_timeout=30)
+        with connect(url, additional_headers={"Authorization": f"Bearer {key}"}) as ws:
+            assert json.loads(ws.recv(timeout=60))["type"] == "session.created"
+        protocols = ["realtime", f"openai-insecure-api-key.{key}"]
+        with connect(url, subprotocols=protocols) as ws:
+            assert ws.subprotocol == "realtime"
+            assert json.loads(ws.recv(timeout=60))["type"] == "session.created"
