@@ -154,7 +154,7 @@ BAD_REQUESTS = [
             "messages": [{"role": "user", "content": [{"type": "input_audio", "input_audio": {}}]}],
         },
         400,
-        "audio input",
+        "needs 'data'",
     ),
     (
         {"model": MODEL, "messages": _image_messages("data:image/png;base64,%%%", "low")},
