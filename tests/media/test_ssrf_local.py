@@ -76,8 +76,8 @@ def _treat_as_public(monkeypatch, port: int) -> None:
     """Pretend the server on ``port`` is a public host (there is none reachable offline)."""
     original = fetch.check_public_address
 
-    def checker(host: str, p: int) -> str:
-        return "127.0.0.1" if p == port else original(host, p)
+    def checker(host: str, p: int, kind: fetch.MediaKind = fetch.IMAGE) -> str:
+        return "127.0.0.1" if p == port else original(host, p, kind)
 
     monkeypatch.setattr(fetch, "check_public_address", checker)
 
