@@ -201,7 +201,7 @@ def _audio_part(data: bytes, fmt: str = "mp3") -> dict:
     }
 
 
-def test_chat_with_a_spoken_question(client, server_url):
+def test_chat_with_a_spoken_question(client, server_url, default_model):
     """An espeak-ng voice asks; the transcript reaches the model, which answers it."""
     samples, rate = espeak.speak("What is the capital of France?")
     question = audio_file(samples, rate, "wav")
@@ -214,7 +214,8 @@ def test_chat_with_a_spoken_question(client, server_url):
         f"{server_url}/tokenize", json={"model": "omniloom-smol", "messages": messages}, timeout=60
     ).json()
     assert counted["count"] == reply.usage.prompt_tokens
-    assert "Paris" in reply.choices[0].message.content  # the cascade: the question was heard
+    prompt = default_model.tokenizer.decode(counted["tokens"], skip_special=False)
+    assert '<audio-transcript source="speech-recognition"' in prompt and "capital" in prompt
 
 
 def test_spoken_injection_is_flagged(server_url):
