@@ -87,3 +87,12 @@ def test_every_speech_format_decodes_back(fmt):
 def test_speech_is_encoded_chunk_by_chunk():
     parts = list(encode_stream(iter([tone(0.5, OUTPUT_RATE)] * 3), "mp3"))
     assert len(parts) >= 3 and all(parts[1:3])  # bytes after each sentence, not only at the end
+
+
+def test_a_stream_resampled_chunk_by_chunk_equals_the_whole_clip():
+    from omniloom.media.audio_out import Resampler, resample
+
+    clip = tone(1.0, rate=OUTPUT_RATE, hz=330.0)
+    stream = Resampler(OUTPUT_RATE, SAMPLE_RATE)
+    pieces = [stream(clip[i : i + 960]) for i in range(0, len(clip), 960)] + [stream(None)]
+    assert np.array_equal(np.concatenate(pieces), resample(clip, OUTPUT_RATE, SAMPLE_RATE))

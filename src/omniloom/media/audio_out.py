@@ -34,19 +34,32 @@ _CONTAINERS = {  # format: (muxer, codec, sample format)
 }
 
 
+class Resampler:
+    """FFmpeg's resampler over a stream of float32 mono chunks, its filter state carried from
+    one chunk to the next (a chunk resampled alone starts its filter afresh at every edge)."""
+
+    def __init__(self, rate: int, target: int):
+        self.rate = rate
+        self._resampler = av.AudioResampler(format="flt", layout="mono", rate=target)
+
+    def __call__(self, samples: np.ndarray | None) -> np.ndarray:
+        """The next piece of output; ``None`` flushes what the filter still holds."""
+        frame = None
+        if samples is not None:
+            frame = av.AudioFrame.from_ndarray(
+                samples.astype(np.float32)[None], format="flt", layout="mono"
+            )
+            frame.sample_rate = self.rate
+        out = [f.to_ndarray().reshape(-1) for f in self._resampler.resample(frame)]
+        return np.concatenate(out) if out else np.zeros(0, np.float32)
+
+
 def resample(samples: np.ndarray, rate: int, target: int = OUTPUT_RATE) -> np.ndarray:
-    """``samples`` (float32 mono) at ``target`` Hz, by FFmpeg's resampler."""
+    """``samples`` (float32 mono, one whole clip) at ``target`` Hz."""
     if rate == target or not len(samples):
         return samples.astype(np.float32, copy=False)
-    frame = av.AudioFrame.from_ndarray(
-        samples.astype(np.float32)[None], format="flt", layout="mono"
-    )
-    frame.sample_rate = rate
-    resampler = av.AudioResampler(format="flt", layout="mono", rate=target)
-    out = [
-        f.to_ndarray().reshape(-1) for f in (*resampler.resample(frame), *resampler.resample(None))
-    ]
-    return np.concatenate(out) if out else np.zeros(0, np.float32)
+    resampler = Resampler(rate, target)
+    return np.concatenate([resampler(samples), resampler(None)])
 
 
 def pcm16(samples: np.ndarray) -> bytes:

@@ -32,7 +32,7 @@ from omniloom.engine.engine import Delta, Done
 from omniloom.engine.sampling import SamplingParams
 from omniloom.errors import OmniloomError
 from omniloom.media.audio import SAMPLE_RATE
-from omniloom.media.audio_out import OUTPUT_RATE, resample
+from omniloom.media.audio_out import OUTPUT_RATE, Resampler
 from omniloom.processing.prompt import Message, TextPart, build_prompt
 from omniloom.serving.responses import job_usage
 from omniloom.serving.spoken import SentenceBuffer, spoken_pcm
@@ -98,6 +98,7 @@ class Session:
         self.voice = "joe"
         self.endpointer: Endpointer | None = None
         self.buffer: list[np.ndarray] = []  # 16 kHz audio since the last commit (no VAD)
+        self.to_16k = Resampler(OUTPUT_RATE, SAMPLE_RATE)  # the input stream, chunk by chunk
         self.items: list[Item] = []
         self.response: asyncio.Task | None = None
         self.stop = asyncio.Event()  # set to end the answer being spoken
@@ -182,7 +183,7 @@ class Session:
             await self.error("input_audio_buffer.append: audio is not valid base64.")
             return
         samples = np.frombuffer(raw[: len(raw) // 2 * 2], "<i2").astype(np.float32) / 32768.0
-        audio = resample(samples, OUTPUT_RATE, SAMPLE_RATE)
+        audio = self.to_16k(samples)
         if self.detection is None:
             if sum(len(b) for b in self.buffer) + len(audio) > _MAX_BUFFER_SECONDS * SAMPLE_RATE:
                 await self.error(f"The input buffer is over {_MAX_BUFFER_SECONDS} s; commit it.")
