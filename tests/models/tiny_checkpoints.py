@@ -461,6 +461,73 @@ def llava_onevision(
     return model, processor
 
 
+QWEN2_AUDIO_SPECIAL = (
+    "<|endoftext|>",
+    "<|im_start|>",
+    "<|im_end|>",
+    "<|audio_bos|>",
+    "<|AUDIO|>",
+    "<|audio_eos|>",
+)
+# Qwen2-Audio-7B-Instruct's chat template, as its checkpoint ships it
+QWEN2_AUDIO_TEMPLATE = (
+    "{% set audio_count = namespace(value=0) %}{% for message in messages %}"
+    "{% if loop.first and message['role'] != 'system' %}<|im_start|>system\nYou are a helpful "
+    "assistant.<|im_end|>\n{% endif %}<|im_start|>{{ message['role'] }}\n"
+    "{% if message['content'] is string %}{{ message['content'] }}<|im_end|>\n{% else %}"
+    "{% for content in message['content'] %}{% if 'audio' in content or 'audio_url' in content %}"
+    "{% set audio_count.value = audio_count.value + 1 %}"
+    "Audio {{ audio_count.value }}: <|audio_bos|><|AUDIO|><|audio_eos|>\n"
+    "{% elif 'text' in content %}{{ content['text'] }}{% endif %}{% endfor %}<|im_end|>\n"
+    "{% endif %}{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+_WHISPER_TOWER = dict(  # a depth-2 encoder over Whisper-large-v3's 128 mel bins
+    d_model=32,
+    encoder_layers=2,
+    encoder_attention_heads=2,
+    encoder_ffn_dim=48,
+    num_mel_bins=128,
+    max_source_positions=1500,
+)
+
+
+def qwen2_audio(directory: Path, seed: int = 0):
+    """A 2-layer Qwen2-Audio with a depth-2 Whisper encoder saved to ``directory``; returns
+    (model, processor)."""
+    from transformers import (
+        Qwen2AudioConfig,
+        Qwen2AudioForConditionalGeneration,
+        Qwen2AudioProcessor,
+        WhisperFeatureExtractor,
+    )
+
+    tokenizer = byte_level_tokenizer(QWEN2_AUDIO_SPECIAL, eos="<|im_end|>", split=QWEN2_SPLIT)
+    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in QWEN2_AUDIO_SPECIAL}
+    text = dict(
+        model_type="qwen2",
+        vocab_size=len(tokenizer),
+        **TINY_DECODER,
+        max_position_embeddings=4096,
+        bos_token_id=ids["<|endoftext|>"],
+        eos_token_id=ids["<|im_end|>"],
+    )
+    config = Qwen2AudioConfig(
+        audio_config=_WHISPER_TOWER, text_config=text, audio_token_index=ids["<|AUDIO|>"]
+    )
+    torch.manual_seed(seed)
+    model = Qwen2AudioForConditionalGeneration._from_config(config).eval()
+    model.generation_config.eos_token_id = ids["<|im_end|>"]
+    model.save_pretrained(directory)
+    features = WhisperFeatureExtractor(feature_size=128)
+    features.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    (directory / "chat_template.jinja").write_text(QWEN2_AUDIO_TEMPLATE)
+    processor = Qwen2AudioProcessor(
+        feature_extractor=features, tokenizer=tokenizer, chat_template=QWEN2_AUDIO_TEMPLATE
+    )
+    return model, processor
+
+
 def llama_base(directory: Path, seed: int = 0):
     """A 2-layer Llama base model (no chat template) saved to ``directory``."""
     from transformers import LlamaConfig, LlamaForCausalLM

@@ -22,6 +22,7 @@ from omniloom.models.specs import (
     llava,
     llava_onevision,
     qwen2_5_vl,
+    qwen2_audio,
     qwen2_vl,
     text,
 )
@@ -59,7 +60,7 @@ __all__ = [
 
 _HF_SPECS = {
     arch: spec
-    for spec in (text, gemma3, qwen2_vl, qwen2_5_vl, idefics3, llava, llava_onevision)
+    for spec in (text, gemma3, qwen2_vl, qwen2_5_vl, idefics3, llava, llava_onevision, qwen2_audio)
     for arch in spec.ARCHITECTURES
 }
 _GGUF_SPECS = {arch: spec for spec in (text, gemma3) for arch in spec.GGUF_ARCHITECTURES}

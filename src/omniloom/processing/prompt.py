@@ -118,7 +118,8 @@ def _render_content(parts: list[TextPart | MediaPart], sentinel: str, items: lis
 
 
 def _typed_parts(parts: list[TextPart | MediaPart], markers: dict[str, str], items: list):
-    """List content for templates that take typed parts; media become ``{"type": modality}``."""
+    """List content for templates that take typed parts; media become ``{"type": modality,
+    modality: ""}`` (templates test either the type or the key, as Qwen2-Audio's does)."""
     content: list[dict] = []
     for part in parts:
         if isinstance(part, TextPart):
@@ -130,7 +131,7 @@ def _typed_parts(parts: list[TextPart | MediaPart], markers: dict[str, str], ite
                     )
             content.append({"type": "text", "text": part.text})
         else:
-            content.append({"type": part.item.modality})
+            content.append({"type": part.item.modality, part.item.modality: ""})
             items.append(part.item)
     return content
 

@@ -57,18 +57,22 @@ class ChatTemplate:
         eos_token: str = "",
         media_markers: dict[str, str] | None = None,
         prompt_prefix: tuple[int, ...] = (),
+        typed_parts: bool = False,
     ):
         self.source = source
         # ids a checkpoint's processor puts before a prompt that does not begin with the BOS
         self.prompt_prefix = prompt_prefix
         self.special = {"bos_token": bos_token, "eos_token": eos_token}
         self.media_markers = media_markers or {}  # modality → what list content renders it as
+        self.typed_parts = typed_parts  # list content even where the template takes strings
         self._template = _compile(source)
 
     @cached_property
     def content_format(self) -> str:
         """``"string"`` where the template writes string content, ``"list"`` where it only
-        writes content given as typed parts."""
+        writes content given as typed parts (or is always to be given them)."""
+        if self.typed_parts:
+            return "list"
         probe = "\x00probe\x00"
         try:
             text = self.render([{"role": "user", "content": probe}])

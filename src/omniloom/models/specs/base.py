@@ -105,9 +105,11 @@ def build_template(
     override: str | None = None,
     media_markers: dict[str, str] | None = None,
     processor_prefix: bool = False,
+    typed_media: bool = False,
 ) -> ChatTemplate | None:
     """The chat template; with ``processor_prefix``, prompts are tokenized as the family's
-    ``transformers`` processor does it (the tokenizer's BOS where the template writes none)."""
+    ``transformers`` processor does it (the tokenizer's BOS where the template writes none);
+    with ``typed_media``, it is given list content even where it also takes strings."""
     source = override or spec.chat_template
     if not source:
         return None
@@ -118,6 +120,7 @@ def build_template(
         eos_token=token(spec.eos_id),
         media_markers=media_markers,
         prompt_prefix=tuple(tokenizer.added_prefix_ids()) if processor_prefix else (),
+        typed_parts=typed_media,
     )
 
 
@@ -132,17 +135,24 @@ def assemble(
     license: str | None = None,
     tokenizer: TextTokenizer | None = None,
     media_markers: dict[str, str] | None = None,
+    typed_media: bool = False,
 ) -> LoadedModel:
     """The servable model; ``media_markers`` name what a list-content chat template writes for
-    each modality (``{"image": "<image>"}``). A model with media ``processors`` tokenizes its
-    prompts as its ``transformers`` processor does."""
+    each modality (``{"image": "<image>"}``), and ``typed_media`` has the template given list
+    content always (one that writes text of its own around media, as ``Audio 1: ``). A model
+    with media ``processors`` tokenizes its prompts as its ``transformers`` processor does."""
     tokenizer = tokenizer or TextTokenizer(tokenizer_spec)
     return LoadedModel(
         name=ctx.name or (path.stem if path.is_file() else path.name),
         vlm=net,
         tokenizer=tokenizer,
         template=build_template(
-            tokenizer_spec, tokenizer, ctx.chat_template, media_markers, bool(processors)
+            tokenizer_spec,
+            tokenizer,
+            ctx.chat_template,
+            media_markers,
+            bool(processors),
+            typed_media,
         ),
         context_length=cfg.max_position,
         family=family,
