@@ -211,6 +211,36 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train_audio(args: argparse.Namespace) -> int:
+    import dataclasses
+    import json
+    import shutil
+
+    import torch
+
+    from omniloom.models.audio_branch import AUDIO_ADAPTER
+    from omniloom.speech.asr import Transcriber
+    from omniloom.speech.tts import Synthesizer
+    from omniloom.training import audio
+
+    torch.set_num_threads(args.threads or torch.get_num_threads())
+    recipe = audio.QUICK_AUDIO_RECIPE if args.quick else audio.AudioRecipe()
+    if args.steps:
+        recipe = dataclasses.replace(recipe, steps=args.steps)
+    model = audio.trainable_model()
+    trainer = audio.AudioTrainer(model, recipe, Path(args.out))
+    synthesizer = Synthesizer(threads=torch.get_num_threads())
+    trainer.run(synthesizer)
+    evaluation = audio.evaluate(model, synthesizer, Transcriber(threads=torch.get_num_threads()))
+    path = trainer.save(evaluation)
+    print(json.dumps(evaluation, indent=2))
+    print(f"audio adapter: {path}")
+    if args.install:
+        shutil.copy(path, AUDIO_ADAPTER)
+        print(f"installed {AUDIO_ADAPTER}")
+    return 0
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     import openai
 
@@ -307,6 +337,18 @@ def build_parser() -> argparse.ArgumentParser:
         "without native bf16, where it is faster, and trains slightly different weights)",
     )
     train.set_defaults(func=cmd_train)
+
+    train_audio = sub.add_parser(
+        "train-audio",
+        help="train the embedded model's audio projector on synthesised speech, then compare "
+        "its native path with the speech cascade on held-out speech",
+    )
+    train_audio.add_argument("--out", default="runs/train-audio", help="run directory")
+    train_audio.add_argument("--quick", action="store_true", help="a tiny recipe, for tests")
+    train_audio.add_argument("--steps", type=int, help="training steps (the recipe's otherwise)")
+    train_audio.add_argument("--install", action="store_true", help="copy it into the package")
+    train_audio.add_argument("--threads", type=int, default=None)
+    train_audio.set_defaults(func=cmd_train_audio)
 
     keys = sub.add_parser("keys", help="manage API keys (stored hashed)")
     keys_sub = keys.add_subparsers(dest="keys_command", required=True)

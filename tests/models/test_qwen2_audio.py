@@ -14,7 +14,7 @@ from omniloom.media.audio import decode_audio
 from omniloom.models.registry import load_model
 from omniloom.processing.log_mel import log_mel
 from omniloom.processing.prompt import MediaPart, Message, TextPart, build_prompt
-from omniloom.processing.qwen2_audio import audio_tokens
+from omniloom.processing.whisper_audio import audio_tokens
 from tests.models.tiny_checkpoints import qwen2_audio
 from tests.models.vlm_parity import assert_greedy_in_engine, assert_logits_match
 from tests.speech.audio_files import audio_file, tone
@@ -74,12 +74,11 @@ def test_features_prompt_ids_and_token_counts_match_the_processor(checkpoint):
     assert counts == [25, 59, 15]  # 25 per second
     assert prompt.tokens_by_modality()["audio"] == sum(counts) + 2 * len(clips)
     assert ids.count(reference.config.audio_token_index) == sum(counts)
-    for item, expected in zip(items, inputs["input_features"], strict=True):
-        (mel, filled), *_ = item.features()
+    windows = [w for item in items for w in item.features()]
+    for (mel, _), expected in zip(windows, inputs["input_features"], strict=True):
         torch.testing.assert_close(mel, expected, atol=1e-5, rtol=0)
-    assert [f for i in items for _, f in i.features()] == inputs["feature_attention_mask"].sum(
-        -1
-    ).tolist()
+    filled = inputs["feature_attention_mask"].sum(-1).tolist()
+    assert [frames for _, frames in windows] == filled
 
 
 @pytest.mark.parametrize("count", [0, 1, 3])

@@ -2,7 +2,8 @@
 Qwen2-VL, a tiny SmolVLM (list-content chat template, tiled images), a tiny LLaVA (the
 tokenizer's BOS before the template's text) and a tiny LLaVA-OneVision (anyres grid) answer the
 official openai client exactly as ``transformers`` generates, at every ``detail``, with usage
-and ``/tokenize`` equal to the processor's count; ``/v1/completions`` on raw text; a text-only
+and ``/tokenize`` equal to the processor's count; a tiny Qwen2-Audio hears ``input_audio``
+natively, its audio tokens predicted from the duration; ``/v1/completions`` on raw text; a text-only
 base model refuses chat (no template) and images (no encoder) with 400s that say why, and
 ``--max-model-len`` caps its context."""
 
@@ -21,8 +22,10 @@ from tests.models.tiny_checkpoints import (
     llama_base,
     llava,
     llava_onevision,
+    qwen2_audio,
     qwen2_vl,
 )
+from tests.speech.audio_files import audio_file, tone
 
 pytestmark = pytest.mark.slow
 QUESTION = "What is in this picture?"
@@ -227,3 +230,81 @@ def test_base_model_refuses_chat_and_images_saying_why(base_llama):
     )
     assert too_long.status_code == 400 and "64" in too_long.json()["error"]["message"]
     assert httpx.get(f"{base_llama.url}/health").status_code == 200
+
+
+@pytest.fixture(scope="module")
+def qwen2_audio_server(tmp_path_factory):
+    for server, built in _serving(tmp_path_factory, "tiny-qwen2-audio", qwen2_audio):
+        yield server, *built
+
+
+def _clip() -> np.ndarray:
+    return tone(1.7, hz=220.0)
+
+
+def test_qwen2_audio_hears_input_audio_natively(qwen2_audio_server):
+    import base64
+
+    server, reference, processor = qwen2_audio_server
+    wav = base64.b64encode(audio_file(_clip(), 16_000, "wav")).decode()
+    content = [
+        {"type": "input_audio", "input_audio": {"data": wav, "format": "wav"}},
+        {"type": "text", "text": QUESTION},
+    ]
+    messages = [{"role": "user", "content": content}]
+    client = openai.OpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0)
+    reply = client.chat.completions.create(
+        model="tiny-qwen2-audio", messages=messages, max_tokens=12, temperature=0
+    )
+    ref_content = [{"type": "audio", "audio_url": "clip"}, content[1]]
+    text = processor.apply_chat_template(
+        [{"role": "user", "content": ref_content}], add_generation_prompt=True, tokenize=False
+    )
+    inputs = processor(text=[text], audio=[_clip()], sampling_rate=16_000, return_tensors="pt")
+    with torch.inference_mode():
+        out = reference.generate(**inputs, max_new_tokens=12, do_sample=False)
+    new = out[0, inputs["input_ids"].shape[1] :]
+    assert reply.choices[0].message.content == processor.tokenizer.decode(
+        new, skip_special_tokens=True
+    )
+    assert reply.usage.prompt_tokens == inputs["input_ids"].shape[1]
+    body = reply.model_dump()
+    assert body["usage"]["prompt_tokens_details"]["audio_tokens"] == 42 + 2  # 25/s, bos, eos
+    assert body["audio_perception"] == "native"
+    counted = httpx.post(
+        f"{server.url}/tokenize", json={"model": "tiny-qwen2-audio", "messages": messages}
+    ).json()
+    assert counted["count"] == reply.usage.prompt_tokens
+    assert counted["media"][0]["modality"] == "audio"
+
+
+def test_qwen2_audio_refuses_images_and_hears_through_the_cascade_when_asked(
+    qwen2_audio_server,
+):
+    import base64
+
+    server, _, _ = qwen2_audio_server
+    url = f"{server.url}/v1/chat/completions"
+    image = {
+        "type": "image_url",
+        "image_url": {"url": data_url(png_bytes(_picture()), "image/png")},
+    }
+    refused = httpx.post(
+        url, json={"model": "tiny-qwen2-audio", "messages": [{"role": "user", "content": [image]}]}
+    )
+    assert refused.status_code == 400
+    assert "image" in refused.json()["error"]["message"]
+    wav = base64.b64encode(audio_file(_clip(), 16_000, "wav")).decode()
+    part = {"type": "input_audio", "input_audio": {"data": wav, "format": "wav"}}
+    heard = httpx.post(
+        url,
+        json={
+            "model": "tiny-qwen2-audio",
+            "messages": [{"role": "user", "content": [part]}],
+            "audio_perception": "cascade",
+            "max_tokens": 2,
+        },
+        timeout=120,
+    ).json()
+    assert heard["audio_perception"] == "cascade"
+    assert heard["usage"]["prompt_tokens_details"]["audio_tokens"] == 0

@@ -4,6 +4,7 @@ Text ids embed through the backbone's table; media marker ids (start/end/separat
 small table of their own; placeholder positions take the projected encoder features in the
 order of the model's ``TileLayout``.
 Output is logits over the text vocabulary only, so media tokens are never generated.
+With an audio branch attached (``attach_audio``), audio clips take their placeholders too.
 """
 
 from __future__ import annotations
@@ -11,10 +12,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from omniloom.models.audio_branch import AudioBranch
 from omniloom.models.backbones.llama import LlamaForCausalLM
 from omniloom.models.multimodal import MultimodalModel
-from omniloom.processing.image_item import ImageItem
 from omniloom.processing.media_tokens import MediaVocabulary, TileLayout
+
+AUDIO_MARKERS = ("<|audio_start|>", "<|audio_end|>")
 
 
 class VisionLanguageModel(MultimodalModel):
@@ -35,6 +38,15 @@ class VisionLanguageModel(MultimodalModel):
         self.media_embed = nn.Embedding(media_vocab.size, hidden)
         self._pad_ids = torch.tensor(sorted(media_vocab.pad_ids().values()))
         self.tile_layout = TileLayout.raster(self.tokens_per_tile())
+        self.audio: AudioBranch | None = None
+
+    def attach_audio(self, branch: AudioBranch, markers: torch.Tensor | None = None) -> None:
+        """Hear audio through ``branch``; ``markers`` are the audio start/end embeddings."""
+        self.audio = branch.to(self.device)
+        self.modalities = frozenset({*self.modalities, "audio"})
+        if markers is not None:
+            rows = [self.media_vocab.id(n) - self.media_vocab.base_id for n in AUDIO_MARKERS]
+            self.media_embed.weight.data[rows] = markers.to(self.media_embed.weight.dtype)
 
     @property
     def placeholder_ids(self) -> torch.Tensor:
@@ -70,10 +82,25 @@ class VisionLanguageModel(MultimodalModel):
     def placeholder_mask(self, ids: torch.Tensor) -> torch.Tensor:
         return torch.isin(ids, self._pad_ids.to(ids.device))
 
-    def encode(self, items: list[ImageItem]) -> list[torch.Tensor]:
-        """Every item's tiles through one encoder call; one tensor per item."""
-        if not items:
-            return []
-        tiles = [item.tiles() for item in items]
-        encoded = self.encode_tiles(torch.cat(tiles))
-        return list(encoded.split([t.shape[0] * self.tokens_per_tile() for t in tiles]))
+    def encode(self, items: list) -> list[torch.Tensor]:
+        """Every image item's tiles through one encoder call, each audio clip through the audio
+        branch; one tensor per item, in order."""
+        images = [i for i, item in enumerate(items) if item.modality == "image"]
+        out: list[torch.Tensor | None] = [None] * len(items)
+        if images:
+            tiles = [items[i].tiles() for i in images]
+            encoded = self.encode_tiles(torch.cat(tiles))
+            sizes = [t.shape[0] * self.tokens_per_tile() for t in tiles]
+            for i, tensor in zip(images, encoded.split(sizes), strict=True):
+                out[i] = tensor
+        for i, item in enumerate(items):
+            if item.modality == "audio":
+                out[i] = self.encode_audio(item)
+        return out
+
+    @torch.inference_mode()
+    def encode_audio(self, clip) -> torch.Tensor:
+        if self.audio is None:
+            raise ValueError("this model has no audio branch")
+        windows = [(mel.to(self.device), frames) for mel, frames in clip.features()]
+        return self.audio(windows).to(self.dtype)

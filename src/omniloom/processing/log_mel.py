@@ -65,11 +65,6 @@ def positions_after_convs(mel_frames: int) -> int:
     return (mel_frames - 1) // 2 + 1
 
 
-def pooled_positions(mel_frames: int) -> int:
-    """Outputs after Qwen2-Audio's pair averaging of those positions: its audio tokens."""
-    return positions_after_convs(mel_frames) // 2
-
-
 def log_mel(samples: np.ndarray, n_mels: int) -> torch.Tensor:
     """(n_mels, 3000) features of one window of at most 30 s of 16 kHz samples."""
     if len(samples) > WINDOW_SAMPLES:

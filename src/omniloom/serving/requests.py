@@ -60,6 +60,7 @@ class PreparedRequest:
     image_safety: SafetyReport | None = None  # classifier scores, when the policy is on
     image_paths: list[dict] = field(default_factory=list)  # per image: path and familiarity
     skipped: list[dict] = field(default_factory=list)  # per failed stage: where and which
+    audio_path: str | None = None  # how the audio parts were heard (None: there were none)
 
     def media_safety(self) -> dict | None:
         safety: dict = {}
@@ -81,6 +82,7 @@ class MediaContext:
     cascade: PerceptionCascade | None = None
     safety: ImageSafety | None = None
     transcriber: Transcriber | None = None  # speech recognition, for audio parts
+    audio_path: str = "cascade"  # native | cascade
     heard_audio: list[str] = field(default_factory=list)  # audio parts transcribed and scanned
     injection: list[Finding] = field(default_factory=list)  # filled while converting media
     safety_report: SafetyReport | None = None  # filled while converting media
@@ -148,20 +150,32 @@ def _audio_bytes(audio: InputAudio, where: str, limits: Limits) -> bytes:
 
 
 def _convert_audio(part: ContentPart, where: str, ctx: MediaContext) -> list:
-    """An audio part through the speech cascade: its transcript goes into the prompt as a
-    delimited block, scanned for injected instructions as text read from images is."""
+    """An audio part, by the request's audio path: natively, as the model's own span of audio
+    tokens; or through the speech cascade, its transcript in the prompt as a delimited block.
+    Either way, what was said is scanned for injected instructions where that is on."""
     if part.input_audio is None:
         raise InvalidRequest(
             f"{where} has type 'input_audio' but no 'input_audio' object.", param=where
         )
+    if ctx.audio_path == "native":
+        check_modality(ctx.model, "audio", where)
     limits = ctx.settings.limits
     decoded = decode_audio(_audio_bytes(part.input_audio, where, limits), limits, where)
-    segments = ctx.transcriber.segments(iter([decoded.samples]), TranscriptionOptions())
-    transcript = "".join(s.text for s in segments).strip()
+    if ctx.audio_path == "native":
+        if ctx.transcriber is not None:
+            ctx.injection.extend(scan(_transcript(decoded, ctx)))
+            ctx.heard_audio.append(where)
+        return [MediaPart(ctx.model.processors["audio"].prepare(decoded))]
+    transcript = _transcript(decoded, ctx)
     findings = scan(transcript)
     ctx.injection.extend(findings)
     ctx.heard_audio.append(where)
     return [TextPart("\n" + audio_block(transcript, bool(findings)) + "\n")]
+
+
+def _transcript(decoded, ctx: MediaContext) -> str:
+    segments = ctx.transcriber.segments(iter([decoded.samples]), TranscriptionOptions())
+    return "".join(s.text for s in segments).strip()
 
 
 def audio_block(transcript: str, suspicious: bool) -> str:
@@ -269,6 +283,16 @@ def has_audio(req: ChatCompletionRequest) -> bool:
     return _count_parts(req, "input_audio") > 0
 
 
+def audio_path(req: ChatCompletionRequest, model: LoadedModel) -> str:
+    return req.audio_perception or model.audio_path
+
+
+def hears_audio(req: ChatCompletionRequest, model: LoadedModel, settings: Settings) -> bool:
+    """Whether the request's audio goes through speech recognition: for the cascade, or for
+    the injection scan on the native path."""
+    return has_audio(req) and (audio_path(req, model) == "cascade" or settings.scan_media_text)
+
+
 def build_request_prompt(
     req: ChatCompletionRequest,
     model: LoadedModel,
@@ -325,7 +349,7 @@ def _media_context(req, model, settings, cascade, safety, transcriber=None) -> M
     check_model(req.model, model)
     check_sizes(req, model, settings.limits)
     _check_media_counts(req, settings.limits)
-    if has_audio(req) and transcriber is None:
+    if hears_audio(req, model, settings) and transcriber is None:
         raise InvalidRequest("Audio input is not available on this server.", param="messages")
     mode = req.perception or default_perception(model, settings)
     if (mode != "native" or settings.scan_media_text) and cascade is None:
@@ -334,7 +358,14 @@ def _media_context(req, model, settings, cascade, safety, transcriber=None) -> M
         )
     report = SafetyReport(safety.threshold) if safety is not None else None
     return MediaContext(
-        model, settings, mode, cascade, safety, transcriber=transcriber, safety_report=report
+        model,
+        settings,
+        mode,
+        cascade,
+        safety,
+        transcriber=transcriber,
+        audio_path=audio_path(req, model),
+        safety_report=report,
     )
 
 
@@ -452,7 +483,15 @@ def prepare(
     report = ctx.safety_report if ctx.safety_report and ctx.safety_report.scores else None
     ran = path_that_ran(ctx.perception, ctx.image_paths)
     return PreparedRequest(
-        prompt, params, ran, ctx.scans, ctx.injection, report, ctx.image_paths, ctx.skipped
+        prompt,
+        params,
+        ran,
+        ctx.scans,
+        ctx.injection,
+        report,
+        ctx.image_paths,
+        ctx.skipped,
+        ctx.audio_path if has_audio(req) else None,
     )
 
 

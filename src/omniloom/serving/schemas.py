@@ -145,6 +145,8 @@ class ChatCompletionRequest(SamplingFields):
     logprobs: bool | None = None
     top_logprobs: int | None = Field(default=None, ge=0, le=20)
     perception: Literal["native", "cascade", "hybrid", "auto"] | None = None
+    # how audio parts reach the model: its own encoder, or speech recognition's transcript
+    audio_perception: Literal["native", "cascade"] | None = None
     modalities: list[Literal["text", "audio"]] | None = None
     audio: AudioOutput | None = None
 

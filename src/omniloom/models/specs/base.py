@@ -50,6 +50,14 @@ class LoadedModel:
     familiarity_bank: torch.Tensor | None = None  # features of the adapter's training images
     why_text_only: str | None = None  # said when media are refused for a reason of its own
     cascade_encoder: nn.Module | None = None  # labels images for the perception cascade
+    prefers_cascade_audio: bool = False  # its own audio path loses to the speech cascade
+
+    @property
+    def audio_path(self) -> str:
+        """How audio parts reach this model unless a request says: ``native`` where it has an
+        audio processor (and that path wins), else through speech recognition (``cascade``)."""
+        native = "audio" in self.processors and not self.prefers_cascade_audio
+        return "native" if native else "cascade"
 
     @property
     def modalities(self) -> frozenset[str]:

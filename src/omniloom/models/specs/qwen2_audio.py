@@ -4,7 +4,7 @@ The checkpoint's ``audio_tower.*`` loads into ``WhisperEncoder``, ``multi_modal_
 into a linear layer to the decoder's width, and the language model into our decoder with 1-D
 RoPE (``transformers`` 5 writes ``model.audio_tower.*``, ``model.multi_modal_projector.*`` and
 ``model.language_model.*``; the older top-level names load too). Audio is the only medium: each
-clip's span is ``<|audio_bos|> <|AUDIO|>×N <|audio_eos|>`` (``processing/qwen2_audio.py``), and
+clip's span is ``<|audio_bos|> <|AUDIO|>×N <|audio_eos|>`` (``processing/whisper_audio.py``), and
 the chat template, which writes ``Audio k: `` before it, sees typed parts.
 """
 
@@ -21,10 +21,15 @@ from omniloom.models.multimodal import MultimodalModel
 from omniloom.models.specs.base import SpecContext, assemble, build_decoder, strict_load
 from omniloom.models.tokenizer import TextTokenizer
 from omniloom.models.weights.hf_loader import read_config, read_tokenizer, read_weights
-from omniloom.processing.qwen2_audio import Qwen2AudioClip, Qwen2AudioProcessor, Qwen2AudioTokens
+from omniloom.processing.whisper_audio import (
+    AudioSpanTokens,
+    WhisperAudioClip,
+    WhisperAudioProcessor,
+)
 
 ARCHITECTURES = ("Qwen2AudioForConditionalGeneration",)
 AUDIO_MARKER = "<|audio_bos|><|AUDIO|><|audio_eos|>"
+POOL_STRIDE = 2  # encoder positions per audio token (its pair averaging)
 _QWEN2_7B = dict(  # what ``transformers`` fills in where the text config leaves keys out
     vocab_size=156032,
     hidden_size=4096,
@@ -75,7 +80,7 @@ class Qwen2AudioModel(MultimodalModel):
     def placeholder_mask(self, ids: torch.Tensor) -> torch.Tensor:
         return ids == self.audio_pad
 
-    def encode(self, items: list[Qwen2AudioClip]) -> list[torch.Tensor]:
+    def encode(self, items: list[WhisperAudioClip]) -> list[torch.Tensor]:
         """Each clip's windows through the encoder (the frames each clip fills), projected."""
         out = []
         for item in items:
@@ -90,13 +95,13 @@ def audio_processor(directory: Path, raw: dict | None = None, tokenizer=None):
     raw = raw or read_config(directory)
     tokenizer = tokenizer or TextTokenizer(read_tokenizer(directory, raw))
     pad = raw.get("audio_token_index", raw.get("audio_token_id"))
-    tokens = Qwen2AudioTokens(
-        bos=tokenizer.token_id("<|audio_bos|>"),
+    tokens = AudioSpanTokens(
+        start=tokenizer.token_id("<|audio_bos|>"),
         pad=tokenizer.token_id("<|AUDIO|>") if pad is None else pad,
-        eos=tokenizer.token_id("<|audio_eos|>"),
+        end=tokenizer.token_id("<|audio_eos|>"),
     )
     n_mels = WhisperEncoderConfig.from_hf(raw.get("audio_config") or {}).n_mels
-    return Qwen2AudioProcessor(n_mels, tokens)
+    return WhisperAudioProcessor(n_mels, POOL_STRIDE, tokens)
 
 
 def load(directory: Path, ctx: SpecContext):

@@ -14,7 +14,7 @@ from starlette.concurrency import run_in_threadpool
 from omniloom.engine.engine import Delta, Done, Finished
 from omniloom.errors import OmniloomError
 from omniloom.serving import responses
-from omniloom.serving.requests import PreparedRequest, has_audio, prepare
+from omniloom.serving.requests import PreparedRequest, hears_audio, prepare
 from omniloom.serving.schemas import ChatCompletionRequest
 from omniloom.serving.spoken import SpokenStream, Voice, spoken_message, with_audio_usage
 from omniloom.serving.state import ServerState, Submitted
@@ -30,7 +30,11 @@ async def chat_completions(body: ChatCompletionRequest, request: Request):
     state.check_capacity()
     cascade = await run_in_threadpool(state.cascade_for, body.perception)
     safety = await run_in_threadpool(state.image_safety)
-    transcriber = await run_in_threadpool(state.transcriber) if has_audio(body) else None
+    transcriber = (
+        await run_in_threadpool(state.transcriber)
+        if hears_audio(body, state.model, state.settings)
+        else None
+    )
     synthesizer = await run_in_threadpool(state.synthesizer) if body.wants_audio else None
     voice = Voice.from_request(body, synthesizer)
     prepared = await run_in_threadpool(
@@ -101,6 +105,8 @@ async def _complete(
     body["perception"] = prepared.perception
     if prepared.image_paths:
         body["perception_images"] = prepared.image_paths
+    if prepared.audio_path:
+        body["audio_perception"] = prepared.audio_path
     if (safety := prepared.media_safety()) is not None:
         body["media_safety"] = safety
     if prepared.skipped:
@@ -124,6 +130,8 @@ def _headers(prepared: PreparedRequest) -> dict[str, str]:
     """Which perception path ran; whether text in the media looked like an injection and
     whether an image was flagged by the safety classifier (where those checks ran)."""
     headers = {"X-Omniloom-Perception": prepared.perception}
+    if prepared.audio_path:
+        headers["X-Omniloom-Audio-Perception"] = prepared.audio_path
     safety = prepared.media_safety() or {}
     if "prompt_injection" in safety:
         flagged = safety["prompt_injection"]

@@ -9,7 +9,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 
-from omniloom.serving.requests import build_request_prompt, has_audio
+from omniloom.serving.requests import build_request_prompt, hears_audio
 from omniloom.serving.responses import MODALITIES
 from omniloom.serving.schemas import ChatCompletionRequest
 from omniloom.serving.state import ServerState
@@ -21,7 +21,11 @@ router = APIRouter()
 async def tokenize(body: ChatCompletionRequest, request: Request) -> dict:
     state: ServerState = request.app.state.omniloom
     cascade = await run_in_threadpool(state.cascade_for, body.perception)
-    transcriber = await run_in_threadpool(state.transcriber) if has_audio(body) else None
+    transcriber = (
+        await run_in_threadpool(state.transcriber)
+        if hears_audio(body, state.model, state.settings)
+        else None
+    )
     prompt = await run_in_threadpool(
         build_request_prompt, body, state.model, state.settings, cascade, transcriber
     )
