@@ -3,7 +3,8 @@
 In process: Whisper tiny.en and Piper's real-time factors (seconds of work per second of
 audio) and the cascade's word error rate on held-out sentences in two voices — espeak-ng, a
 voice no model here was trained on, and the embedded Piper voice. The native audio path
-(Whisper encoder → projector → backbone) is not built, so its row says so.
+(Whisper encoder → projector → backbone) is compared with the cascade by
+``benchmarks/native_audio.py``.
 
 Then the realtime loop through a real server (``omniloom serve`` on a free port, or ``--url``):
 each spoken question is streamed at speaking pace in 40 ms pieces, with a second of silence
@@ -184,7 +185,7 @@ def print_table(models: dict, loop: dict, cpu: str) -> None:
     for voice in VOICES:
         row = models[voice]
         print(f"{'cascade':<10}{voice:<9}{row['wer']:>7.1%}{row['asr_rtf']:>9.3f}")
-    print(f"{'native':<10}{'-':<9}{'not built':>16}")
+    print("native: benchmarks/native_audio.py")
     print(f"TTS RTF {models['tts_rtf']:.3f}")
     print("realtime loop, median over turns (s):")
     for stage, value in loop["median"].items():

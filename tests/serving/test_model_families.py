@@ -276,6 +276,9 @@ def test_qwen2_audio_hears_input_audio_natively(qwen2_audio_server):
     ).json()
     assert counted["count"] == reply.usage.prompt_tokens
     assert counted["media"][0]["modality"] == "audio"
+    card = httpx.get(f"{server.url}/v1/models").json()["data"][0]
+    assert card["input_modalities"] == ["text", "audio"]
+    assert card["audio_perception"] == "native"
 
 
 def test_qwen2_audio_refuses_images_and_hears_through_the_cascade_when_asked(

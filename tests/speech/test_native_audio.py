@@ -80,7 +80,7 @@ def test_a_short_training_run_trains_the_projector_and_audio_markers_only(tmp_pa
     before_projector = vlm.audio.projector.linear_1.weight.detach().clone()
     lora = lora_layers(vlm.backbone)[0]
     frozen = [p.detach().clone() for p in (lora.base.weight, lora.lora_a, lora.lora_b)]
-    recipe = audio_training.AudioRecipe(clips=4, questions=2, steps=2, batch=3)
+    recipe = audio_training.AudioRecipe(clips=4, generated=2, questions=2, steps=2, batch=3)
     trainer = audio_training.AudioTrainer(model, recipe, tmp_path)
     trainer.run(Synthesizer())
     changed = (vlm.media_embed.weight != before_table).any(dim=1).nonzero().flatten().tolist()

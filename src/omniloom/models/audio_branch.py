@@ -37,18 +37,23 @@ def embedded_asr_path() -> Path:
 
 
 class StackingProjector(nn.Module):
-    def __init__(self, width: int, hidden: int, stride: int = STRIDE):
+    """Stack, normalise, MLP, then an RMS norm whose gain starts at the scale of the LLM's own
+    token embeddings (``embedding_scale``), so audio tokens arrive at the size text tokens have."""
+
+    def __init__(self, width: int, hidden: int, stride: int = STRIDE, embedding_scale=1.0):
         super().__init__()
         self.stride = stride
         self.norm = nn.LayerNorm(width * stride)
         self.linear_1 = nn.Linear(width * stride, hidden)
         self.linear_2 = nn.Linear(hidden, hidden)
+        self.out_norm = nn.RMSNorm(hidden, eps=1e-6)
+        nn.init.constant_(self.out_norm.weight, embedding_scale)
 
     def forward(self, positions: torch.Tensor) -> torch.Tensor:
         """(T, width) encoder positions → (T // stride, hidden) tokens."""
         kept = positions.shape[0] // self.stride * self.stride
         stacked = positions[:kept].reshape(-1, positions.shape[1] * self.stride)
-        return self.linear_2(F.gelu(self.linear_1(self.norm(stacked))))
+        return self.out_norm(self.linear_2(F.gelu(self.linear_1(self.norm(stacked)))))
 
 
 class AudioBranch(nn.Module):
@@ -77,7 +82,9 @@ class AudioBranch(nn.Module):
         return self.project(self.positions(windows))
 
 
-def build_audio_branch(asr_directory: Path, hidden: int, seed: int = 0) -> AudioBranch:
+def build_audio_branch(
+    asr_directory: Path, hidden: int, seed: int = 0, embedding_scale: float = 1.0
+) -> AudioBranch:
     """The encoder of the Whisper model in ``asr_directory`` and a projector from ``seed``."""
     cfg, weights = whisper_encoder(asr_directory)
     with torch.device("meta"):
@@ -85,7 +92,7 @@ def build_audio_branch(asr_directory: Path, hidden: int, seed: int = 0) -> Audio
     encoder.load_state_dict(weights, strict=True, assign=True)
     with torch.random.fork_rng():
         torch.manual_seed(seed)
-        projector = StackingProjector(cfg.d_model, hidden)
+        projector = StackingProjector(cfg.d_model, hidden, embedding_scale=embedding_scale)
     return AudioBranch(encoder, projector)
 
 

@@ -1,9 +1,9 @@
 """The embedded model's audio projector: speech the project synthesises, transcription first,
 then spoken questions; and the evaluation that says whether the native path beats the cascade.
 
-Training speech: sentences from a small grammar (never the evaluation's held-out sentences),
-spoken by Piper's "joe" at three speeds and by espeak-ng's en-gb, Scottish and Caribbean
-voices. espeak-ng's default en-us voice is held out, as are the sentences and questions of
+Training speech: everyday sentences the LLM itself writes on many topics, and sentences from a
+small grammar (never the evaluation's held-out sentences), spoken by Piper's "joe" at three
+speeds and by espeak-ng's en-gb, Scottish and Caribbean voices. espeak-ng's default en-us voice is held out, as are the sentences and questions of
 ``eval/speech.py``. The Whisper encoder is frozen, so each clip's encoder positions are
 computed once; the steps train the stacking projector and the ``<|audio_start|>``/``<|audio_end|>``
 embeddings with the LLM frozen (its vision LoRA on, as the server runs it for media prompts).
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import threading
 import time
 from dataclasses import asdict, dataclass, field
@@ -69,6 +70,21 @@ _PLACES = (
     "in the garden", "near the station", "at the market", "behind the school",
     "on the bridge", "in the kitchen", "by the lake", "at the office",
 )  # fmt: skip
+_PLAIN = re.compile(r"[A-Z][A-Za-z ,'-]+[.!?]")
+_FIRST_SENTENCE = re.compile(r"^.*?[.!?](?=\s|$)")
+SENTENCE_TOPICS = (
+    "the weather", "cooking dinner", "a train journey", "the ocean", "a birthday party",
+    "gardening", "a rainy day", "learning to swim", "a library", "the mountains", "coffee",
+    "a football match", "winter", "a busy market", "music", "a lost cat", "the moon",
+    "a new job", "painting a house", "a long walk", "breakfast", "the city at night",
+    "a hospital", "a school trip", "fishing", "a thunderstorm", "friendship", "a museum",
+    "baking bread", "a farm", "an airport", "reading a book", "the forest", "a wedding",
+    "a bicycle ride", "the beach in summer", "a small village", "cleaning the kitchen",
+    "a phone call", "a history lesson", "shopping for shoes", "a river", "the stars",
+    "a concert", "a family dinner", "planting trees", "a snowy morning", "an old castle",
+    "a doctor's visit", "writing a letter", "a camping trip", "the bus stop", "a quiet evening",
+    "a bakery", "an office meeting", "a zoo", "a hot afternoon", "a garden party",
+)  # fmt: skip
 _TIMES = ("yesterday", "this morning", "last week", "on Sunday", "after lunch", "at night")
 _TOPICS = (
     ("What is the capital of", ("Italy", "Spain", "Germany", "Japan", "Egypt", "Canada")),
@@ -85,22 +101,26 @@ _TOPICS = (
 @dataclass(frozen=True)
 class AudioRecipe:
     clips: int = 1200  # transcription clips
+    generated: int = 600  # of them, sentences the LLM writes (the rest from the grammar)
     questions: int = 240  # spoken questions (self-distilled answers)
-    steps: int = 400
+    steps: int = 800
     batch: int = 8
     lr: float = 1e-3
     seed: int = 0
     precision: str = "bfloat16"
 
 
-QUICK_AUDIO_RECIPE = AudioRecipe(clips=8, questions=4, steps=3, batch=4)
+QUICK_AUDIO_RECIPE = AudioRecipe(clips=8, generated=4, questions=4, steps=3, batch=4)
 
 
 def trainable_model() -> LoadedModel:
     """The embedded model as served (its vision adapter in), with a fresh audio branch."""
     model = load_model(dtype="float32")
     vlm = model.vlm
-    branch = build_audio_branch(embedded_asr_path(), vlm.backbone.config.hidden_size)
+    scale = vlm.backbone.model.embed_tokens.weight.float().std().item()
+    branch = build_audio_branch(
+        embedded_asr_path(), vlm.backbone.config.hidden_size, embedding_scale=scale
+    )
     vlm.attach_audio(branch)
     model.processors["audio"] = audio_processor(vlm)
     return model
@@ -192,13 +212,15 @@ class _Collect:
             self.done.set()
 
 
-def answers(model: LoadedModel, prompts: list[Prompt], max_tokens: int = 48) -> list[str]:
-    """Greedy answers to ``prompts``, batched in the engine."""
+def answers(
+    model: LoadedModel, prompts: list[Prompt], max_tokens: int = 48, temperature: float = 0.0
+) -> list[str]:
+    """Answers to ``prompts``, batched in the engine: greedy, or sampled with seeds 0, 1, ..."""
     engine = Engine(model, EngineSettings(step_tokens=256))
     try:
-        params = SamplingParams(max_tokens=max_tokens, temperature=0.0)
         outcomes = [_Collect() for _ in prompts]
-        for prompt, outcome in zip(prompts, outcomes, strict=True):
+        for i, (prompt, outcome) in enumerate(zip(prompts, outcomes, strict=True)):
+            params = SamplingParams(max_tokens=max_tokens, temperature=temperature, seed=i)
             engine.submit(Job(prompt, params, outcome))
         for outcome in outcomes:
             outcome.done.wait(600)
@@ -207,6 +229,23 @@ def answers(model: LoadedModel, prompts: list[Prompt], max_tokens: int = 48) -> 
         return [o.text.strip() for o in outcomes]
     finally:
         engine.shutdown()
+
+
+def generated_sentences(model: LoadedModel, count: int) -> list[str]:
+    """Everyday sentences the LLM writes on many topics (sampled): words of every kind, where
+    the grammar has a few dozen. The first sentence of each answer is kept if plain (letters
+    and punctuation, 4–24 words)."""
+    asks = [f"Write one short, simple sentence about {t}." for t in SENTENCE_TOPICS]
+    prompts = [text_prompt(model, asks[i % len(asks)]) for i in range(count * 4)]
+    held = set(held_out.HELD_OUT_SENTENCES)
+    kept: list[str] = []
+    for text in answers(model, prompts, max_tokens=40, temperature=0.7):
+        first = _FIRST_SENTENCE.match(text.strip().strip('"'))
+        sentence = first.group() if first else ""
+        plain = _PLAIN.fullmatch(sentence) and 4 <= len(sentence.split()) <= 24
+        if plain and sentence not in held and sentence not in kept:
+            kept.append(sentence)
+    return kept[:count]
 
 
 def text_prompt(model: LoadedModel, text: str) -> Prompt:
@@ -227,7 +266,9 @@ class AudioTrainer:
     def examples(self, synthesizer: Synthesizer) -> list[AudioExample]:
         r, rng = self.recipe, random.Random(self.recipe.seed)
         examples = []
-        for i, sentence in enumerate(training_sentences(r.clips, r.seed)):
+        written = generated_sentences(self.model, r.generated)
+        grammar = training_sentences(r.clips - len(written), r.seed)
+        for i, sentence in enumerate(written + grammar):
             clip = clip_of(speak(sentence, rng.choice(TRAIN_VOICES), synthesizer), f"s{i}")
             examples.append(make_example(self.model, clip, rng.choice(TRANSCRIBE), sentence))
         questions = training_questions(r.questions, r.seed)

@@ -26,6 +26,7 @@ def _card(state: ServerState) -> dict:
         "input_modalities": ["text", *sorted(m.modalities & set(m.processors))],
         "output_modalities": ["text"],
         "chat_template": m.template is not None,
+        "audio_perception": m.audio_path,  # how input_audio is heard unless a request says
     }
 
 
