@@ -34,6 +34,11 @@ class Limits:
     max_audio_bytes: int = 25 * 1024 * 1024  # an uploaded or inline audio file (OpenAI's limit)
     max_audio_seconds: float = 1200.0  # decoded duration; longer files are refused early
     max_speech_chars: int = 4096  # the text /v1/audio/speech speaks
+    max_videos_per_request: int = 2
+    max_video_bytes: int = 256 * 1024 * 1024  # a fetched or inline video (a local file: any)
+    max_video_seconds: float = 4 * 3600.0  # from the header before decoding, and while decoding
+    max_video_pixels: int = 3840 * 2160  # per frame
+    max_video_frames: int = 4 * 3600 * 60  # in the whole file, as its header says
     max_completion_tokens: int = 2048
     max_n: int = 8
     fetch_timeout_s: float = 10.0

@@ -1,0 +1,302 @@
+"""Sample frames from untrusted video with bounded memory, by one of four strategies.
+
+PyAV (FFmpeg) reads the container as a stream: nothing but the kept frames (scaled down to
+``max_side``) and a tiny greyscale probe of the current one stays in memory, whatever the
+video's length or resolution. Limits on bytes, duration, resolution and frames are checked
+from the container's header before any frame is decoded, and the duration again while decoding
+(a header may lie).
+
+Strategies (``VideoSampling.strategy``):
+
+- ``uniform``: ``fps`` frames a second, at most ``max_frames`` (spread over the whole video when
+  it is longer). Each target time is reached by seeking to the keyframe before it and decoding
+  forward, so the work follows the frames kept, not the frames in the file.
+- ``keyframes``: the container's keyframes (found from packet flags, without decoding), spread
+  to ``max_frames``; each costs one keyframe decode.
+- ``scene``: the first frame and each frame where the picture changes: the mean absolute
+  difference of consecutive frames' 32×18 greyscale probes above ``scene_threshold``; when
+  there are more cuts than ``max_frames``, the strongest are kept. Every frame is decoded
+  (a cut can fall anywhere), so this one's time follows the file's length.
+- ``adaptive``: ``max_frames`` frames placed where the picture changes most: probes taken
+  ``probe_fps`` times a second, their differences (plus a floor, so still stretches get some)
+  summed along the video, the frames at equal steps of that sum, then the strongest changes
+  not yet picked until the budget is used.
+
+Every frame carries its timestamp (seconds from the start of the stream).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import heapq
+import io
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import av
+import numpy as np
+from PIL import Image
+
+from omniloom.config import Limits
+from omniloom.errors import MediaError
+from omniloom.media.image import DecodedImage
+
+STRATEGIES = ("uniform", "keyframes", "scene", "adaptive")
+_PROBE_SIZE = (32, 18)
+_SEEK_GAP_S = 2.0  # a target further ahead than this is reached by seeking
+_FLOOR = 0.02  # adaptive: the change a still stretch counts as
+
+
+@dataclass(frozen=True)
+class VideoSampling:
+    strategy: str = "uniform"
+    fps: float = 1.0
+    max_frames: int = 16
+    scene_threshold: float = 0.12  # mean absolute difference of probes, 0–1
+    probe_fps: float = 4.0
+    max_side: int = 448  # kept frames are scaled to fit this
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    seconds: float
+    fps: float
+    frames: int  # as the header says (estimated from duration × rate where it says nothing)
+    width: int
+    height: int
+    has_audio: bool
+
+
+@dataclass(frozen=True)
+class SampledFrame:
+    image: Image.Image
+    timestamp: float
+
+    def decoded(self, video_hash: str) -> DecodedImage:
+        """The frame as an image item's input, hashed with its video and time."""
+        digest = hashlib.sha256(f"{video_hash}@{self.timestamp:.3f}".encode()).hexdigest()
+        return DecodedImage(self.image, "video-frame", digest)
+
+
+def open_container(source: bytes | Path, param: str):
+    try:
+        return av.open(str(source) if isinstance(source, Path) else io.BytesIO(source), mode="r")
+    except (av.FFmpegError, ValueError, OSError) as exc:
+        raise MediaError(f"The video could not be read: {exc}", param=param) from exc
+
+
+def _video_stream(container, param: str):
+    if not container.streams.video:
+        raise MediaError("The file has no video stream.", param=param)
+    return container.streams.video[0]
+
+
+def probe(container, param: str) -> VideoInfo:
+    stream = _video_stream(container, param)
+    rate = float(stream.average_rate or stream.guessed_rate or 0) or 25.0
+    if stream.duration is not None and stream.time_base:
+        seconds = float(stream.duration * stream.time_base)
+    elif container.duration is not None:
+        seconds = container.duration / av.time_base
+    else:
+        raise MediaError("The video does not say how long it is.", param=param)
+    frames = stream.frames or round(seconds * rate)
+    width, height = stream.codec_context.width, stream.codec_context.height
+    return VideoInfo(seconds, rate, frames, width, height, bool(container.streams.audio))
+
+
+def check_limits(info: VideoInfo, limits: Limits, param: str) -> None:
+    if info.seconds > limits.max_video_seconds:
+        raise MediaError(
+            f"The video is {info.seconds:.1f} s long; the limit is {limits.max_video_seconds:g} s.",
+            param=param,
+        )
+    if info.width * info.height > limits.max_video_pixels:
+        raise MediaError(
+            f"The video is {info.width}×{info.height}; the limit is "
+            f"{limits.max_video_pixels} pixels a frame.",
+            param=param,
+        )
+    if info.frames > limits.max_video_frames:
+        raise MediaError(
+            f"The video has {info.frames} frames; the limit is {limits.max_video_frames}.",
+            param=param,
+        )
+
+
+def uniform_times(seconds: float, fps: float, max_frames: int) -> list[float]:
+    """``fps`` a second from 0, or ``max_frames`` spread evenly when that is more."""
+    count = max(1, int(np.ceil(seconds * fps - 1e-9)))
+    if count <= max_frames:
+        return [k / fps for k in range(count)]
+    return [k * seconds / max_frames for k in range(max_frames)]
+
+
+def _scaled(frame, max_side: int) -> Image.Image:
+    scale = min(1.0, max_side / max(frame.width, frame.height))
+    width, height = max(1, round(frame.width * scale)), max(1, round(frame.height * scale))
+    return frame.to_image(width=width, height=height)
+
+
+def _probe(frame) -> np.ndarray:
+    small = frame.reformat(width=_PROBE_SIZE[0], height=_PROBE_SIZE[1], format="gray")
+    return small.to_ndarray().astype(np.float32) / 255.0
+
+
+class _Decoder:
+    """Frames of one video stream, in order, with the duration enforced as they come."""
+
+    def __init__(self, container, info: VideoInfo, limits: Limits, param: str):
+        self.container, self.info, self.limits, self.param = container, info, limits, param
+        self.stream = _video_stream(container, param)
+        self.stream.thread_type = "AUTO"
+
+    def frames(self, start: float = 0.0) -> Iterator:
+        if start > 0:
+            offset = int(start / self.stream.time_base) if self.stream.time_base else 0
+            self.container.seek(offset, stream=self.stream, backward=True, any_frame=False)
+        try:
+            for frame in self.container.decode(self.stream):
+                if frame.time is None:
+                    continue
+                if frame.time > self.limits.max_video_seconds:
+                    raise MediaError(
+                        "The video is longer than the limit of "
+                        f"{self.limits.max_video_seconds:g} s.",
+                        param=self.param,
+                    )
+                yield frame
+        except av.FFmpegError as exc:
+            raise MediaError(f"The video could not be decoded: {exc}", param=self.param) from exc
+
+    def at(self, times: list[float], max_side: int) -> list[SampledFrame]:
+        """The first frame at or after each time, seeking where a time is far ahead."""
+        out: list[SampledFrame] = []
+        half_frame = 0.5 / self.info.fps
+        pending = iter(times)
+        target = next(pending, None)
+        stream = self.frames()
+        position = 0.0
+        while target is not None:
+            if target - position > _SEEK_GAP_S:
+                stream = self.frames(target)
+            frame = next(stream, None)
+            if frame is None:
+                break
+            position = frame.time
+            while target is not None and frame.time >= target - half_frame:
+                out.append(SampledFrame(_scaled(frame, max_side), frame.time))
+                target = next(pending, None)
+        return out
+
+
+def keyframe_times(container, param: str) -> list[float]:
+    """Keyframe timestamps from packet flags alone (nothing decoded)."""
+    stream = _video_stream(container, param)
+    times = [
+        float(packet.pts * stream.time_base)
+        for packet in container.demux(stream)
+        if packet.is_keyframe and packet.pts is not None
+    ]
+    container.seek(0)
+    return sorted(times)
+
+
+def _spread(times: list[float], count: int) -> list[float]:
+    if len(times) <= count:
+        return times
+    picks = np.linspace(0, len(times) - 1, count).round().astype(int)
+    return [times[i] for i in picks]
+
+
+def change_scores(decoder: _Decoder, probe_fps: float) -> list[tuple[float, float]]:
+    """(time, difference from the previous probe) every 1/``probe_fps`` s; the first is 1."""
+    scores, previous, next_time = [], None, 0.0
+    for frame in decoder.frames():
+        if frame.time + 1e-6 < next_time:
+            continue
+        current = _probe(frame)
+        diff = 1.0 if previous is None else float(np.abs(current - previous).mean())
+        scores.append((frame.time, diff))
+        previous, next_time = current, frame.time + 1.0 / probe_fps
+    return scores
+
+
+def scene_frames(decoder: _Decoder, sampling: VideoSampling) -> list[SampledFrame]:
+    """The first frame and the strongest cuts, decoded in one pass (kept: ``max_frames``)."""
+    kept: list[tuple[float, float, int, Image.Image]] = []  # heap of (score, -time, n, image)
+    previous, count = None, 0
+    for frame in decoder.frames():
+        current = _probe(frame)
+        diff = 2.0 if previous is None else float(np.abs(current - previous).mean())
+        previous = current
+        if diff < sampling.scene_threshold:
+            continue
+        entry = (diff, -frame.time, count, _scaled(frame, sampling.max_side))
+        count += 1
+        if len(kept) < sampling.max_frames:
+            heapq.heappush(kept, entry)
+        else:
+            heapq.heappushpop(kept, entry)
+    return sorted((SampledFrame(e[3], -e[1]) for e in kept), key=lambda f: f.timestamp)
+
+
+def adaptive_times(scores: list[tuple[float, float]], count: int) -> list[float]:
+    """``count`` times at equal steps of the cumulative change (each probe at least a floor)."""
+    if not scores:
+        return []
+    times = np.array([t for t, _ in scores])
+    mass = np.cumsum([max(d, _FLOOR) for _, d in scores[1:]] + [0.0])
+    mass = np.concatenate([[0.0], mass[:-1]])
+    wanted = min(count, len(times))
+    steps = np.linspace(0, mass[-1], wanted, endpoint=False)
+    picks = set(np.minimum(np.searchsorted(mass, steps), len(times) - 1).tolist())
+    by_change = sorted(range(len(scores)), key=lambda i: -scores[i][1])
+    picks |= set([i for i in by_change if i not in picks][: wanted - len(picks)])
+    return [float(times[i]) for i in sorted(picks)]
+
+
+def sample(
+    source: bytes | Path, sampling: VideoSampling, limits: Limits, param: str = "video_url"
+) -> tuple[VideoInfo, list[SampledFrame]]:
+    """The video's header facts and its sampled frames (in time order)."""
+    if sampling.strategy not in STRATEGIES:
+        raise MediaError(
+            f"Unknown video strategy {sampling.strategy!r}; choose from {', '.join(STRATEGIES)}.",
+            param=param,
+        )
+    with open_container(source, param) as container:
+        info = probe(container, param)
+        check_limits(info, limits, param)
+        decoder = _Decoder(container, info, limits, param)
+        if sampling.strategy == "scene":
+            frames = scene_frames(decoder, sampling)
+        else:
+            times = planned_times(container, info, sampling, decoder, param)
+            frames = decoder.at(times, sampling.max_side)
+    if not frames:
+        raise MediaError("No frame could be decoded from the video.", param=param)
+    return info, frames
+
+
+def planned_times(container, info, sampling: VideoSampling, decoder, param: str) -> list[float]:
+    if sampling.strategy == "uniform":
+        return uniform_times(info.seconds, sampling.fps, sampling.max_frames)
+    if sampling.strategy == "keyframes":
+        return _spread(keyframe_times(container, param), sampling.max_frames)
+    scores = change_scores(decoder, sampling.probe_fps)
+    container.seek(0)
+    return adaptive_times(scores, sampling.max_frames)
+
+
+def video_hash(source: bytes | Path) -> str:
+    """sha256 of the file's bytes (read in pieces for a local file)."""
+    digest = hashlib.sha256()
+    if isinstance(source, Path):
+        with source.open("rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+    else:
+        digest.update(source)
+    return digest.hexdigest()
