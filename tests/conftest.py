@@ -68,11 +68,14 @@ class ServerProcess:
     proc: subprocess.Popen
 
 
-def start_server(log: Path, *args: str, launcher: str = "omniloom.cli") -> ServerProcess:
+def start_server(
+    log: Path, *args: str, launcher: str = "omniloom.cli", env: dict | None = None
+) -> ServerProcess:
     """``omniloom serve`` on a free loopback port, healthy when this returns. ``launcher``: the
-    module run with ``python -m`` (one that wraps the CLI, for fault injection)."""
+    module run with ``python -m`` (one that wraps the CLI, for fault injection); ``env``: more
+    environment variables."""
     port = free_port()
-    env = {**os.environ, "OMNILOOM_DTYPE": "float32"}
+    env = {**os.environ, "OMNILOOM_DTYPE": "float32", **(env or {})}
     with log.open("w") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", launcher, "serve", "--port", str(port), *args],

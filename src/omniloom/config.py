@@ -23,6 +23,21 @@ class ImageSettings:
 
 
 @dataclass(frozen=True)
+class VideoSettings:
+    """How frames are sampled from a video part that does not say (``media/video.py``)."""
+
+    strategy: str = "uniform"  # uniform | keyframes | scene | adaptive
+    fps: float = 1.0
+    max_frames: int = 16
+    detail: str = "low"  # each frame's image detail
+    pooling: bool = False  # merge near-identical consecutive frames
+    pool_threshold: float = 0.02  # mean absolute probe difference under which frames merge
+    scene_threshold: float = 0.12  # mean absolute probe difference of a cut, 0–1
+    probe_fps: float = 4.0  # adaptive: change probes a second
+    max_side: int = 448  # frames are scaled to fit this before their image processor
+
+
+@dataclass(frozen=True)
 class Limits:
     """Bounds on what a request may ask for; each violation is a 4xx, never a crash."""
 
@@ -95,6 +110,7 @@ class Settings:
     asr_model: str = ""  # a CTranslate2 Whisper directory; empty: the embedded tiny.en
     tts_voice: str = ""  # a Piper voice (.onnx with its .onnx.json); empty: the embedded joe
     image: ImageSettings = field(default_factory=ImageSettings)
+    video: VideoSettings = field(default_factory=VideoSettings)
     limits: Limits = field(default_factory=Limits)
     engine: EngineSettings = field(default_factory=EngineSettings)
 

@@ -8,9 +8,9 @@ import dataclasses
 
 import pytest
 
-from omniloom.config import Limits
+from omniloom.config import Limits, VideoSettings
 from omniloom.errors import MediaError
-from omniloom.media.video import VideoSampling, adaptive_times, sample, uniform_times
+from omniloom.media.video import adaptive_times, pooled, sample, uniform_times
 from tests.media.video_files import Scene, make_video
 
 FPS = 10
@@ -24,7 +24,7 @@ def three_scenes() -> bytes:
 
 
 def _sample(data: bytes, limits: Limits | None = None, **options):
-    return sample(data, VideoSampling(**options), limits or Limits())
+    return sample(data, VideoSettings(**options), limits or Limits())
 
 
 def _scene_of(timestamp: float) -> int:
@@ -106,3 +106,12 @@ def test_corrupt_truncated_and_unknown_strategy_are_refused(three_scenes):
         _sample(three_scenes[: len(three_scenes) // 3])
     with pytest.raises(MediaError, match="choose from"):
         _sample(three_scenes, strategy="every-frame")
+
+
+def test_pooling_merges_near_identical_consecutive_frames(three_scenes):
+    _, frames = _sample(three_scenes, strategy="uniform", fps=2.0, max_frames=32)
+    kept = pooled(frames, threshold=0.02)
+    assert [f.timestamp for f in kept][:2] == [0.0, 0.5]  # the red scene moves
+    assert {_scene_of(f.timestamp) for f in kept} == {0, 1, 2}
+    still = [f for f in kept if _scene_of(f.timestamp) == 1]
+    assert [f.timestamp for f in still] == [2.0]  # the green scene is one frame

@@ -158,7 +158,7 @@ def test_models_card_reports_what_the_checkpoint_is(qwen):
     server, reference, _ = qwen
     card = httpx.get(f"{server.url}/v1/models").json()["data"][0]
     assert card["id"] == "tiny-qwen2-vl" and card["family"] == "qwen2-vl"
-    assert card["input_modalities"] == ["text", "image"]
+    assert card["input_modalities"] == ["text", "image", "video"]
     assert card["max_model_len"] == reference.config.text_config.max_position_embeddings
 
 

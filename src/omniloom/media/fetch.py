@@ -41,6 +41,7 @@ class MediaKind:
 
 IMAGE = MediaKind("image", "images", "image_url", "image/", "max_image_bytes")
 AUDIO = MediaKind("audio", "audio", "input_audio", "audio/", "max_audio_bytes")
+VIDEO = MediaKind("video", "videos", "video_url", "video/", "max_video_bytes")
 _DATA_URL = re.compile(r"^data:(?P<mime>[\w.+-]+/[\w.+-]+)?(?P<params>(;[^;,]*)*?);base64,", re.I)
 
 
@@ -110,14 +111,20 @@ def check_domain_lists(host: str, limits: Limits, kind: MediaKind = IMAGE) -> No
         )
 
 
-def read_local_file(url: str, limits: Limits, kind: MediaKind = IMAGE) -> bytes:
-    """A ``file://`` URL inside ``local_media_dir``, bounded in size."""
+def local_media_path(url: str, limits: Limits, kind: MediaKind = IMAGE) -> Path:
+    """The file a ``file://`` URL names, if it lies inside ``local_media_dir``."""
     if not limits.local_media_dir:
         raise MediaError("Local files are not served here.", param=kind.param)
     root = Path(limits.local_media_dir).resolve()
     path = Path(unquote(urlsplit(url).path)).resolve()
     if not path.is_relative_to(root) or not path.is_file():
         raise MediaError("The file is not in the local media directory.", param=kind.param)
+    return path
+
+
+def read_local_file(url: str, limits: Limits, kind: MediaKind = IMAGE) -> bytes:
+    """A ``file://`` URL inside ``local_media_dir``, bounded in size."""
+    path = local_media_path(url, limits, kind)
     if path.stat().st_size > kind.limit(limits):
         raise MediaError(f"The file exceeds {kind.limit(limits)} bytes.", param=kind.param)
     return path.read_bytes()
@@ -184,6 +191,14 @@ def load_media_bytes(url: str, limits: Limits, kind: MediaKind) -> bytes:
     if url.startswith("file:"):
         return read_local_file(url, limits, kind)
     return fetch_url(url, limits, kind)
+
+
+def load_video_source(url: str, limits: Limits) -> bytes | Path:
+    """A video's bytes, or for a local file its path: it is read as a stream, so a local video
+    of any size stays on disk."""
+    if url.startswith("file:"):
+        return local_media_path(url, limits, VIDEO)
+    return load_media_bytes(url, limits, VIDEO)
 
 
 def load_image_bytes(url: str, limits: Limits) -> bytes:

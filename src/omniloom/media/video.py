@@ -6,7 +6,7 @@ video's length or resolution. Limits on bytes, duration, resolution and frames a
 from the container's header before any frame is decoded, and the duration again while decoding
 (a header may lie).
 
-Strategies (``VideoSampling.strategy``):
+Strategies (``VideoSettings.strategy``, in ``config.py``):
 
 - ``uniform``: ``fps`` frames a second, at most ``max_frames`` (spread over the whole video when
   it is longer). Each target time is reached by seeking to the keyframe before it and decoding
@@ -38,7 +38,7 @@ import av
 import numpy as np
 from PIL import Image
 
-from omniloom.config import Limits
+from omniloom.config import Limits, VideoSettings
 from omniloom.errors import MediaError
 from omniloom.media.image import DecodedImage
 
@@ -46,16 +46,6 @@ STRATEGIES = ("uniform", "keyframes", "scene", "adaptive")
 _PROBE_SIZE = (32, 18)
 _SEEK_GAP_S = 2.0  # a target further ahead than this is reached by seeking
 _FLOOR = 0.02  # adaptive: the change a still stretch counts as
-
-
-@dataclass(frozen=True)
-class VideoSampling:
-    strategy: str = "uniform"
-    fps: float = 1.0
-    max_frames: int = 16
-    scene_threshold: float = 0.12  # mean absolute difference of probes, 0–1
-    probe_fps: float = 4.0
-    max_side: int = 448  # kept frames are scaled to fit this
 
 
 @dataclass(frozen=True)
@@ -223,7 +213,7 @@ def change_scores(decoder: _Decoder, probe_fps: float) -> list[tuple[float, floa
     return scores
 
 
-def scene_frames(decoder: _Decoder, sampling: VideoSampling) -> list[SampledFrame]:
+def scene_frames(decoder: _Decoder, sampling: VideoSettings) -> list[SampledFrame]:
     """The first frame and the strongest cuts, decoded in one pass (kept: ``max_frames``)."""
     kept: list[tuple[float, float, int, Image.Image]] = []  # heap of (score, -time, n, image)
     previous, count = None, 0
@@ -258,7 +248,7 @@ def adaptive_times(scores: list[tuple[float, float]], count: int) -> list[float]
 
 
 def sample(
-    source: bytes | Path, sampling: VideoSampling, limits: Limits, param: str = "video_url"
+    source: bytes | Path, sampling: VideoSettings, limits: Limits, param: str = "video_url"
 ) -> tuple[VideoInfo, list[SampledFrame]]:
     """The video's header facts and its sampled frames (in time order)."""
     if sampling.strategy not in STRATEGIES:
@@ -280,7 +270,7 @@ def sample(
     return info, frames
 
 
-def planned_times(container, info, sampling: VideoSampling, decoder, param: str) -> list[float]:
+def planned_times(container, info, sampling: VideoSettings, decoder, param: str) -> list[float]:
     if sampling.strategy == "uniform":
         return uniform_times(info.seconds, sampling.fps, sampling.max_frames)
     if sampling.strategy == "keyframes":
@@ -288,6 +278,17 @@ def planned_times(container, info, sampling: VideoSampling, decoder, param: str)
     scores = change_scores(decoder, sampling.probe_fps)
     container.seek(0)
     return adaptive_times(scores, sampling.max_frames)
+
+
+def pooled(frames: list[SampledFrame], threshold: float) -> list[SampledFrame]:
+    """The frames without those nearly identical to the one kept before them."""
+    kept, previous = [], None
+    for frame in frames:
+        probe_ = np.asarray(frame.image.convert("L").resize(_PROBE_SIZE), np.float32) / 255.0
+        if previous is None or float(np.abs(probe_ - previous).mean()) >= threshold:
+            kept.append(frame)
+            previous = probe_
+    return kept
 
 
 def video_hash(source: bytes | Path) -> str:

@@ -83,9 +83,9 @@ class VisionLanguageModel(MultimodalModel):
         return torch.isin(ids, self._pad_ids.to(ids.device))
 
     def encode(self, items: list) -> list[torch.Tensor]:
-        """Every image item's tiles through one encoder call, each audio clip through the audio
-        branch; one tensor per item, in order."""
-        images = [i for i, item in enumerate(items) if item.modality == "image"]
+        """Every image item's tiles (video frames' too) through one encoder call, each audio
+        clip through the audio branch; one tensor per item, in order."""
+        images = [i for i, item in enumerate(items) if item.modality in ("image", "video")]
         out: list[torch.Tensor | None] = [None] * len(items)
         if images:
             tiles = [items[i].tiles() for i in images]

@@ -9,6 +9,7 @@ that gives the request id; its traceback goes to the log under that id, and it i
 from __future__ import annotations
 
 import logging
+import re
 import time
 import uuid
 
@@ -30,9 +31,19 @@ def _error(exc: OmniloomError) -> JSONResponse:
     return JSONResponse(exc.to_dict(), status_code=exc.status, headers=exc.headers())
 
 
+_UNION_BRANCH = re.compile(r"^(str|int|float|bool|list\[.*\]|dict\[.*\]|function-.*)$")
+
+
 def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
-    first = exc.errors()[0] if exc.errors() else {}
-    loc = tuple(p for p in first.get("loc", ()) if p != "body")
+    """The deepest error: where a field takes one of several shapes (content: a string or a
+    list of parts), the one that reached furthest into the value is the one that says why."""
+    errors = exc.errors()
+    first = max(errors, key=lambda e: len(e.get("loc", ()))) if errors else {}
+    loc = tuple(
+        p
+        for p in first.get("loc", ())
+        if p != "body" and not (isinstance(p, str) and _UNION_BRANCH.match(p))
+    )
     param = json_path(loc) if loc else None
     if first.get("type") == "json_invalid":
         return "The request body is not valid JSON.", None

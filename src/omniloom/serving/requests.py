@@ -10,15 +10,23 @@ and ``skipped`` says so.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass, field
 
-from omniloom.config import Limits, Settings
+from omniloom.config import Limits, Settings, VideoSettings
 from omniloom.engine.grammar import GrammarCompiler
 from omniloom.engine.sampling import SamplingParams
 from omniloom.errors import ContextLengthExceeded, InvalidRequest, ModelNotFound, OmniloomError
+from omniloom.media import video
 from omniloom.media.audio import decode_audio
-from omniloom.media.fetch import AUDIO, decode_base64, load_image_bytes, load_media_bytes
+from omniloom.media.fetch import (
+    AUDIO,
+    decode_base64,
+    load_image_bytes,
+    load_media_bytes,
+    load_video_source,
+)
 from omniloom.media.image import decode_image
 from omniloom.models.registry import LoadedModel
 from omniloom.perception.cascade import Perception, PerceptionCascade
@@ -45,7 +53,6 @@ from omniloom.speech.asr import Transcriber, TranscriptionOptions
 log = logging.getLogger(__name__)
 _ROLE_ALIASES = {"developer": "system"}
 _NOT_YET = {
-    "video_url": "video input",
     "file": "file input",
 }
 
@@ -178,6 +185,30 @@ def _transcript(decoded, ctx: MediaContext) -> str:
     return "".join(s.text for s in segments).strip()
 
 
+def video_settings(part: ContentPart, settings: Settings) -> VideoSettings:
+    """The server's video defaults with the part's own ``video`` options over them."""
+    asked = part.video.model_dump(exclude_none=True) if part.video else {}
+    asked.pop("audio", None)
+    return dataclasses.replace(settings.video, **asked)
+
+
+def _convert_video(part: ContentPart, where: str, ctx: MediaContext) -> list:
+    """A video part as timed frames through the model's video processor."""
+    if part.video_url is None:
+        raise InvalidRequest(
+            f"{where} has type 'video_url' but no 'video_url' object.", param=where
+        )
+    check_modality(ctx.model, "video", where)
+    limits, sampling = ctx.settings.limits, video_settings(part, ctx.settings)
+    source = load_video_source(part.video_url.url, limits)
+    info, frames = video.sample(source, sampling, limits, f"{where}.video_url")
+    if sampling.pooling:
+        frames = video.pooled(frames, sampling.pool_threshold)
+    processor = ctx.model.processors["video"]
+    digest = video.video_hash(source)
+    return processor.parts(info, frames, digest, sampling.detail, ctx.settings.image)
+
+
 def audio_block(transcript: str, suspicious: bool) -> str:
     """The transcript as it goes into a prompt: delimited, marked as machine-heard."""
     lines = ['<audio-transcript source="speech-recognition" trust="untrusted">']
@@ -238,6 +269,8 @@ def _convert_part(part: ContentPart, where: str, ctx: MediaContext) -> list:
         return _convert_image(part, where, ctx)
     if part.type == "input_audio":
         return _convert_audio(part, where, ctx)
+    if part.type == "video_url":
+        return _convert_video(part, where, ctx)
     if part.type in _NOT_YET:
         raise InvalidRequest(
             f"{where}: {_NOT_YET[part.type]} ('{part.type}') is not supported by model "
@@ -246,7 +279,7 @@ def _convert_part(part: ContentPart, where: str, ctx: MediaContext) -> list:
         )
     raise InvalidRequest(
         f"{where}: unsupported content part type '{part.type}'. Supported: 'text', "
-        "'image_url', 'input_audio'.",
+        "'image_url', 'input_audio', 'video_url'.",
         param=where,
     )
 
@@ -255,7 +288,7 @@ def _convert_message(i: int, msg: ChatMessage, ctx: MediaContext) -> Message:
     role = _ROLE_ALIASES.get(msg.role, msg.role)
     if msg.content is None or isinstance(msg.content, str):
         return Message(role, [TextPart(msg.content or "")])
-    has_image = any(p.type in ("image_url", "input_audio") for p in msg.content)
+    has_image = any(p.type in ("image_url", "input_audio", "video_url") for p in msg.content)
     parts = [
         converted
         for j, p in enumerate(msg.content)
@@ -263,7 +296,7 @@ def _convert_message(i: int, msg: ChatMessage, ctx: MediaContext) -> Message:
     ]
     if role != "user" and has_image:
         raise InvalidRequest(
-            f"messages[{i}]: images and audio are only accepted in user messages.",
+            f"messages[{i}]: images, audio and video are only accepted in user messages.",
             param=f"messages[{i}]",
         )
     return Message(role, parts)
@@ -373,6 +406,7 @@ def _check_media_counts(req: ChatCompletionRequest, limits: Limits) -> None:
     for kind, noun, limit in (
         ("image_url", "images", limits.max_images_per_request),
         ("input_audio", "audio parts", limits.max_audio_per_request),
+        ("video_url", "videos", limits.max_videos_per_request),
     ):
         count = _count_parts(req, kind)
         if count > limit:

@@ -74,6 +74,24 @@ class InputAudio(BaseModel):
     url: str | None = None
 
 
+class VideoURL(BaseModel):
+    url: str
+
+
+class VideoOptions(BaseModel):
+    """omniloom's per-part video settings (vLLM's ``fps`` and ``max_frames`` names); a field
+    left out takes the server's default."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    fps: float | None = Field(default=None, gt=0, le=60)
+    max_frames: int | None = Field(default=None, ge=1, le=256)
+    strategy: Literal["uniform", "keyframes", "scene", "adaptive"] | None = None
+    detail: Literal["low", "high", "auto"] | None = None
+    pooling: bool | None = None  # merge near-identical consecutive frames
+    audio: bool | None = None  # transcribe the sound track between the frames
+
+
 class ContentPart(BaseModel):
     model_config = ConfigDict(extra="allow")
 
@@ -81,6 +99,8 @@ class ContentPart(BaseModel):
     text: str | None = None
     image_url: ImageURL | None = None
     input_audio: InputAudio | None = None
+    video_url: VideoURL | None = None
+    video: VideoOptions | None = None
 
 
 class ChatMessage(BaseModel):

@@ -23,6 +23,7 @@ from omniloom.models.quantize import WEIGHT_FORMATS, settle_dtypes
 from omniloom.models.tokenizer import TextTokenizer
 from omniloom.models.weights.checkpoint import TokenizerSpec
 from omniloom.processing.template import ChatTemplate
+from omniloom.processing.video_frames import FramesAsImages
 
 
 @dataclass(frozen=True)
@@ -59,9 +60,16 @@ class LoadedModel:
         native = "audio" in self.processors and not self.prefers_cascade_audio
         return "native" if native else "cascade"
 
+    def __post_init__(self) -> None:
+        """A model that sees images sees video as timed frames, unless its spec has a video
+        processor of its own."""
+        if "image" in self.processors and "video" not in self.processors:
+            self.processors["video"] = FramesAsImages(self.processors["image"])
+
     @property
     def modalities(self) -> frozenset[str]:
-        return self.vlm.modalities
+        video = frozenset({"video"}) if "video" in self.processors else frozenset()
+        return self.vlm.modalities | video
 
     @property
     def tile_layout(self):
