@@ -10,8 +10,10 @@ Strategies (``VideoSettings.strategy``, in ``config.py``):
 
 - ``uniform``: ``fps`` frames a second, at most ``max_frames`` (spread over the whole video when
   it is longer). Each target time is reached by seeking to the keyframe before it and decoding
-  forward, so the work follows the frames kept, not the frames in the file.
-- ``keyframes``: the container's keyframes (found from packet flags, without decoding), spread
+  forward where a keyframe lies between (the container's index says where; without one, when
+  the target is more than two seconds ahead), so the work follows the frames kept, not the
+  frames in the file.
+- ``keyframes``: the container's keyframes (from its index, or packet flags; nothing decoded), spread
   to ``max_frames``; each costs one keyframe decode.
 - ``scene``: the first frame and each frame where the picture changes: the mean absolute
   difference of consecutive frames' 32×18 greyscale probes above ``scene_threshold``; when
@@ -27,11 +29,13 @@ Every frame carries its timestamp (seconds from the start of the stream).
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import heapq
 import io
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import av
@@ -130,8 +134,17 @@ def _scaled(frame, max_side: int) -> Image.Image:
 
 
 def _probe(frame) -> np.ndarray:
-    small = frame.reformat(width=_PROBE_SIZE[0], height=_PROBE_SIZE[1], format="gray")
-    return small.to_ndarray().astype(np.float32) / 255.0
+    """The frame's brightness as 18×32 block means, read from its luma plane where it has one
+    (every YUV format), which is far cheaper than scaling the picture."""
+    if not frame.format.name.startswith(("yuv", "nv")):
+        small = frame.reformat(width=_PROBE_SIZE[0], height=_PROBE_SIZE[1], format="gray")
+        return small.to_ndarray().astype(np.float32) / 255.0
+    plane = frame.planes[0]
+    luma = np.frombuffer(plane, np.uint8).reshape(plane.height, plane.line_size)
+    rows, cols = _PROBE_SIZE[1], _PROBE_SIZE[0]
+    h, w = plane.height // rows * rows, plane.width // cols * cols
+    blocks = luma[:h, :w].reshape(rows, h // rows, cols, w // cols)
+    return blocks.mean(axis=(1, 3), dtype=np.float32) / 255.0
 
 
 class _Decoder:
@@ -160,17 +173,31 @@ class _Decoder:
         except av.FFmpegError as exc:
             raise MediaError(f"The video could not be decoded: {exc}", param=self.param) from exc
 
+    def worth_seeking(self, position: float, target: float) -> bool:
+        """Whether to seek to ``target`` rather than decode on from ``position``: where the
+        container has an index, when a keyframe lies between them (decoding from it is shorter
+        than decoding on); without one, when the target is more than a few seconds ahead."""
+        keys = self.keyframes
+        if not keys:
+            return target - position > _SEEK_GAP_S
+        before = bisect.bisect_right(keys, target) - 1
+        return before >= 0 and keys[before] > position + 1e-6
+
+    @cached_property
+    def keyframes(self) -> list[float]:
+        return indexed_keyframes(self.stream)
+
     def at(self, times: list[float], max_side: int) -> list[SampledFrame]:
-        """The first frame at or after each time, seeking where a time is far ahead."""
+        """The first frame at or after each time, seeking where that is shorter."""
         out: list[SampledFrame] = []
         half_frame = 0.5 / self.info.fps
         pending = iter(times)
         target = next(pending, None)
         stream = self.frames()
-        position = 0.0
+        position, sought = 0.0, None
         while target is not None:
-            if target - position > _SEEK_GAP_S:
-                stream = self.frames(target)
+            if sought != target and self.worth_seeking(position, target):
+                stream, sought = self.frames(target), target  # once: it lands on a keyframe
             frame = next(stream, None)
             if frame is None:
                 break
@@ -181,9 +208,24 @@ class _Decoder:
         return out
 
 
+def indexed_keyframes(stream) -> list[float]:
+    """Keyframe times from the container's index (empty where it has none). The index holds
+    decode times, which run ahead of presentation by the reorder delay: the first entry's
+    distance from the stream's start is added back."""
+    entries = stream.index_entries
+    if not len(entries) or not stream.time_base:
+        return []
+    shift = (stream.start_time or 0) - entries[0].timestamp
+    return sorted(float((e.timestamp + shift) * stream.time_base) for e in entries if e.is_keyframe)
+
+
 def keyframe_times(container, param: str) -> list[float]:
-    """Keyframe timestamps from packet flags alone (nothing decoded)."""
+    """Keyframe timestamps: from the container's index, else from packet flags (nothing is
+    decoded either way)."""
     stream = _video_stream(container, param)
+    indexed = indexed_keyframes(stream)
+    if indexed:
+        return indexed
     times = [
         float(packet.pts * stream.time_base)
         for packet in container.demux(stream)
