@@ -57,7 +57,7 @@ def _reference_inputs(processor, pictures: list[Image.Image], **kwargs):
 def test_spec_is_chosen_from_the_checkpoint(checkpoint):
     reference, _, ours = checkpoint
     assert ours.family == reference.config.model_type
-    assert ours.modalities == {"text", "image"}
+    assert ours.modalities == {"text", "image", "video"}  # video as timed frames
     assert ours.template.content_format == "list"
 
 

@@ -53,7 +53,7 @@ def _reference_inputs(processor, pictures: list[Image.Image]):
 def test_spec_is_chosen_from_the_checkpoint(checkpoint):
     _, processor, ours = checkpoint
     assert ours.family == "llava"
-    assert ours.modalities == {"text", "image"}
+    assert ours.modalities == {"text", "image", "video"}  # video as timed frames
     assert ours.template.content_format == "list"
     assert ours.template.prompt_prefix == (processor.tokenizer.bos_token_id,)
 

@@ -55,7 +55,7 @@ def _reference_inputs(processor, pictures: list[Image.Image]):
 def test_spec_is_chosen_from_the_checkpoint(checkpoint):
     _, _, ours = checkpoint
     assert ours.family == "llava-onevision"
-    assert ours.modalities == {"text", "image"}
+    assert ours.modalities == {"text", "image", "video"}  # video as timed frames
     assert ours.template.content_format == "list"
 
 

@@ -10,8 +10,14 @@ import pytest
 import torch
 from PIL import Image
 
+from omniloom.config import ImageSettings, Limits, VideoSettings
+from omniloom.engine.engine import Engine
+from omniloom.engine.sampling import SamplingParams
+from omniloom.media import video
 from omniloom.models.registry import load_model
 from omniloom.processing.prompt import MediaPart, Message, TextPart, build_prompt
+from tests.engine.test_scheduler import run_all
+from tests.media.video_files import Scene, make_video
 from tests.models.tiny_checkpoints import qwen2_vl
 from tests.models.vlm_parity import (
     assert_greedy_in_engine,
@@ -56,7 +62,7 @@ def test_spec_is_chosen_from_the_checkpoint(checkpoint):
     reference, _, ours = checkpoint
     families = {"qwen2_vl": "qwen2-vl", "qwen2_5_vl": "qwen2.5-vl"}
     assert ours.family == families[reference.config.model_type]
-    assert ours.modalities == {"text", "image"}
+    assert ours.modalities == {"text", "image", "video"}  # video as timed frames
     assert ours.name.startswith(ours.family.replace(".", "_"))
 
 
@@ -97,3 +103,26 @@ def test_low_detail_caps_the_pixels(checkpoint):
     _, (high,) = _ours(ours, [big], "high")
     _, (low,) = _ours(ours, [big], "low")
     assert low.num_placeholders() <= 256 and low.num_placeholders() <= high.num_placeholders()
+
+
+def test_video_frames_go_in_as_timed_image_spans(checkpoint):
+    """Frames of a three-scene video through the family's image processor: each frame's span
+    equals that frame as an image, its M-RoPE grid included, and the engine answers."""
+    _, _, ours = checkpoint
+    data = make_video([Scene((200, 0, 0), 1.0), Scene((0, 0, 200), 1.0)], size=(112, 84))
+    info, frames = video.sample(data, VideoSettings(strategy="scene"), Limits())
+    parts = ours.processors["video"].parts(info, frames, "v", "low", ImageSettings())
+    prompt = build_prompt(
+        [Message("user", [*parts, TextPart("Which colour?")])], ours.template, ours.tokenizer
+    )
+    spans = [s for s in prompt.spans if s.modality == "video"]
+    assert [round(s.item.timestamp, 1) for s in spans] == [0.0, 1.0]
+    as_image = ours.processors["image"].prepare(frames[1].decoded("v"), "low", ImageSettings())
+    assert spans[1].length == len(as_image.token_ids()) and spans[1].item.grid == as_image.grid
+    assert ours.vlm.prompt_positions(prompt).shape == (3, len(prompt.token_ids))
+    engine = Engine(ours)
+    try:
+        (outcome,) = run_all(engine, [prompt], SamplingParams(max_tokens=4, temperature=0.0))
+    finally:
+        engine.shutdown()
+    assert outcome.stats.prompt_tokens == len(prompt.token_ids)
