@@ -26,6 +26,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from omniloom import kernels
 from omniloom.config import EngineSettings
 from omniloom.engine.engine import Engine, Job
 from omniloom.engine.sampling import SamplingParams
@@ -41,9 +42,9 @@ from omniloom.models.audio_branch import (
     write_audio_adapter,
 )
 from omniloom.models.multimodal import splice_media
-from omniloom.models.registry import load_model
-from omniloom.models.specs.base import LoadedModel
+from omniloom.models.specs.base import LoadedModel, SpecContext
 from omniloom.models.specs.omniloom_smol import audio_processor
+from omniloom.models.specs.omniloom_smol import load as load_default
 from omniloom.models.vlm import AUDIO_MARKERS
 from omniloom.processing.prompt import MediaPart, Message, Prompt, TextPart, build_prompt
 from omniloom.speech import espeak
@@ -114,8 +115,10 @@ QUICK_AUDIO_RECIPE = AudioRecipe(clips=8, generated=4, questions=4, steps=3, bat
 
 
 def trainable_model() -> LoadedModel:
-    """The embedded model as served (its vision adapter in), with a fresh audio branch."""
-    model = load_model(dtype="float32")
+    """The embedded model as served (its vision adapter in), with a fresh audio branch in
+    place of any installed one, so a run starts from the same weights whatever is installed."""
+    kernels.load()
+    model = load_default(SpecContext(weight_format="float32"), audio_adapter_path=None)
     vlm = model.vlm
     scale = vlm.backbone.model.embed_tokens.weight.float().std().item()
     branch = build_audio_branch(

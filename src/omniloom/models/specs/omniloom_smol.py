@@ -113,17 +113,17 @@ def load(
     ctx: SpecContext,
     fresh_adapter: bool = False,
     adapter_path: Path = ADAPTER,
-    audio_adapter_path: Path = AUDIO_ADAPTER,
+    audio_adapter_path: Path | None = AUDIO_ADAPTER,
 ) -> LoadedModel:
     """The default stack with the adapter at ``adapter_path`` (none with ``fresh_adapter``)
-    and the audio adapter at ``audio_adapter_path`` where there is one."""
+    and the audio adapter at ``audio_adapter_path`` where there is one (None: never)."""
     ckpt = load_gguf(smollm2_gguf_path())
     tokenizer = TextTokenizer(ckpt.tokenizer)
     vlm = build_vlm(build_decoder(ckpt.config, ckpt.state_dict, ctx), ckpt.config.vocab_size)
     adapter = None if fresh_adapter else load_adapter(vlm, adapter_path)
     metadata = adapter.metadata if adapter else {}
     use_tile_layout(vlm, adapter_layout(metadata), tokenizer)
-    heard = hear_audio(vlm, audio_adapter_path) if adapter else None
+    heard = hear_audio(vlm, audio_adapter_path) if adapter and audio_adapter_path else None
     processors = {"image": TiledImageProcessor(vlm)} if adapter else {}
     if heard:
         processors["audio"] = audio_processor(vlm)
