@@ -104,6 +104,7 @@ def test_a_local_file_in_the_media_directory(media_server):
         ("http://127.0.0.1/video.mp4", {}, "127.0.0.1"),
         (None, {"strategy": "every-frame"}, "strategy"),
         (None, {"max_frames": 100000}, "max_frames"),
+        (None, {"audio": True}, "not supported yet"),
     ],
 )
 def test_bad_videos_get_a_clear_400_and_the_server_serves_on(

@@ -188,7 +188,10 @@ def _transcript(decoded, ctx: MediaContext) -> str:
 def video_settings(part: ContentPart, settings: Settings) -> VideoSettings:
     """The server's video defaults with the part's own ``video`` options over them."""
     asked = part.video.model_dump(exclude_none=True) if part.video else {}
-    asked.pop("audio", None)
+    if asked.pop("audio", False):
+        raise InvalidRequest(
+            "video.audio (hearing the sound track) is not supported yet.", param="video.audio"
+        )
     return dataclasses.replace(settings.video, **asked)
 
 
