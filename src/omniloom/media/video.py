@@ -16,7 +16,8 @@ Strategies (``VideoSettings.strategy``, in ``config.py``):
 - ``keyframes``: the container's keyframes (from its index, or packet flags; nothing decoded), spread
   to ``max_frames``; each costs one keyframe decode.
 - ``scene``: the first frame and each frame where the picture changes: the mean absolute
-  difference of consecutive frames' 32×18 greyscale probes above ``scene_threshold``; when
+  difference of consecutive frames' 32×18 probes (brightness and colour) above
+  ``scene_threshold``; when
   there are more cuts than ``max_frames``, the strongest are kept. Every frame is decoded
   (a cut can fall anywhere), so this one's time follows the file's length.
 - ``adaptive``: ``max_frames`` frames placed where the picture changes most: probes taken
@@ -134,16 +135,27 @@ def _scaled(frame, max_side: int) -> Image.Image:
 
 
 def _probe(frame) -> np.ndarray:
-    """The frame's brightness as 18×32 block means, read from its luma plane where it has one
-    (every YUV format), which is far cheaper than scaling the picture."""
-    if not frame.format.name.startswith(("yuv", "nv")):
-        small = frame.reformat(width=_PROBE_SIZE[0], height=_PROBE_SIZE[1], format="gray")
-        return small.to_ndarray().astype(np.float32) / 255.0
-    plane = frame.planes[0]
-    luma = np.frombuffer(plane, np.uint8).reshape(plane.height, plane.line_size)
+    """The frame as 18×32 block means of each of its planes (brightness and both colour
+    differences, so a cut between colours of equal brightness shows), read from the planes of
+    a YUV frame on a sparse grid of pixels, which is far cheaper than scaling the picture."""
+    if not frame.format.name.startswith("yuv") or len(frame.planes) < 3:
+        small = frame.reformat(width=_PROBE_SIZE[0], height=_PROBE_SIZE[1], format="rgb24")
+        return small.to_ndarray().astype(np.float32).transpose(2, 0, 1) / 255.0
+    return np.stack([_block_means(plane) for plane in frame.planes[:3]])
+
+
+def _difference(a: np.ndarray, b: np.ndarray) -> float:
+    """How far two probes differ: the mean absolute difference of the plane that changed most."""
+    return float(np.abs(a - b).mean(axis=(1, 2)).max())
+
+
+def _block_means(plane) -> np.ndarray:
     rows, cols = _PROBE_SIZE[1], _PROBE_SIZE[0]
-    h, w = plane.height // rows * rows, plane.width // cols * cols
-    blocks = luma[:h, :w].reshape(rows, h // rows, cols, w // cols)
+    pixels = np.frombuffer(plane, np.uint8).reshape(plane.height, plane.line_size)
+    step = max(1, min(plane.height // rows, plane.width // cols) // 4)
+    sparse = pixels[::step, : plane.width : step]
+    h, w = sparse.shape[0] // rows * rows, sparse.shape[1] // cols * cols
+    blocks = sparse[:h, :w].reshape(rows, h // rows, cols, w // cols)
     return blocks.mean(axis=(1, 3), dtype=np.float32) / 255.0
 
 
@@ -249,7 +261,7 @@ def change_scores(decoder: _Decoder, probe_fps: float) -> list[tuple[float, floa
         if frame.time + 1e-6 < next_time:
             continue
         current = _probe(frame)
-        diff = 1.0 if previous is None else float(np.abs(current - previous).mean())
+        diff = 1.0 if previous is None else _difference(current, previous)
         scores.append((frame.time, diff))
         previous, next_time = current, frame.time + 1.0 / probe_fps
     return scores
@@ -261,7 +273,7 @@ def scene_frames(decoder: _Decoder, sampling: VideoSettings) -> list[SampledFram
     previous, count = None, 0
     for frame in decoder.frames():
         current = _probe(frame)
-        diff = 2.0 if previous is None else float(np.abs(current - previous).mean())
+        diff = 2.0 if previous is None else _difference(current, previous)
         previous = current
         if diff < sampling.scene_threshold:
             continue
