@@ -103,6 +103,22 @@ def build_decoder(
     return model
 
 
+def split_by_prefix(
+    state: dict[str, torch.Tensor], prefixes: tuple[tuple[str, str, str], ...], parts: tuple
+) -> dict[str, dict[str, torch.Tensor]]:
+    """The checkpoint's tensors sorted into ``parts`` by ``prefixes`` ((checkpoint prefix, part,
+    our prefix); the first match wins) and renamed; any other tensor is the decoder's."""
+    out: dict[str, dict[str, torch.Tensor]] = {part: {} for part in parts}
+    for key, tensor in state.items():
+        for prefix, part, ours in prefixes:
+            if key.startswith(prefix):
+                out[part][ours + key.removeprefix(prefix)] = tensor
+                break
+        else:
+            out["decoder"][key] = tensor
+    return out
+
+
 def strict_load(build: Callable[[], nn.Module], weights: dict[str, torch.Tensor], ctx: SpecContext):
     """The module ``build`` makes, holding exactly ``weights`` (names must match both ways),
     frozen, in fp32, or bf16 when the server runs bf16 weights. It is built without storage

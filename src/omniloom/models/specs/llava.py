@@ -23,7 +23,13 @@ from omniloom.models.backbones.config import DecoderConfig
 from omniloom.models.encoders.clip import ClipVisionTransformer
 from omniloom.models.encoders.siglip import ACTIVATIONS, SiglipConfig
 from omniloom.models.multimodal import MultimodalModel
-from omniloom.models.specs.base import SpecContext, assemble, build_decoder, strict_load
+from omniloom.models.specs.base import (
+    SpecContext,
+    assemble,
+    build_decoder,
+    split_by_prefix,
+    strict_load,
+)
 from omniloom.models.tokenizer import TextTokenizer
 from omniloom.models.weights.hf_loader import read_config, read_tokenizer, read_weights
 from omniloom.processing.clip_image import (
@@ -96,20 +102,7 @@ def vision_config(raw: dict) -> SiglipConfig:
 def split_weights(state: dict[str, torch.Tensor]) -> dict[str, dict[str, torch.Tensor]]:
     """The checkpoint's tensors as {"decoder", "vision", "projector", "newline"}, under our
     names."""
-    parts: dict[str, dict[str, torch.Tensor]] = {
-        "decoder": {},
-        "vision": {},
-        "projector": {},
-        "newline": {},
-    }
-    for key, tensor in state.items():
-        for prefix, part, ours in _WEIGHT_PREFIXES:
-            if key.startswith(prefix):
-                parts[part][ours + key.removeprefix(prefix)] = tensor
-                break
-        else:
-            parts["decoder"][key] = tensor
-    return parts
+    return split_by_prefix(state, _WEIGHT_PREFIXES, ("decoder", "vision", "projector", "newline"))
 
 
 class LlavaProjector(nn.Module):

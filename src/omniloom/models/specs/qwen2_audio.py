@@ -18,7 +18,13 @@ from torch import nn
 from omniloom.models.backbones.config import DecoderConfig
 from omniloom.models.encoders.whisper import WhisperEncoder, WhisperEncoderConfig
 from omniloom.models.multimodal import MultimodalModel
-from omniloom.models.specs.base import SpecContext, assemble, build_decoder, strict_load
+from omniloom.models.specs.base import (
+    SpecContext,
+    assemble,
+    build_decoder,
+    split_by_prefix,
+    strict_load,
+)
 from omniloom.models.tokenizer import TextTokenizer
 from omniloom.models.weights.hf_loader import read_config, read_tokenizer, read_weights
 from omniloom.processing.whisper_audio import (
@@ -57,15 +63,7 @@ def decoder_config(raw: dict) -> DecoderConfig:
 
 
 def split_weights(state: dict[str, torch.Tensor]) -> dict[str, dict[str, torch.Tensor]]:
-    parts: dict[str, dict[str, torch.Tensor]] = {"decoder": {}, "audio": {}, "projector": {}}
-    for key, tensor in state.items():
-        for prefix, part, ours in _WEIGHT_PREFIXES:
-            if key.startswith(prefix):
-                parts[part][ours + key.removeprefix(prefix)] = tensor
-                break
-        else:
-            parts["decoder"][key] = tensor
-    return parts
+    return split_by_prefix(state, _WEIGHT_PREFIXES, ("decoder", "audio", "projector"))
 
 
 class Qwen2AudioModel(MultimodalModel):
