@@ -20,6 +20,7 @@ from omniloom.models.encoders.whisper import WhisperEncoder
 from omniloom.models.lora import lora_layers
 from omniloom.models.specs.base import SpecContext
 from omniloom.models.specs.omniloom_smol import load
+from omniloom.models.vlm import AUDIO_MARKERS
 from omniloom.models.weights.ctranslate2_whisper import whisper_encoder
 from omniloom.processing.log_mel import log_mel
 from omniloom.processing.whisper_audio import audio_tokens
@@ -84,9 +85,7 @@ def test_a_short_training_run_trains_the_projector_and_audio_markers_only(tmp_pa
     trainer = audio_training.AudioTrainer(model, recipe, tmp_path)
     trainer.run(Synthesizer())
     changed = (vlm.media_embed.weight != before_table).any(dim=1).nonzero().flatten().tolist()
-    markers = [
-        vlm.media_vocab.id(n) - vlm.media_vocab.base_id for n in audio_training.AUDIO_MARKERS
-    ]
+    markers = [vlm.media_vocab.id(n) - vlm.media_vocab.base_id for n in AUDIO_MARKERS]
     assert changed == markers
     assert not torch.equal(vlm.audio.projector.linear_1.weight, before_projector)
     for now, before in zip((lora.base.weight, lora.lora_a, lora.lora_b), frozen, strict=True):

@@ -45,8 +45,13 @@ class VisionLanguageModel(MultimodalModel):
         self.audio = branch.to(self.device)
         self.modalities = frozenset({*self.modalities, "audio"})
         if markers is not None:
-            rows = [self.media_vocab.id(n) - self.media_vocab.base_id for n in AUDIO_MARKERS]
-            self.media_embed.weight.data[rows] = markers.to(self.media_embed.weight.dtype)
+            weight = self.media_embed.weight
+            weight.data[self.audio_marker_rows] = markers.to(weight.dtype)
+
+    @property
+    def audio_marker_rows(self) -> list[int]:
+        """The rows of ``<|audio_start|>`` and ``<|audio_end|>`` in the media-token table."""
+        return [self.media_vocab.id(n) - self.media_vocab.base_id for n in AUDIO_MARKERS]
 
     @property
     def placeholder_ids(self) -> torch.Tensor:

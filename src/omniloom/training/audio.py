@@ -45,7 +45,6 @@ from omniloom.models.multimodal import splice_media
 from omniloom.models.specs.base import LoadedModel, SpecContext
 from omniloom.models.specs.omniloom_smol import audio_processor
 from omniloom.models.specs.omniloom_smol import load as load_default
-from omniloom.models.vlm import AUDIO_MARKERS
 from omniloom.processing.prompt import MediaPart, Message, Prompt, TextPart, build_prompt
 from omniloom.speech import espeak
 from omniloom.speech.asr import Transcriber, TranscriptionOptions
@@ -318,13 +317,12 @@ class AudioTrainer:
         vlm = self.model.vlm
         grad = vlm.media_embed.weight.grad
         keep = torch.ones(grad.shape[0], dtype=torch.bool)
-        keep[[vlm.media_vocab.id(n) - vlm.media_vocab.base_id for n in AUDIO_MARKERS]] = False
+        keep[vlm.audio_marker_rows] = False
         grad[keep] = 0
 
     def markers(self) -> torch.Tensor:
         vlm = self.model.vlm
-        rows = [vlm.media_vocab.id(n) - vlm.media_vocab.base_id for n in AUDIO_MARKERS]
-        return vlm.media_embed.weight.detach()[rows]
+        return vlm.media_embed.weight.detach()[vlm.audio_marker_rows]
 
     def save(self, evaluation: dict) -> Path:
         path = self.out / "audio_adapter.safetensors"
