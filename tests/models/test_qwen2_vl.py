@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from omniloom.config import ImageSettings, Limits, VideoSettings
+from omniloom.config import Limits, VideoSettings
 from omniloom.engine.engine import Engine
 from omniloom.engine.sampling import SamplingParams
 from omniloom.media import video
@@ -105,24 +105,99 @@ def test_low_detail_caps_the_pixels(checkpoint):
     assert low.num_placeholders() <= 256 and low.num_placeholders() <= high.num_placeholders()
 
 
-def test_video_frames_go_in_as_timed_image_spans(checkpoint):
-    """Frames of a three-scene video through the family's image processor: each frame's span
-    equals that frame as an image, its M-RoPE grid included, and the engine answers."""
-    _, _, ours = checkpoint
-    data = make_video([Scene((200, 0, 0), 1.0), Scene((0, 0, 200), 1.0)], size=(112, 84))
-    info, frames = video.sample(data, VideoSettings(strategy="scene"), Limits())
-    parts = ours.processors["video"].parts(info, frames, "v", "low", ImageSettings())
-    prompt = build_prompt(
-        [Message("user", [*parts, TextPart("Which colour?")])], ours.template, ours.tokenizer
+def _video(ours, count: int = 5):
+    """``count`` frames spread over a three-second, three-scene video through the family's
+    video path."""
+    scenes = [Scene((200, 0, 0), 1.0), Scene((0, 0, 200), 1.0), Scene((0, 160, 0), 1.0)]
+    data = make_video(scenes, size=(112, 84))
+    sampling = VideoSettings(fps=2.0, max_frames=count)
+    info, frames = video.sample(data, sampling, Limits())
+    header, *parts = ours.processors["video"].parts(info, frames, "v", "high")
+    messages = [Message("user", [header, *parts, TextPart(QUESTION)])]
+    return build_prompt(messages, ours.template, ours.tokenizer), frames, header.text
+
+
+def _reference_video_inputs(reference, processor, prompt, header: str):
+    """The reference's inputs for our video prompt: its chat template with a video part and
+    ``<|video_pad|>`` repeated for the grid, as ``transformers``' processor writes them
+    (Qwen2.5-VL's with the seconds each frame pair spans)."""
+    (span,) = prompt.spans
+    content = [{"type": "text", "text": header}, {"type": "video"}]
+    content += [{"type": "text", "text": "\n"}, {"type": "text", "text": QUESTION}]
+    text = processor.apply_chat_template(
+        [{"role": "user", "content": content}], add_generation_prompt=True, tokenize=False
     )
-    spans = [s for s in prompt.spans if s.modality == "video"]
-    assert [round(s.item.timestamp, 1) for s in spans] == [0.0, 1.0]
-    as_image = ours.processors["image"].prepare(frames[1].decoded("v"), "low", ImageSettings())
-    assert spans[1].length == len(as_image.token_ids()) and spans[1].item.grid == as_image.grid
-    assert ours.vlm.prompt_positions(prompt).shape == (3, len(prompt.token_ids))
+    text = text.replace("<|video_pad|>", "<|video_pad|>" * span.item.num_placeholders())
+    ids = processor.tokenizer(text, return_tensors="pt")["input_ids"]
+    pad = processor.tokenizer.convert_tokens_to_ids("<|video_pad|>")
+    inputs = {
+        "input_ids": ids,
+        "attention_mask": torch.ones_like(ids),
+        "mm_token_type_ids": (ids == pad).int() * 2,
+        "pixel_values_videos": span.item.patches(),
+        "video_grid_thw": torch.tensor([span.item.grid]),
+    }
+    if reference.config.model_type == "qwen2_5_vl":
+        inputs["second_per_grid_ts"] = torch.tensor([span.item.seconds_per_grid])
+    return inputs
+
+
+def test_video_is_one_span_of_frame_pairs_after_its_timestamps(checkpoint):
+    reference, processor, ours = checkpoint
+    prompt, frames, header = _video(ours)
+    (span,) = prompt.spans
+    assert [round(f.timestamp, 1) for f in frames] == [0.0, 0.6, 1.2, 1.8, 2.4]
+    assert "5 frames at 0.0, 0.6, 1.2, 1.8, 2.4 s:" in ours.tokenizer.decode(prompt.token_ids)
+    assert span.modality == "video" and span.item.grid == (3, 6, 8)  # 5 frames → 3 pairs
+    assert span.length == 2 + 3 * 6 * 8 // 4
+    assert (
+        prompt.token_ids
+        == _reference_video_inputs(reference, processor, prompt, header)["input_ids"][0].tolist()
+    )
+
+
+def test_video_patches_follow_transformers_layout(checkpoint):
+    """Each frame pair's patches hold its two frames' patches as the reference image
+    processor cuts them (the fifth frame repeats to fill the last pair)."""
+    _, processor, ours = checkpoint
+    prompt, frames, _ = _video(ours)
+    item = prompt.spans[0].item
+    per_frame = item.grid[1] * item.grid[2]
+    ours_by_pair = item.patches().reshape(3, per_frame, 3, 2, 14, 14)
+    images = processor.image_processor(
+        images=[f.image for f in frames], return_tensors="pt", do_resize=False
+    )["pixel_values"].reshape(5, per_frame, 3, 2, 14, 14)
+    for k in range(6):
+        expected = images[min(k, 4), :, :, 0]
+        torch.testing.assert_close(ours_by_pair[k // 2, :, :, k % 2], expected, atol=1e-6, rtol=0)
+
+
+def test_video_logits_match_transformers(checkpoint):
+    """Logits over a prompt with a video, M-RoPE time positions included (Qwen2.5-VL's scaled
+    by ``tokens_per_second`` × the seconds a frame pair spans)."""
+    reference, processor, ours = checkpoint
+    prompt, _, header = _video(ours)
+    item = prompt.spans[0].item
+    inputs = _reference_video_inputs(reference, processor, prompt, header)
+    pads = prompt.spans[0].start + 1
+    times = ours.vlm.prompt_positions(prompt)[0, pads : pads + item.num_placeholders()].unique()
+    step = ours.vlm.visual.cfg.tokens_per_second * item.seconds_per_grid or 1
+    assert item.seconds_per_grid == pytest.approx(1.2)
+    assert (times - times[0]).tolist() == [int(k * step + 1e-6) for k in range(3)]
+    assert_logits_match(ours, prompt, [item], reference, inputs)
+
+
+def test_video_greedy_tokens_in_the_engine(checkpoint):
+    reference, processor, ours = checkpoint
+    prompt, _, header = _video(ours, count=4)
+    inputs = _reference_video_inputs(reference, processor, prompt, header)
+    reference.generation_config.eos_token_id = None
+    expected = reference.generate(**inputs, max_new_tokens=8, do_sample=False)
+    params = SamplingParams(max_tokens=8, temperature=0.0, ignore_eos=True, logprobs=0)
     engine = Engine(ours)
     try:
-        (outcome,) = run_all(engine, [prompt], SamplingParams(max_tokens=4, temperature=0.0))
+        (outcome,) = run_all(engine, [prompt], params)
     finally:
         engine.shutdown()
+    assert [lp.token_id for lp in outcome.logprobs] == expected[0, len(prompt.token_ids) :].tolist()
     assert outcome.stats.prompt_tokens == len(prompt.token_ids)

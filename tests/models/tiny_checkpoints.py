@@ -7,6 +7,7 @@ safetensors, tokenizer.json, chat template, preprocessor config) and returns the
 
 from __future__ import annotations
 
+import json
 import string
 from pathlib import Path
 
@@ -34,6 +35,10 @@ QWEN2_VL_TEMPLATE = (
     "{% set image_count.value = image_count.value + 1 %}"
     "{% if add_vision_id %}Picture {{ image_count.value }}: {% endif %}"
     "<|vision_start|><|image_pad|><|vision_end|>"
+    "{% elif content['type'] == 'video' or 'video' in content %}"
+    "{% set video_count.value = video_count.value + 1 %}"
+    "{% if add_vision_id %}Video {{ video_count.value }}: {% endif %}"
+    "<|vision_start|><|video_pad|><|vision_end|>"
     "{% elif 'text' in content %}{{ content['text'] }}{% endif %}{% endfor %}<|im_end|>\n"
     "{% endif %}{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
@@ -198,6 +203,8 @@ def qwen2_vl(
     model.save_pretrained(directory)
     images = Qwen2VLImageProcessorPil(min_pixels=56 * 56, max_pixels=max_pixels)
     images.save_pretrained(directory)
+    video_bounds = {"shortest_edge": 28 * 28 * 4, "longest_edge": 28 * 28 * 16}
+    (directory / "video_preprocessor_config.json").write_text(json.dumps({"size": video_bounds}))
     tokenizer.save_pretrained(directory)
     (directory / "chat_template.jinja").write_text(QWEN2_VL_TEMPLATE)
     processor = _processor_without_video(

@@ -42,6 +42,7 @@ class VisionConfig:
     intermediate_size: int | None = None  # set: a gated MLP of this width (Qwen2.5-VL)
     window_size: int = 0  # pixels per attention window's side; 0: whole images only
     full_attention_blocks: tuple[int, ...] = ()  # blocks that see the whole image anyway
+    tokens_per_second: int = 0  # video time positions a second (Qwen2.5-VL); 0: one a frame pair
 
     @classmethod
     def from_hf(cls, cfg: dict, hidden_size: int) -> VisionConfig:
@@ -66,6 +67,7 @@ class VisionConfig:
             intermediate_size=cfg["intermediate_size"],
             window_size=cfg.get("window_size", 112),
             full_attention_blocks=tuple(cfg.get("fullatt_block_indexes", ())),
+            tokens_per_second=cfg.get("tokens_per_second", 4),
         )
 
     @property

@@ -6,6 +6,8 @@ The checkpoint's ``visual.*`` weights load into ``Qwen2VisionTransformer``, its 
 <|image_pad|>×N <|vision_end|>``; its placeholders take the merger's output. Positions follow
 M-RoPE: text advances all three axes together, an image's tokens sit at (start, start + row,
 start + column) of its merged grid, and the text after it resumes at start + max(rows, cols).
+A video is one span of ``<|video_pad|>`` whose time axis counts its frame pairs (Qwen2.5-VL:
+``tokens_per_second`` steps a second of video); the text after it resumes as after an image.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from omniloom.processing.qwen2_vl import (
     Qwen2VLImageProcessor,
     Qwen2VLImageSettings,
     Qwen2VLTokens,
+    Qwen2VLVideoProcessor,
 )
 
 ARCHITECTURES = ("Qwen2VLForConditionalGeneration",)
@@ -55,7 +58,7 @@ def split_weights(state: dict[str, torch.Tensor]) -> tuple[dict, dict]:
 
 
 class Qwen2VLModel(MultimodalModel):
-    modalities = frozenset({"text", "image"})
+    modalities = frozenset({"text", "image", "video"})
 
     def __init__(self, backbone, visual: Qwen2VisionTransformer, tokens: Qwen2VLTokens):
         super().__init__(backbone)
@@ -63,7 +66,7 @@ class Qwen2VLModel(MultimodalModel):
         self.tokens = tokens
 
     def placeholder_mask(self, ids: torch.Tensor) -> torch.Tensor:
-        return ids == self.tokens.image_pad
+        return (ids == self.tokens.image_pad) | (ids == self.tokens.video_pad)
 
     def encode(self, items: list[Qwen2VLImage]) -> list[torch.Tensor]:
         """All images through the ViT in one call (attention stays within each image)."""
@@ -85,7 +88,7 @@ class Qwen2VLModel(MultimodalModel):
             t, h, w = span.item.grid
             grid = torch.stack(
                 torch.meshgrid(
-                    torch.arange(t),
+                    self.time_positions(t, span.item.seconds_per_grid),
                     torch.arange(h // merge),
                     torch.arange(w // merge),
                     indexing="ij",
@@ -96,6 +99,15 @@ class Qwen2VLModel(MultimodalModel):
             cursor = first_pad + grid.shape[1]
         pieces.append(torch.arange(len(prompt.token_ids) - cursor).expand(3, -1) + position)
         return torch.cat(pieces, dim=1)
+
+    def time_positions(self, pairs: int, seconds_per_grid: float) -> torch.Tensor:
+        """The time axis of each frame pair: its index, or (Qwen2.5-VL, for video) its start
+        in seconds times ``tokens_per_second``, truncated as ``transformers`` does in fp32."""
+        per_second = self.visual.cfg.tokens_per_second
+        if not per_second or not seconds_per_grid:
+            return torch.arange(pairs)
+        step = per_second * torch.tensor(seconds_per_grid, dtype=torch.float32)
+        return (torch.arange(pairs) * step).long()
 
 
 def load(directory: Path, ctx: SpecContext):
@@ -115,10 +127,12 @@ def load_family(directory: Path, ctx: SpecContext, family: str, vision_config):
     vision_cfg = vision_config(raw["vision_config"], cfg)
     visual = strict_load(lambda: Qwen2VisionTransformer(vision_cfg), vision_weights, ctx)
     processor = image_processor(directory, raw)
-    net = Qwen2VLModel(backbone, visual, processor.tokens)
-    return assemble(
-        directory, ctx, net, tokenizer_spec, cfg, family, processors={"image": processor}
+    video = Qwen2VLVideoProcessor(
+        Qwen2VLImageSettings.video_from_directory(directory), processor.tokens
     )
+    net = Qwen2VLModel(backbone, visual, processor.tokens)
+    processors = {"image": processor, "video": video}
+    return assemble(directory, ctx, net, tokenizer_spec, cfg, family, processors=processors)
 
 
 def image_processor(directory: Path, raw: dict | None = None) -> Qwen2VLImageProcessor:
@@ -128,5 +142,6 @@ def image_processor(directory: Path, raw: dict | None = None) -> Qwen2VLImagePro
         vision_start=raw.get("vision_start_token_id", 151652),
         vision_end=raw.get("vision_end_token_id", 151653),
         image_pad=raw.get("image_token_id", 151655),
+        video_pad=raw.get("video_token_id", 151656),
     )
     return Qwen2VLImageProcessor(Qwen2VLImageSettings.from_directory(directory), tokens)
