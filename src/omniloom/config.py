@@ -35,6 +35,7 @@ class VideoSettings:
     scene_threshold: float = 0.12  # mean absolute probe difference of a cut, 0–1
     probe_fps: float = 4.0  # adaptive: change probes a second
     max_side: int = 448  # frames are scaled to fit this before their image processor
+    audio: bool = False  # transcribe the sound track and interleave it with the frames by time
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,7 @@
 """Frame sampling on generated videos: three scenes cut hard, each strategy's frames and
-timestamps, the frame budget, and refusals (over the limits from the header, corrupt and
-truncated files) with errors that say what is wrong."""
+timestamps, the frame budget, the plan made from metadata alone, the sound track, and refusals
+(over the limits from the header, corrupt and truncated files) with errors that say what is
+wrong."""
 
 from __future__ import annotations
 
@@ -10,7 +11,14 @@ import pytest
 
 from omniloom.config import Limits, VideoSettings
 from omniloom.errors import MediaError
-from omniloom.media.video import adaptive_times, pooled, sample, uniform_times
+from omniloom.media.video import (
+    adaptive_times,
+    plan,
+    pooled,
+    sample,
+    sound_chunks,
+    uniform_times,
+)
 from tests.media.video_files import Scene, make_video
 
 FPS = 10
@@ -123,3 +131,32 @@ def test_a_cut_between_colours_of_equal_brightness_is_seen():
     data = make_video([Scene(grey_red, 1.0, moving=False), Scene(grey_blue, 1.0, moving=False)])
     _, frames = _sample(data, strategy="scene", max_frames=4)
     assert [round(f.timestamp, 1) for f in frames] == [0.0, 1.0]
+
+
+@pytest.mark.parametrize(
+    ("strategy", "fps", "side"),
+    [("uniform", 1.0, 448), ("uniform", 3.0, 100), ("uniform", 7.0, 448), ("keyframes", 1.0, 64)],
+)
+def test_the_plan_gives_the_sampled_frames_without_decoding(three_scenes, strategy, fps, side):
+    settings = VideoSettings(strategy=strategy, fps=fps, max_frames=12, max_side=side)
+    planned = plan(three_scenes, settings, Limits())
+    _, frames = sample(three_scenes, settings, Limits())
+    assert planned.exact
+    assert [f.timestamp for f in planned.frames] == pytest.approx([f.timestamp for f in frames])
+    assert {f.image.size for f in planned.frames} == {f.image.size for f in frames}
+
+
+@pytest.mark.parametrize("options", [{"strategy": "scene"}, {"pooling": True}])
+def test_the_plan_bounds_what_it_cannot_know(three_scenes, options):
+    settings = VideoSettings(max_frames=5, **options)
+    planned = plan(three_scenes, settings, Limits())
+    _, frames = sample(three_scenes, settings, Limits())
+    assert not planned.exact and len(planned.frames) >= len(frames)
+
+
+def test_the_sound_track_streams_at_16_khz(three_scenes):
+    with_sound = make_video(SCENES, fps=FPS, audio=True)
+    assert sum(len(c) for c in sound_chunks(with_sound, Limits(), "v")) / 16_000 == pytest.approx(
+        6.0, abs=0.2
+    )
+    assert list(sound_chunks(three_scenes, Limits(), "v")) == []

@@ -1,5 +1,6 @@
 """Videos for tests, made with PyAV: scenes of solid colour with a moving square, cut hard from
-one to the next, optionally with a line of text from a given second and a tone track."""
+one to the next, optionally with a line of text from a given second and a sound track (a tone,
+or given 16 kHz samples such as speech)."""
 
 from __future__ import annotations
 
@@ -26,8 +27,10 @@ def make_video(
     text: tuple[str, float] | None = None,
     audio: bool = False,
     codec: str = "libx264",
+    sound: np.ndarray | None = None,
 ) -> bytes:
-    """An MP4 of ``scenes`` in order; ``text`` = (words, from which second)."""
+    """An MP4 of ``scenes`` in order; ``text`` = (words, from which second); ``audio``: a
+    tone track, or ``sound`` (16 kHz mono samples from the start) as the track."""
     buffer = io.BytesIO()
     with av.open(buffer, mode="w", format="mp4") as container:
         stream = container.add_stream(codec, rate=fps)
@@ -35,7 +38,7 @@ def make_video(
         stream.pix_fmt = "yuv420p"
         stream.codec_context.gop_size = gop
         stream.options = {"g": str(gop), "keyint_min": str(gop), "sc_threshold": "0"}
-        sound = container.add_stream("aac", rate=16_000) if audio else None
+        track = container.add_stream("aac", rate=16_000) if audio or sound is not None else None
         t = 0
         for scene in scenes:
             for k in range(round(scene.seconds * fps)):
@@ -45,8 +48,9 @@ def make_video(
                 container.mux(stream.encode(frame))
                 t += 1
         container.mux(stream.encode(None))
-        if sound is not None:
-            _tone_track(container, sound, t / fps)
+        if track is not None:
+            samples = _tone(t / fps) if sound is None else sound.astype(np.float32)
+            _sound_track(container, track, samples)
     return buffer.getvalue()
 
 
@@ -60,10 +64,12 @@ def _picture(scene: Scene, k: int, size, text, seconds: float) -> Image.Image:
     return image
 
 
-def _tone_track(container, stream, seconds: float) -> None:
-    samples = (0.2 * np.sin(2 * np.pi * 440 * np.arange(int(seconds * 16_000)) / 16_000)).astype(
-        np.float32
-    )
+def _tone(seconds: float) -> np.ndarray:
+    times = np.arange(int(seconds * 16_000)) / 16_000
+    return (0.2 * np.sin(2 * np.pi * 440 * times)).astype(np.float32)
+
+
+def _sound_track(container, stream, samples: np.ndarray) -> None:
     frame = av.AudioFrame.from_ndarray(samples[None], format="flt", layout="mono")
     frame.sample_rate = 16_000
     resampler = av.AudioResampler(format="fltp", layout="mono", rate=16_000)

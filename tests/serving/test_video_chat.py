@@ -1,21 +1,28 @@
 """Video in chat, end to end on the real server with the official openai client: a generated
 three-scene video as a data URL, sampled per request, its frames' spans counted as
-``video_tokens`` (equal in ``/tokenize``), timestamps in the prompt; a local file by
-``file://`` inside the media directory; refusals with 400s that say why, and the server serving
-on."""
+``video_tokens``; ``/tokenize`` predicts the count from the container's metadata, exactly for
+uniform and keyframe sampling and as a flagged upper bound for scene changes; timestamps and
+the sound track's timed speech in the prompt; a local file by ``file://`` inside the media
+directory; refusals with 400s that say why, and the server serving on."""
 
 from __future__ import annotations
 
 import base64
+import re
 
 import httpx
+import numpy as np
 import openai
 import pytest
 from gguf import GGUFReader
 
+from omniloom.eval.wer import word_error_rate
+from omniloom.media.audio import SAMPLE_RATE
+from omniloom.media.audio_out import resample
 from omniloom.models.specs.omniloom_smol import smollm2_gguf_path
 from omniloom.models.tokenizer import TextTokenizer
 from omniloom.models.weights.gguf_loader import read_tokenizer
+from omniloom.speech import espeak
 from tests.conftest import start_server
 from tests.media.video_files import Scene, make_video
 
@@ -55,22 +62,41 @@ def _data_url(data: bytes) -> str:
     return "data:video/mp4;base64," + base64.b64encode(data).decode()
 
 
-def test_a_video_is_answered_with_its_frames_counted(media_server, video_bytes):
-    server, _ = media_server
+def _answer_and_count(server, part: dict):
+    """(usage of a real answer, ``/tokenize``'s prediction) for one video part."""
     client = openai.OpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0)
-    part = _video_part(_data_url(video_bytes), strategy="scene", max_frames=4)
     reply = client.chat.completions.create(
-        model=MODEL, messages=_messages(part), max_tokens=8, temperature=0
+        model=MODEL, messages=_messages(part), max_tokens=4, temperature=0
     )
-    usage = reply.model_dump()["usage"]["prompt_tokens_details"]
     counted = httpx.post(
         f"{server.url}/tokenize", json={"model": MODEL, "messages": _messages(part)}
     ).json()
-    frames = [m for m in counted["media"] if m["modality"] == "video"]
-    assert len(frames) == 3  # one per scene
-    assert usage["video_tokens"] == sum(f["tokens"] for f in frames) > 0
-    assert counted["count"] == reply.usage.prompt_tokens
-    assert usage["image_tokens"] == 0
+    return reply.model_dump()["usage"], counted
+
+
+@pytest.mark.parametrize(
+    "options", [{"strategy": "uniform", "fps": 1.5}, {"strategy": "keyframes", "max_frames": 3}]
+)
+def test_tokenize_predicts_the_count_exactly_from_metadata(media_server, video_bytes, options):
+    server, _ = media_server
+    usage, counted = _answer_and_count(server, _video_part(_data_url(video_bytes), **options))
+    assert counted["exact"] is True and counted["videos"][0]["exact"] is True
+    assert counted["count"] == usage["prompt_tokens"]
+    video_tokens = usage["prompt_tokens_details"]["video_tokens"]
+    assert counted["prompt_tokens_details"]["video_tokens"] == video_tokens > 0
+    assert usage["prompt_tokens_details"]["image_tokens"] == 0
+
+
+def test_scene_sampling_is_answered_and_tokenize_gives_a_flagged_upper_bound(
+    media_server, video_bytes
+):
+    server, _ = media_server
+    part = _video_part(_data_url(video_bytes), strategy="scene", max_frames=4)
+    usage, counted = _answer_and_count(server, part)
+    assert counted["exact"] is False and counted["videos"][0]["frames"] == 4
+    per_frame = counted["prompt_tokens_details"]["video_tokens"] // 4
+    assert usage["prompt_tokens_details"]["video_tokens"] == 3 * per_frame  # one per scene
+    assert counted["count"] >= usage["prompt_tokens"]
 
 
 def test_frames_carry_their_timestamps_into_the_prompt(media_server, video_bytes):
@@ -80,9 +106,7 @@ def test_frames_carry_their_timestamps_into_the_prompt(media_server, video_bytes
         f"{server.url}/tokenize", json={"model": MODEL, "messages": _messages(part)}
     ).json()
     assert [m["modality"] for m in counted["media"]].count("video") == 3  # 0, 2 and 4 s
-    tokenizer = TextTokenizer(read_tokenizer(GGUFReader(str(smollm2_gguf_path()))))
-    text_ids = [t for t in counted["tokens"] if t < tokenizer.vocab_size]
-    prompt = tokenizer.decode(text_ids, skip_special=False)
+    prompt = _prompt_text(counted)
     assert "Video, 6.0 s, 3 frames:" in prompt
     assert all(f"At {t}.0 s: " in prompt for t in (0, 2, 4))
 
@@ -104,7 +128,6 @@ def test_a_local_file_in_the_media_directory(media_server):
         ("http://127.0.0.1/video.mp4", {}, "127.0.0.1"),
         (None, {"strategy": "every-frame"}, "strategy"),
         (None, {"max_frames": 100000}, "max_frames"),
-        (None, {"audio": True}, "not supported yet"),
     ],
 )
 def test_bad_videos_get_a_clear_400_and_the_server_serves_on(
@@ -123,3 +146,33 @@ def test_bad_videos_get_a_clear_400_and_the_server_serves_on(
         json={"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2},
     )
     assert ok.status_code == 200
+
+
+def _prompt_text(counted: dict) -> str:
+    tokenizer = TextTokenizer(read_tokenizer(GGUFReader(str(smollm2_gguf_path()))))
+    text_ids = [t for t in counted["tokens"] if t < tokenizer.vocab_size]
+    return tokenizer.decode(text_ids, skip_special=False)
+
+
+def test_the_sound_track_is_heard_and_placed_among_the_frames_by_time(media_server):
+    """Speech from 2.5 s into a video with a spoken sound track comes after the frame at 2 s
+    and before the one at 4 s, with its times; a video without speech says so."""
+    server, _ = media_server
+    said, rate = espeak.speak("The red door is open.")
+    sound = np.concatenate([np.zeros(40_000, np.float32), resample(said, rate, SAMPLE_RATE)])
+    data = make_video(SCENES, sound=sound)
+    part = _video_part(_data_url(data), strategy="uniform", fps=0.5, audio=True)
+    prompt = _prompt_text(
+        httpx.post(f"{server.url}/tokenize", json={"model": MODEL, "messages": _messages(part)})
+        .raise_for_status()
+        .json()
+    )
+    heard = re.search(r'\[Heard (\d+\.\d)–(\d+\.\d) s: "([^"]*)"\]', prompt)
+    assert heard and 2.0 <= float(heard.group(1)) <= 3.0 < float(heard.group(2)) <= 4.5
+    assert word_error_rate(["The red door is open."], [heard.group(3)]) <= 0.2
+    assert prompt.index("At 2.0 s") < heard.start() < prompt.index("At 4.0 s")
+    silent = _video_part(_data_url(make_video(SCENES, audio=True)), fps=0.5, audio=True)
+    counted = httpx.post(
+        f"{server.url}/tokenize", json={"model": MODEL, "messages": _messages(silent)}
+    ).json()
+    assert "[The sound track has no speech.]" in _prompt_text(counted)

@@ -91,14 +91,14 @@ def stream_chunks(
     probe(data, limits, param)
     container = _open(data, param)
     try:
-        yield from _decoded_chunks(
+        yield from decoded_chunks(
             container, container.streams.audio[0], limits, param, chunk_seconds
         )
     finally:
         container.close()
 
 
-def _decoded_chunks(container, stream, limits: Limits, param: str, chunk_seconds: float):
+def decoded_chunks(container, stream, limits: Limits, param: str, chunk_seconds: float):
     resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
     chunk_size = int(chunk_seconds * SAMPLE_RATE)
     pending: list[np.ndarray] = []

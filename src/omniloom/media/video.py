@@ -26,6 +26,12 @@ Strategies (``VideoSettings.strategy``, in ``config.py``):
   not yet picked until the budget is used.
 
 Every frame carries its timestamp (seconds from the start of the stream).
+
+``plan`` tells, from the container's metadata alone, which frames a request would keep: the
+same times and sizes ``sample`` gives for ``uniform`` (at a constant frame rate) and
+``keyframes``, and for ``scene`` and ``adaptive`` (whose picks need the pictures) an upper
+bound: ``max_frames`` frames stamped at the video's end. ``sound_chunks`` streams the sound
+track as 16 kHz samples for speech recognition.
 """
 
 from __future__ import annotations
@@ -35,7 +41,7 @@ import hashlib
 import heapq
 import io
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 from pathlib import Path
 
@@ -45,6 +51,7 @@ from PIL import Image
 
 from omniloom.config import Limits, VideoSettings
 from omniloom.errors import MediaError
+from omniloom.media.audio import decoded_chunks
 from omniloom.media.image import DecodedImage
 
 STRATEGIES = ("uniform", "keyframes", "scene", "adaptive")
@@ -61,6 +68,7 @@ class VideoInfo:
     width: int
     height: int
     has_audio: bool
+    start: float = 0.0  # the first frame's time
 
 
 @dataclass(frozen=True)
@@ -72,6 +80,16 @@ class SampledFrame:
         """The frame as an image item's input, hashed with its video and time."""
         digest = hashlib.sha256(f"{video_hash}@{self.timestamp:.3f}".encode()).hexdigest()
         return DecodedImage(self.image, "video-frame", digest)
+
+
+@dataclass(frozen=True)
+class VideoPlan:
+    """What sampling would keep, known before decoding: the frames (blank stand-ins of the
+    kept frames' size, at their times) and whether that is exact or an upper bound."""
+
+    info: VideoInfo
+    frames: list[SampledFrame]
+    exact: bool
 
 
 def open_container(source: bytes | Path, param: str):
@@ -98,7 +116,9 @@ def probe(container, param: str) -> VideoInfo:
         raise MediaError("The video does not say how long it is.", param=param)
     frames = stream.frames or round(seconds * rate)
     width, height = stream.codec_context.width, stream.codec_context.height
-    return VideoInfo(seconds, rate, frames, width, height, bool(container.streams.audio))
+    start = float(stream.start_time * stream.time_base) if stream.start_time else 0.0
+    has_audio = bool(container.streams.audio)
+    return VideoInfo(seconds, rate, frames, width, height, has_audio, start)
 
 
 def check_limits(info: VideoInfo, limits: Limits, param: str) -> None:
@@ -128,9 +148,14 @@ def uniform_times(seconds: float, fps: float, max_frames: int) -> list[float]:
     return [k * seconds / max_frames for k in range(max_frames)]
 
 
+def scaled_size(width: int, height: int, max_side: int) -> tuple[int, int]:
+    """(width, height) scaled down to fit ``max_side``."""
+    scale = min(1.0, max_side / max(width, height))
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
 def _scaled(frame, max_side: int) -> Image.Image:
-    scale = min(1.0, max_side / max(frame.width, frame.height))
-    width, height = max(1, round(frame.width * scale)), max(1, round(frame.height * scale))
+    width, height = scaled_size(frame.width, frame.height, max_side)
     return frame.to_image(width=width, height=height)
 
 
@@ -305,11 +330,7 @@ def sample(
     source: bytes | Path, sampling: VideoSettings, limits: Limits, param: str = "video_url"
 ) -> tuple[VideoInfo, list[SampledFrame]]:
     """The video's header facts and its sampled frames (in time order)."""
-    if sampling.strategy not in STRATEGIES:
-        raise MediaError(
-            f"Unknown video strategy {sampling.strategy!r}; choose from {', '.join(STRATEGIES)}.",
-            param=param,
-        )
+    _check_strategy(sampling, param)
     with open_container(source, param) as container:
         info = probe(container, param)
         check_limits(info, limits, param)
@@ -322,6 +343,55 @@ def sample(
     if not frames:
         raise MediaError("No frame could be decoded from the video.", param=param)
     return info, frames
+
+
+def plan(
+    source: bytes | Path, sampling: VideoSettings, limits: Limits, param: str = "video_url"
+) -> VideoPlan:
+    """The frames ``sample`` would keep, from the header and index alone (nothing decoded)."""
+    _check_strategy(sampling, param)
+    with open_container(source, param) as container:
+        info = probe(container, param)
+        check_limits(info, limits, param)
+        if sampling.strategy == "uniform":
+            times = _frames_at(info, uniform_times(info.seconds, sampling.fps, sampling.max_frames))
+        elif sampling.strategy == "keyframes":
+            times = _spread(keyframe_times(container, param), sampling.max_frames)
+        else:
+            times = [info.start + info.seconds] * sampling.max_frames
+    size = scaled_size(info.width, info.height, sampling.max_side)
+    frames = [SampledFrame(Image.new("RGB", size), t) for t in times]
+    exact = sampling.strategy in ("uniform", "keyframes") and not sampling.pooling
+    return VideoPlan(info, frames, exact)
+
+
+def _frames_at(info: VideoInfo, targets: list[float]) -> list[float]:
+    """The time of the first frame at or after each target (within half a frame), on the
+    constant frame grid the header gives; targets past the last frame find none."""
+    times = []
+    for target in targets:
+        k = max(0, int(np.ceil((target - 0.5 / info.fps - info.start) * info.fps - 1e-6)))
+        if k < info.frames:
+            times.append(info.start + k / info.fps)
+    return times
+
+
+def sound_chunks(source: bytes | Path, limits: Limits, param: str) -> Iterator[np.ndarray]:
+    """The sound track as 16 kHz mono float32 chunks (none where the video has no sound),
+    held to the video's duration limit."""
+    with open_container(source, param) as container:
+        if not container.streams.audio:
+            return
+        bounds = replace(limits, max_audio_seconds=limits.max_video_seconds)
+        yield from decoded_chunks(container, container.streams.audio[0], bounds, param, 30.0)
+
+
+def _check_strategy(sampling: VideoSettings, param: str) -> None:
+    if sampling.strategy not in STRATEGIES:
+        raise MediaError(
+            f"Unknown video strategy {sampling.strategy!r}; choose from {', '.join(STRATEGIES)}.",
+            param=param,
+        )
 
 
 def planned_times(container, info, sampling: VideoSettings, decoder, param: str) -> list[float]:

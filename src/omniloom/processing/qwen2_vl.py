@@ -12,7 +12,7 @@ Video is the family's own: the sampled frames, all resized alike within the vide
 (``video_preprocessor_config.json``, else 128 to 768 merged tokens a frame pair), are stacked in
 time and cut into patches of 2 frames × 14 × 14 (the last frame repeated to fill a pair), so
 one ``<|video_pad|>`` stands for a 2×2 block of two frames. The span comes after a line that
-gives the frames' timestamps as text; in the decoder the time axis of M-RoPE counts the frame
+gives the frames' timestamps as text (and the sound track's timed speech, where asked for); in the decoder the time axis of M-RoPE counts the frame
 pairs (Qwen2.5-VL: scaled to seconds by ``tokens_per_second``). ``detail: low`` uses the
 video minimum (128 tokens a pair); ``high`` the checkpoint's maximum.
 """
@@ -34,6 +34,7 @@ from omniloom.media.image import DecodedImage
 from omniloom.media.video import SampledFrame, VideoInfo
 from omniloom.processing.pixels import CLIP_MEAN, CLIP_STD, normalised
 from omniloom.processing.prompt import MediaPart, TextPart
+from omniloom.processing.video_frames import speech_parts
 
 LOW_DETAIL_TOKENS = 256
 VIDEO_MIN_PIXELS = 128 * 28 * 28  # transformers' Qwen2-VL video processor's bounds
@@ -270,6 +271,9 @@ class Qwen2VLVideoProcessor:
         video_hash: str,
         detail: str | None,
         _image_settings=None,
+        heard: list | None = None,
     ) -> list:
+        """The frames' times, the timed speech where asked for, then the video's span."""
         video = self.prepare(info, frames, video_hash, detail)
-        return [TextPart(frame_times_text(info, frames)), MediaPart(video), TextPart("\n")]
+        header = TextPart(frame_times_text(info, frames))
+        return [header, *speech_parts(heard), MediaPart(video), TextPart("\n")]

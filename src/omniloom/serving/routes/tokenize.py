@@ -1,7 +1,10 @@
 """``POST /tokenize``: the prompt's token count and per-modality split, before anything runs.
 
 Takes the same body as chat completions and builds the prompt through the same code, so its
-``count`` equals the ``usage.prompt_tokens`` of the real request.
+``count`` equals the ``usage.prompt_tokens`` of the real request. Videos are not decoded: their
+frames are planned from the container's metadata, which is exact for the ``uniform`` and
+``keyframes`` strategies; for ``scene``, ``adaptive`` or pooled frames the count is an upper
+bound, and ``exact`` says so (``videos`` gives each video's plan).
 """
 
 from __future__ import annotations
@@ -9,7 +12,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 
-from omniloom.serving.requests import build_request_prompt, hears_audio
+from omniloom.serving.requests import hears_audio, plan_request_prompt
 from omniloom.serving.responses import MODALITIES
 from omniloom.serving.schemas import ChatCompletionRequest
 from omniloom.serving.state import ServerState
@@ -26,12 +29,13 @@ async def tokenize(body: ChatCompletionRequest, request: Request) -> dict:
         if hears_audio(body, state.model, state.settings)
         else None
     )
-    prompt = await run_in_threadpool(
-        build_request_prompt, body, state.model, state.settings, cascade, transcriber
+    prompt, videos = await run_in_threadpool(
+        plan_request_prompt, body, state.model, state.settings, cascade, transcriber
     )
     by_modality = prompt.tokens_by_modality()
     return {
         "count": len(prompt.token_ids),
+        "exact": all(v["exact"] for v in videos),
         "max_model_len": state.model.context_length,
         "prompt_tokens_details": {f"{m}_tokens": by_modality.get(m, 0) for m in MODALITIES},
         "media": [
@@ -44,5 +48,6 @@ async def tokenize(body: ChatCompletionRequest, request: Request) -> dict:
             }
             for span in prompt.spans
         ],
+        "videos": videos,
         "tokens": prompt.token_ids,
     }
