@@ -81,3 +81,25 @@ def test_tokens_counts_for_a_checkpoint_with_its_processor(tmp_path, capsys):
     llama_base(tmp_path / "text-only")
     with pytest.raises(SystemExit, match="takes no images"):
         main(["tokens", str(path), "--model", str(tmp_path / "text-only")])
+
+
+def test_tokens_for_a_video_uses_the_plan_and_per_second_prices(tmp_path, capsys):
+    """An 11-second video with sound at the default 1 fps: 11 frames for omniloom and the
+    frames-as-images rows, Gemini's 263 + 32 tokens a second, a tiny Qwen2-VL's own video
+    span (6 frame pairs of 2×4 patches at low detail), and scene sampling as a bound."""
+    from tests.media.video_files import Scene, make_video
+    from tests.models.tiny_checkpoints import qwen2_vl
+
+    path = tmp_path / "clip.mp4"
+    scenes = [Scene((200, 0, 0), 5.0), Scene((0, 0, 200), 5.5)]
+    path.write_bytes(make_video(scenes, size=(640, 360), audio=True))
+    qwen2_vl(tmp_path / "tiny-qwen2-vl")
+    assert main(["tokens", str(path), "--model", str(tmp_path / "tiny-qwen2-vl")]) == 0
+    lines = capsys.readouterr().out.splitlines()[2:-1]
+    rows = {line.split()[0]: line.split()[1] for line in lines}
+    assert rows["omniloom-smol"] == str(11 * (2 + TILE))  # low detail: one tile a frame
+    assert rows["gemini-2.5-flash"] == str(11 * (263 + 32))
+    assert rows["gpt-4o"] == str(11 * 85)
+    assert rows["tiny-qwen2-vl"] == str(6 * 2 * 4 // 4 + 2)
+    main(["tokens", str(path), "--strategy", "scene", "--max-frames", "4"])
+    assert "4 frames (scene, at most)" in capsys.readouterr().out

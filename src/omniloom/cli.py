@@ -159,16 +159,63 @@ def cmd_tokens(args: argparse.Namespace) -> int:
     from omniloom.models.registry import default_tile_layout
     from omniloom.processing.costs import image_cost_table, render_table
 
-    settings = Settings.from_env()
+    settings = _video_settings_from_args(Settings.from_env(), args)
     layout = default_tile_layout(settings.image.tile_size)
     checkpoint = _checkpoint_image_row(args.model) if args.model else None
     for path in args.images:
+        if _is_video(Path(path)):
+            print(render_table(path, _video_rows(Path(path), settings, layout, args.model)))
+            continue
         data = Path(path).read_bytes()
         rows = image_cost_table(data, args.detail, settings, layout)
         if checkpoint:
             rows.insert(0, checkpoint(data, args.detail, settings))
         print(render_table(path, rows))
     return 0
+
+
+def _is_video(path: Path) -> bool:
+    """Whether ``path`` holds a video (anything an image decoder does not open)."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path):
+            return False
+    except UnidentifiedImageError:
+        return True
+
+
+def _video_settings_from_args(settings: Settings, args: argparse.Namespace) -> Settings:
+    import dataclasses
+
+    asked = {
+        "strategy": args.strategy,
+        "fps": args.fps,
+        "max_frames": args.max_frames,
+        "detail": None if args.detail == "auto" else args.detail,
+    }
+    chosen = {key: value for key, value in asked.items() if value is not None}
+    return dataclasses.replace(settings, video=dataclasses.replace(settings.video, **chosen))
+
+
+def _video_rows(path: Path, settings: Settings, layout, model: str | None) -> list:
+    """The video's rows: the embedded default (and ``model``'s own processor), then hosted."""
+    from omniloom.models.registry import load_video_processor
+    from omniloom.processing.costs import omniloom_tokens
+    from omniloom.processing.video_costs import processor_tokens, video_cost_table
+
+    def default(planned) -> int:
+        width, height = planned.frames[0].image.size
+        each = omniloom_tokens(width, height, settings.video.detail, settings, layout).tokens
+        return each * len(planned.frames)
+
+    served = [("omniloom-smol", default)]
+    if model:
+        processor = load_video_processor(model)
+        if processor is None:
+            raise SystemExit(f"error: {model} takes no video")
+        served.insert(0, (Path(model).name, processor_tokens(processor, settings)))
+    return video_cost_table(path, settings, served)
 
 
 def _checkpoint_image_row(model: str):
@@ -315,9 +362,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_args(chat)
     chat.set_defaults(func=cmd_chat)
 
-    tokens = sub.add_parser("tokens", help="image token counts and costs across models")
-    tokens.add_argument("images", nargs="+")
+    tokens = sub.add_parser("tokens", help="image and video token counts and costs across models")
+    tokens.add_argument("images", nargs="+", help="image or video files")
     tokens.add_argument("--detail", choices=["low", "high", "auto"], default="auto")
+    tokens.add_argument("--strategy", help="video frame sampling (uniform, keyframes, scene, ...)")
+    tokens.add_argument("--fps", type=float, help="video frames a second (uniform)")
+    tokens.add_argument("--max-frames", type=int, help="at most this many video frames")
     tokens.add_argument(
         "--model", help="also count for this checkpoint (directory or GGUF), with its processor"
     )

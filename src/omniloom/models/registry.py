@@ -42,6 +42,7 @@ from omniloom.models.specs.omniloom_smol import (
 from omniloom.models.specs.omniloom_smol import load as load_default
 from omniloom.models.weights.gguf_loader import load_gguf
 from omniloom.models.weights.hf_loader import load_hf_directory
+from omniloom.processing.video_frames import FramesAsImages
 
 __all__ = [
     "ADAPTER",
@@ -93,6 +94,16 @@ def load_image_processor(path: str | Path):
     model without image input."""
     make = getattr(spec_for(Path(path)), "image_processor", None)
     return make(Path(path)) if make else None
+
+
+def load_video_processor(path: str | Path):
+    """The video processor of the checkpoint at ``path`` (its own, else its image processor's
+    frames as timed images), its weights left unread; None for a model that sees neither."""
+    make = getattr(spec_for(Path(path)), "video_processor", None)
+    if make:
+        return make(Path(path))
+    images = load_image_processor(path)
+    return FramesAsImages(images) if images else None
 
 
 def load_checkpoint(path: str | Path):

@@ -14,6 +14,7 @@ from omniloom.models.specs.base import SpecContext
 
 ARCHITECTURES = ("Qwen2_5_VLForConditionalGeneration",)
 image_processor = qwen2_vl.image_processor
+video_processor = qwen2_vl.video_processor
 
 
 def load(directory: Path, ctx: SpecContext):

@@ -127,11 +127,8 @@ def load_family(directory: Path, ctx: SpecContext, family: str, vision_config):
     vision_cfg = vision_config(raw["vision_config"], cfg)
     visual = strict_load(lambda: Qwen2VisionTransformer(vision_cfg), vision_weights, ctx)
     processor = image_processor(directory, raw)
-    video = Qwen2VLVideoProcessor(
-        Qwen2VLImageSettings.video_from_directory(directory), processor.tokens
-    )
     net = Qwen2VLModel(backbone, visual, processor.tokens)
-    processors = {"image": processor, "video": video}
+    processors = {"image": processor, "video": video_processor(directory, raw)}
     return assemble(directory, ctx, net, tokenizer_spec, cfg, family, processors=processors)
 
 
@@ -145,3 +142,9 @@ def image_processor(directory: Path, raw: dict | None = None) -> Qwen2VLImagePro
         video_pad=raw.get("video_token_id", 151656),
     )
     return Qwen2VLImageProcessor(Qwen2VLImageSettings.from_directory(directory), tokens)
+
+
+def video_processor(directory: Path, raw: dict | None = None) -> Qwen2VLVideoProcessor:
+    """The checkpoint's video processor alone (no weights read)."""
+    tokens = image_processor(directory, raw).tokens
+    return Qwen2VLVideoProcessor(Qwen2VLImageSettings.video_from_directory(directory), tokens)
