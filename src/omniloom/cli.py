@@ -250,7 +250,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     recipe = QUICK_RECIPE if args.quick else Recipe()
     if args.precision:
         recipe = dataclasses.replace(recipe, precision=args.precision)
-    progress = Trainer(model, recipe, Path(args.out)).run()
+    trainer = Trainer(model, recipe, Path(args.out))
+    if args.from_stage:
+        trainer.start_stage(args.from_stage, ADAPTER)
+    progress = trainer.run()
     print(f"validation loss: {progress.val_loss}; loss curve: {Path(args.out) / 'loss.png'}")
     if args.install:
         shutil.copy(Path(args.out) / "adapter.safetensors", ADAPTER)
@@ -291,10 +294,11 @@ def cmd_train_audio(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     import openai
 
-    from omniloom.eval import vision
+    from omniloom.eval import video_suite, vision
     from omniloom.runtime import BackgroundServer, build_state
 
-    conditions = tuple(args.conditions.split(","))
+    default = video_suite.CONDITIONS if args.suite == "video" else vision.DEFAULT_CONDITIONS
+    conditions = tuple(args.conditions.split(",")) if args.conditions else default
     unknown = [c for c in conditions if c not in vision.CONDITIONS]
     if unknown:
         choices = ", ".join(vision.CONDITIONS)
@@ -304,13 +308,21 @@ def cmd_eval(args: argparse.Namespace) -> int:
         items = vision.jsonl_items(Path(args.jsonl))
     elif args.suite == "photos":
         items = vision.photo_items()
+    elif args.suite == "video":
+        items = video_suite.video_items(args.limit)
     else:
         items = vision.synthetic_items(args.limit)
     state = build_state(Settings.from_env(dtype=args.dtype))
     with BackgroundServer(state) as server:
         client = openai.OpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0)
         results = vision.run_suite(client, state.model.name, items, conditions, _print_progress)
-    suite = {"vision": "vision suite (synthetic test split)", "photos": "real photographs"}
+    if args.suite == "video":
+        results["prior"] = video_suite.prior(items)
+    suite = {
+        "vision": "vision suite (synthetic test split)",
+        "photos": "real photographs",
+        "video": "video suite (synthetic test videos)",
+    }
     title = f"omniloom eval — {args.jsonl or suite[args.suite]}"
     vision.write_report(results, Path(args.out), title)
     print("\n" + (Path(args.out) / "report.md").read_text())
@@ -374,11 +386,16 @@ def build_parser() -> argparse.ArgumentParser:
     tokens.set_defaults(func=cmd_tokens)
 
     train = sub.add_parser(
-        "train", help="train the vision adapter (stages ground, align, instruct, place, position)"
+        "train",
+        help="train the vision adapter (stages ground, align, instruct, place, position, video)",
     )
     train.add_argument("--out", default="runs/train", help="run directory (resumes if present)")
     train.add_argument("--quick", action="store_true", help="a tiny recipe, for smoke tests")
     train.add_argument("--install", action="store_true", help="copy the result into the package")
+    train.add_argument(
+        "--from-stage",
+        help="start at this stage from the installed adapter (the stages before it), e.g. video",
+    )
     train.add_argument("--threads", type=int, default=None)
     train.add_argument(
         "--precision",
@@ -412,13 +429,17 @@ def build_parser() -> argparse.ArgumentParser:
     ev = sub.add_parser("eval", help="evaluate through the real server and write a report")
     ev.add_argument(
         "--suite",
-        choices=["vision", "photos"],
+        choices=["vision", "photos", "video"],
         default="vision",
-        help="synthetic test split, or real scikit-image photographs (name what they show)",
+        help="synthetic test split, real scikit-image photographs (name what they show), or "
+        "synthetic test videos (scenes, cuts, text appearing)",
     )
     ev.add_argument("--limit", type=int, default=300, help="questions per condition")
     ev.add_argument("--jsonl", help="a user set of {image, question, answer} lines instead")
-    ev.add_argument("--conditions", default="native,cascade,auto,blind")
+    ev.add_argument(
+        "--conditions",
+        help="comma-separated (default: native,cascade,auto,blind; video: native,blind)",
+    )
     ev.add_argument("--out", default="runs/eval")
     ev.add_argument("--dtype", choices=["auto", *WEIGHT_FORMATS], default=None)
     ev.set_defaults(func=cmd_eval)

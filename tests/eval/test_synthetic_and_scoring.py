@@ -26,14 +26,14 @@ def test_splits_differ_and_test_fonts_are_unseen():
 def test_test_shades_are_new_but_in_family():
     import random
 
-    from omniloom.eval.synthetic import COLOURS, _shade
+    from omniloom.eval.synthetic import COLOURS, shade
 
     for colour in COLOURS:
         rng = random.Random(0)
-        train = {_shade(colour, "train", rng) for _ in range(400)}
-        test = {_shade(colour, "test", rng) for _ in range(400)}
+        train = {shade(colour, "train", rng) for _ in range(400)}
+        test = {shade(colour, "test", rng) for _ in range(400)}
         assert len(train) > 300 and not train & test  # a wide spread, and disjoint
-        others = {c: {_shade(c, "train", rng) for _ in range(200)} for c in COLOURS if c != colour}
+        others = {c: {shade(c, "train", rng) for _ in range(200)} for c in COLOURS if c != colour}
         assert all(not test & shades for shades in others.values())
 
 

@@ -4,12 +4,12 @@ or given 16 kHz samples such as speech)."""
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass
 
-import av
 import numpy as np
 from PIL import Image, ImageDraw
+
+from omniloom.media.video_out import write_mp4
 
 
 @dataclass(frozen=True)
@@ -31,27 +31,15 @@ def make_video(
 ) -> bytes:
     """An MP4 of ``scenes`` in order; ``text`` = (words, from which second); ``audio``: a
     tone track, or ``sound`` (16 kHz mono samples from the start) as the track."""
-    buffer = io.BytesIO()
-    with av.open(buffer, mode="w", format="mp4") as container:
-        stream = container.add_stream(codec, rate=fps)
-        stream.width, stream.height = size
-        stream.pix_fmt = "yuv420p"
-        stream.codec_context.gop_size = gop
-        stream.options = {"g": str(gop), "keyint_min": str(gop), "sc_threshold": "0"}
-        track = container.add_stream("aac", rate=16_000) if audio or sound is not None else None
-        t = 0
-        for scene in scenes:
-            for k in range(round(scene.seconds * fps)):
-                image = _picture(scene, k, size, text, t / fps)
-                frame = av.VideoFrame.from_image(image)
-                frame.pts = t
-                container.mux(stream.encode(frame))
-                t += 1
-        container.mux(stream.encode(None))
-        if track is not None:
-            samples = _tone(t / fps) if sound is None else sound.astype(np.float32)
-            _sound_track(container, track, samples)
-    return buffer.getvalue()
+    counts = [round(scene.seconds * fps) for scene in scenes]
+    frames = [
+        _picture(scene, k, size, text, (sum(counts[:i]) + k) / fps)
+        for i, scene in enumerate(scenes)
+        for k in range(counts[i])
+    ]
+    if audio and sound is None:
+        sound = _tone(sum(counts) / fps)
+    return write_mp4(frames, size, fps, gop, sound, codec)
 
 
 def _picture(scene: Scene, k: int, size, text, seconds: float) -> Image.Image:
@@ -67,13 +55,3 @@ def _picture(scene: Scene, k: int, size, text, seconds: float) -> Image.Image:
 def _tone(seconds: float) -> np.ndarray:
     times = np.arange(int(seconds * 16_000)) / 16_000
     return (0.2 * np.sin(2 * np.pi * 440 * times)).astype(np.float32)
-
-
-def _sound_track(container, stream, samples: np.ndarray) -> None:
-    frame = av.AudioFrame.from_ndarray(samples[None], format="flt", layout="mono")
-    frame.sample_rate = 16_000
-    resampler = av.AudioResampler(format="fltp", layout="mono", rate=16_000)
-    for piece in (*resampler.resample(frame), *resampler.resample(None)):
-        piece.pts = None
-        container.mux(stream.encode(piece))
-    container.mux(stream.encode(None))

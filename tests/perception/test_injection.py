@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from PIL import Image, ImageDraw, ImageFont
 
-from omniloom.eval.synthetic import _font_dir
+from omniloom.eval.synthetic import font_dir
 from omniloom.perception.injection import scan
 from omniloom.perception.ocr import OcrEngine
 
@@ -37,7 +37,7 @@ def test_ordinary_text_is_not_flagged(text):
 
 def _sign(text: str) -> Image.Image:
     image = Image.new("RGB", (640, 120), (250, 250, 245))
-    font = ImageFont.truetype(str(_font_dir() / "DejaVuSans.ttf"), 28)
+    font = ImageFont.truetype(str(font_dir() / "DejaVuSans.ttf"), 28)
     ImageDraw.Draw(image).text((16, 40), text, font=font, fill=(10, 10, 10))
     return image
 

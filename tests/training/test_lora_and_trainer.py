@@ -133,7 +133,7 @@ def test_shipped_adapter_beats_untrained():
 def test_described_images_teach_passing_on_the_cascade_words():
     model = load_model(dtype="float32", fresh_adapter=True)
     examples = perception_examples(model, 20, seed=3)
-    assert all(e.image == -1 for e in examples)  # no image tokens: the words stand for it
+    assert all(e.images == () for e in examples)  # no image tokens: the words stand for it
     for e in examples:
         text = model.tokenizer.decode(e.ids)
         block = text.split('<image-description source="perception" trust="untrusted">')[1]
@@ -175,7 +175,7 @@ def test_hybrid_examples_carry_the_image_tokens_and_the_cascade_block():
         text = model.tokenizer.decode(e.ids)
         image_tokens = int(torch.isin(torch.tensor(e.ids), model.vlm.placeholder_ids).sum())
         assert image_tokens == model.tile_layout.placeholders  # the image is there either way
-        assert (block in text) == (e.image == 0)  # and the block only beside image 0
+        assert (block in text) == (e.images == (0,))  # and the block only beside image 0
 
 
 def test_place_examples_ask_where_every_pair_stands_and_the_rest_once():
@@ -183,7 +183,7 @@ def test_place_examples_ask_where_every_pair_stands_and_the_rest_once():
     samples = make_split("val", 12)
     examples = build_examples(samples, model, "place", seed=1)
     for row, sample in enumerate(samples):
-        text = "".join(model.tokenizer.decode(e.ids) for e in examples if e.image == row)
+        text = "".join(model.tokenizer.decode(e.ids) for e in examples if e.images == (row,))
         pairs = len(sample.things) * (len(sample.things) - 1)
         assert text.count(" left of the ") + text.count(" above the ") == pairs
         others = [q for q in sample.questions if q.kind not in ("position", "exists")]
@@ -198,7 +198,7 @@ def test_position_examples_ask_each_pair_alone_and_rehearse_the_rest_sometimes()
     examples = build_examples(samples, model, "position", seed=1)
     rehearsed = 0
     for row, sample in enumerate(samples):
-        convs = [e for e in examples if e.image == row]
+        convs = [e for e in examples if e.images == (row,)]
         texts = [model.tokenizer.decode(e.ids) for e in convs]
         asked = [q for q in sample.questions if q.kind == "position"]
         if asked:

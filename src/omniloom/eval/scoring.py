@@ -21,7 +21,14 @@ _NUMBER_WORDS = {
     "eight": "8",
     "nine": "9",
 }
-_VOCAB = {"shape": SHAPES, "colour": COLOURS, "size": ("large", "small"), "yesno": ("yes", "no")}
+_VOCAB = {
+    "shape": SHAPES,
+    "colour": COLOURS,
+    "after_cut": COLOURS,
+    "size": ("large", "small"),
+    "yesno": ("yes", "no"),
+}
+NUMBER_KINDS = ("count", "scenes", "text_time")  # answered by a number
 YES_NO_KINDS = ("position", "exists")
 
 
@@ -38,7 +45,7 @@ def extract(kind: str, prediction: str) -> str:
     if kind == "ocr":
         quoted = re.search(r'["“\']([^"”\']+)["”\']', prediction)
         return " ".join(words(quoted.group(1) if quoted else prediction))
-    if kind == "count":
+    if kind in NUMBER_KINDS:
         for w in words(prediction):
             if w.isdigit() or w in _NUMBER_WORDS:
                 return _NUMBER_WORDS.get(w, w)

@@ -53,7 +53,7 @@ _WORDS = (
 )
 
 
-def _font_dir() -> Path:
+def font_dir() -> Path:
     import matplotlib
 
     return Path(matplotlib.__file__).parent / "mpl-data" / "fonts" / "ttf"
@@ -105,7 +105,7 @@ class Thing:
         return f"{self.colour} {self.shape}"
 
 
-def _shade(colour: str, split: str, rng: random.Random) -> tuple[int, int, int]:
+def shade(colour: str, split: str, rng: random.Random) -> tuple[int, int, int]:
     """A shade of ``colour``: its hue falls in an even band for train/val, an odd one for test."""
     (lo, hi), sat, val = _FAMILIES[colour]
     band = rng.randrange(int((hi - lo) / HUE_BAND) // 2) * 2 + (split == "test")
@@ -212,7 +212,7 @@ def _shape_sample(split: str, index: int, rng: random.Random) -> Sample:
     image = Image.new("RGB", (SIZE, SIZE), (grey, grey, grey - rng.randint(0, 10)))
     draw = ImageDraw.Draw(image)
     things = _scene_things(rng)
-    regions = [_draw_thing(draw, t, _shade(t.colour, split, rng), rng) for t in things]
+    regions = [_draw_thing(draw, t, shade(t.colour, split, rng), rng) for t in things]
     questions = _shape_questions(things, rng)
     return Sample(split, index, image, _caption(things), questions, regions, things)
 
@@ -224,7 +224,7 @@ def random_text(rng: random.Random) -> str:
 
 def _text_sample(split: str, index: int, rng: random.Random) -> Sample:
     text = random_text(rng)
-    font = ImageFont.truetype(str(_font_dir() / rng.choice(FONTS[split])), rng.randint(40, 60))
+    font = ImageFont.truetype(str(font_dir() / rng.choice(FONTS[split])), rng.randint(40, 60))
     image = Image.new("RGB", (SIZE, SIZE), (250, 250, 245))
     draw = ImageDraw.Draw(image)
     left, top, right, bottom = draw.textbbox((0, 0), text, font=font)

@@ -29,6 +29,7 @@ CONDITIONS = {
     "auto": ("auto", True),
     "blind": ("native", False),
 }
+DEFAULT_CONDITIONS = ("native", "cascade", "auto", "blind")
 # Real photographs from scikit-image, never trained on, and words that name what they show.
 PHOTOS = {
     "chelsea": "cat|kitten|tabby",
@@ -46,10 +47,11 @@ PHOTOS = {
 
 @dataclass(frozen=True)
 class EvalItem:
-    image_url: str
+    image_url: str  # the medium's URL: an image, or a video where ``media`` says so
     question: str
     answer: str
     kind: str
+    media: str = "image"  # image | video
 
 
 def _png_url(image) -> str:
@@ -105,13 +107,17 @@ def jsonl_items(path: Path) -> list[EvalItem]:
     return items
 
 
+def _media_part(item: EvalItem) -> dict:
+    if item.media == "video":
+        return {"type": "video_url", "video_url": {"url": item.image_url}}
+    return {"type": "image_url", "image_url": {"url": item.image_url, "detail": "low"}}
+
+
 def ask(client, model: str, item: EvalItem, condition: str) -> scoring.Scored:
     perception, with_image = CONDITIONS[condition]
     content: list[dict] = [{"type": "text", "text": item.question}]
     if with_image:
-        content.insert(
-            0, {"type": "image_url", "image_url": {"url": item.image_url, "detail": "low"}}
-        )
+        content.insert(0, _media_part(item))
     start = time.perf_counter()
     r = client.chat.completions.create(
         model=model,
@@ -122,10 +128,11 @@ def ask(client, model: str, item: EvalItem, condition: str) -> scoring.Scored:
     )
     latency = time.perf_counter() - start
     prediction = r.choices[0].message.content or ""
-    image_tokens = r.usage.prompt_tokens_details.image_tokens or 0
+    details = r.usage.prompt_tokens_details
+    media_tokens = sum(getattr(details, f"{m}_tokens", 0) or 0 for m in ("image", "video"))
     correct = scoring.is_correct(item.kind, prediction, item.answer)
     path = (r.model_extra or {}).get("perception", "")
-    return scoring.Scored(item.kind, item.answer, prediction, correct, latency, image_tokens, path)
+    return scoring.Scored(item.kind, item.answer, prediction, correct, latency, media_tokens, path)
 
 
 def summarize(scored: list[scoring.Scored]) -> dict:
@@ -175,6 +182,8 @@ def render_markdown(results: dict, title: str) -> str:
     rows = []
 
     def row(name, get, fmt="{:.1%}", interval=lambda s: None):
+        if all(get(results[c]["summary"]) in (None, "") for c in conditions):
+            return
         cells = []
         for c in conditions:
             value, bounds = get(results[c]["summary"]), interval(results[c]["summary"])
@@ -205,7 +214,7 @@ def render_markdown(results: dict, title: str) -> str:
         row(f"POPE {key}", lambda s, k=key: s["pope"][k] if s["pope"]["n"] else None)
     row("latency p50 (s)", lambda s: s["latency_p50_s"], "{:.2f}")
     row("latency p95 (s)", lambda s: s["latency_p95_s"], "{:.2f}")
-    row("image tokens / request", lambda s: s["image_tokens_per_request"], "{:.1f}")
+    row("media tokens / request", lambda s: s["image_tokens_per_request"], "{:.1f}")
     row(
         "path that ran",
         lambda s: ", ".join(f"{p} {n}" for p, n in s.get("paths", {}).items()),

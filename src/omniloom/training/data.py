@@ -45,7 +45,7 @@ REHEARSAL = 0.25  # share of a ``position`` stage's images that also bring their
 class Example:
     ids: list[int]  # a whole conversation: prompt, answers, end-of-turn tokens
     answer_spans: list[tuple[int, int]]  # [start, end) of each answer and its end-of-turn
-    image: int  # row of the feature tensor; -1: the image is only described in words
+    images: tuple[int, ...]  # rows of the feature tensor, in prompt order (none: described)
 
 
 def image_item(sample: Sample, model: LoadedModel) -> ImageItem:
@@ -59,11 +59,12 @@ def conversation(
     model: LoadedModel,
     media: list[TextPart | MediaPart],
     turns: list[tuple[str, str]],
-    image: int,
+    images: tuple[int, ...],
     image_first: bool,
 ) -> Example:
-    """One image as the server sends it (its tokens, the perception block that stands for it,
-    or both), then question–answer turns; each answer carries loss (LLaVA's multi-turn form)."""
+    """Media as the server sends them (an image's tokens, the perception block that stands for
+    it, both, or a video's timed frames), then question–answer turns; each answer carries loss
+    (LLaVA's multi-turn form). ``images``: the feature rows of the media's spans, in order."""
     end = model.tokenizer.token_id("<|im_end|>")
     messages: list[Message] = []
     ids: list[int] = []
@@ -80,7 +81,7 @@ def conversation(
         spans.append((len(prompt), len(prompt) + len(answer_ids)))
         ids = prompt + answer_ids
         messages.append(Message("assistant", [TextPart(answer)]))
-    return Example(ids, spans, image)
+    return Example(ids, spans, images)
 
 
 def _chunks(items: list, rng: random.Random, longest: int) -> list[list]:
@@ -143,7 +144,7 @@ def build_examples(
         media: list = [MediaPart(item)]
         if row in described:
             media.append(described[row].as_prompt_part())
-        examples += [conversation(model, media, g, row, rng.random() < 0.5) for g in groups]
+        examples += [conversation(model, media, g, (row,), rng.random() < 0.5) for g in groups]
     return examples
 
 
@@ -193,15 +194,20 @@ def perception_examples(model: LoadedModel, count: int, seed: int) -> list[Examp
         turns = [(rng.choice(NAME_PROMPTS), shows + said)]
         if text:
             turns.insert(rng.randint(0, 1), (rng.choice(READ_PROMPTS), text))
-        examples.append(conversation(model, [seen.as_prompt_part()], turns, -1, rng.random() < 0.5))
+        examples.append(conversation(model, [seen.as_prompt_part()], turns, (), rng.random() < 0.5))
     return examples
 
 
-@torch.inference_mode()
 def encode_samples(samples: list[Sample], model: LoadedModel, batch: int = 32) -> torch.Tensor:
     """Encoder features (N, tiles·tokens, dim) for each sample's low-detail view."""
+    return encode_items([image_item(s, model) for s in samples], model, batch)
+
+
+@torch.inference_mode()
+def encode_items(items: list, model: LoadedModel, batch: int = 32) -> torch.Tensor:
+    """Encoder features (N, tiles·tokens, dim) of one-tile image items (low detail)."""
     feats = []
-    for start in range(0, len(samples), batch):
-        tiles = torch.cat([image_item(s, model).tiles() for s in samples[start : start + batch]])
+    for start in range(0, len(items), batch):
+        tiles = torch.cat([item.tiles() for item in items[start : start + batch]])
         feats.append(model.vlm.encoder(tiles))
     return torch.cat(feats)

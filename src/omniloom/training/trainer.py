@@ -10,11 +10,16 @@ too). Stage ``place`` goes on with new images whose conversations ask where ever
 objects stands beside all their other questions: in ``instruct`` position answers are too few
 for the LLM to learn to read where things are. Stage ``position`` ends at a lower rate on new
 images, each asked only where its one pair of objects stands (both orders), a quarter of them
-also asked their other questions so the rest is rehearsed. Only answer tokens carry loss. Steps
+also asked their other questions so the rest is rehearsed. Stage ``video`` goes on with
+conversations about synthetic videos — how many scenes, what colour comes after a cut, when text
+appears — sampled and laid out as the server does (``video.py``), with still images rehearsed
+beside them. Only answer tokens carry loss. Steps
 run their matmuls in bfloat16 (``Recipe.precision``, CPU autocast); weights stay float32.
 A checkpoint is written every ``checkpoint_every`` steps and at each stage's end; running
-again resumes from it. The adapter file also carries the familiarity bank: the encoder's pooled
-features of the ``instruct`` stage's first ``BANK_IMAGES`` images (``models/familiarity.py``).
+again resumes from it; ``start_stage`` starts a run at a later stage from an installed adapter
+(the result of the stages before it). The adapter file also carries the familiarity bank: the
+encoder's pooled features of the ``instruct`` stage's first ``BANK_IMAGES`` images
+(``models/familiarity.py``).
 """
 
 from __future__ import annotations
@@ -30,7 +35,12 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from omniloom.eval.synthetic import Sample, make_sample, make_split
-from omniloom.models.adapter import adapter_state, apply_adapter_state, write_adapter
+from omniloom.models.adapter import (
+    adapter_state,
+    apply_adapter_state,
+    read_adapter,
+    write_adapter,
+)
 from omniloom.models.familiarity import build_bank
 from omniloom.models.lora import attach_lora
 from omniloom.models.multimodal import splice_media
@@ -45,6 +55,7 @@ from omniloom.training.data import (
     perception_examples,
 )
 from omniloom.training.grounding import grounding_loss, grounding_targets
+from omniloom.training.video import video_examples
 
 BANK_IMAGES = 512
 PRECISIONS = ("bfloat16", "float32")
@@ -53,8 +64,8 @@ PRECISIONS = ("bfloat16", "float32")
 @dataclass(frozen=True)
 class Stage:
     name: str
-    task: str  # ground (projector, no LLM) | align (captions) | instruct | place | position
-    images: int
+    task: str  # ground (projector, no LLM) | align | instruct | place | position | video
+    images: int  # (video: videos)
     steps: int
     lr: float
     lora: bool
@@ -73,6 +84,7 @@ class Recipe:
         ),
         Stage("place", "place", images=1600, steps=200, lr=5e-4, lora=True),
         Stage("position", "position", images=3200, steps=200, lr=3e-4, lora=True),
+        Stage("video", "video", images=1200, steps=240, lr=5e-4, lora=True),
     )
     batch_size: int = 8
     layout: str = "raster"  # the tile layout the adapter learns (and then serves with)
@@ -100,6 +112,7 @@ QUICK_RECIPE = Recipe(
         Stage("instruct", "instruct", 16, 6, 1e-3, True, perception=4, hybrid=4),
         Stage("place", "place", 16, 4, 5e-4, True),
         Stage("position", "position", 16, 4, 3e-4, True),
+        Stage("video", "video", 8, 4, 3e-4, True),
     ),
     batch_size=4,
     val_images=8,
@@ -122,7 +135,7 @@ def batch_loss(model: LoadedModel, examples: list[Example], features: torch.Tens
     pad = model.tokenizer.eos_id
     ids = torch.tensor([e.ids + [pad] * (length - len(e.ids)) for e in examples])
     embeds = vlm.embed_ids(ids.flatten()).view(len(examples), length, -1)
-    projected = vlm.project(features[[e.image for e in examples if e.image >= 0]])
+    projected = vlm.project(features[[row for e in examples for row in e.images]])
     media = [projected.reshape(-1, projected.shape[-1])]  # every tile's cells, in order
     embeds = splice_media(embeds, vlm.placeholder_mask(ids), media)
     hidden = vlm.backbone.hidden_states(embeds)
@@ -224,6 +237,19 @@ class Trainer:
             params += [p for n, p in vlm.backbone.named_parameters() if ".lora_" in n]
         return params
 
+    def start_stage(self, name: str, adapter: Path) -> None:
+        """Begin at stage ``name`` with the weights of ``adapter`` (the stages before it),
+        unless this run's directory already has a checkpoint to resume."""
+        if (self.out / "checkpoint.pt").exists():
+            return
+        names = [stage.name for stage in self.recipe.stages]
+        if name not in names:
+            raise ValueError(f"no stage {name!r} in the recipe; its stages: {', '.join(names)}")
+        apply_adapter_state(self.model.vlm, read_adapter(adapter)[0])
+        self.state = Progress(
+            stage=names.index(name), losses=[[] for _ in names[: names.index(name)]]
+        )
+
     def run(self) -> Progress:
         self._resume()
         val = make_split("val", self.recipe.val_images)
@@ -231,7 +257,10 @@ class Trainer:
         for index in range(self.state.stage, len(self.recipe.stages)):
             stage = self.recipe.stages[index]
             self._run_stage(index, stage)
-            val_task = self._task(stage, val, val_feats, seed=1)
+            if stage.task == "video":
+                val_task = self._video_task(stage, "val", 0, self.recipe.val_images // 4, seed=1)
+            else:
+                val_task = self._task(stage, val, val_feats, seed=1)
             with step_precision(self.recipe.precision):
                 self.state.val_loss[stage.name] = val_task.mean_loss(self.recipe.batch_size)
             self.state.stage, self.state.step = index + 1, 0
@@ -259,10 +288,19 @@ class Trainer:
         bar = tqdm(rows, desc="cascade", disable=not self.progress_bar)
         return {row: self._cascade.describe(samples[row].image) for row in bar}
 
-    def _run_stage(self, index: int, stage: Stage) -> None:
+    def _video_task(self, stage: Stage, split: str, first: int, count: int, seed: int):
+        examples, features = video_examples(self.model, split, first, count, seed)
+        return ConversationTask(self.model, examples, features)
+
+    def _stage_task(self, index: int, stage: Stage):
+        seed = self.recipe.seed + index
+        if stage.task == "video":
+            return self._video_task(stage, "train", index * 100_000, stage.images, seed)
         samples = _train_samples(index, stage.images)
-        features = encode_samples(samples, self.model)
-        task = self._task(stage, samples, features, seed=self.recipe.seed + index)
+        return self._task(stage, samples, encode_samples(samples, self.model), seed)
+
+    def _run_stage(self, index: int, stage: Stage) -> None:
+        task = self._stage_task(index, stage)
         params = self.trainable(stage)
         for p in params:
             p.requires_grad_(True)
