@@ -77,6 +77,16 @@ def test_photo_each_detail_and_tokenize_agrees(client, server_url, photo_url, de
     assert counted["count"] == r.usage.prompt_tokens
     assert counted["prompt_tokens_details"]["image_tokens"] == image_tokens
     assert r.choices[0].message.content
+    (image,) = counted["media"]
+    tiled = detail != "low"
+    assert image["grid"] == {
+        "cols": 2 if tiled else 1,
+        "rows": 2 if tiled else 1,
+        "whole_view": tiled,
+    }
+    ours, *hosted = image["costs"]
+    assert ours == {"model": MODEL, "tokens": image["tokens"], "price": 0.0}
+    assert {"gpt-4o", "claude-sonnet-4.5", "gemini-2.5-flash"} <= {row["model"] for row in hosted}
 
 
 def test_stream_matches_non_stream_and_reports_usage(client, photo_url):
@@ -92,13 +102,18 @@ def test_stream_matches_non_stream_and_reports_usage(client, photo_url):
         stream=True,
         stream_options={"include_usage": True},
     )
-    text, usage, reasons = "", None, []
+    text, usage, reasons, timings = "", None, [], None
     for chunk in stream:
         for choice in chunk.choices:
             text += choice.delta.content or ""
             reasons.append(choice.finish_reason)
         usage = chunk.usage or usage
+        timings = (chunk.model_extra or {}).get("timings") or timings
     assert text == full.choices[0].message.content
+    stages = ("fetch", "preprocess", "queue", "encode", "prefill", "decode", "total")
+    for measured in (timings, full.model_extra["timings"]):
+        assert all(measured[stage] >= 0 for stage in stages)
+        assert measured["total"] >= measured["time_to_first_token"] >= measured["prefill"]
     assert usage.prompt_tokens == full.usage.prompt_tokens
     assert usage.completion_tokens == full.usage.completion_tokens
     assert reasons[-1] in ("stop", "length")

@@ -97,12 +97,24 @@ def image_cost_table(
 ) -> list[CostRow]:
     """``layout``: the tile layout omniloom's model serves with (its tokens per tile)."""
     width, height = image_size(data, settings)
+    return image_cost_rows(width, height, detail, settings, layout)
+
+
+def image_cost_rows(
+    width: int, height: int, detail: str, settings: Settings, layout: TileLayout
+) -> list[CostRow]:
+    """One row per model for an image of ``width`` × ``height`` pixels."""
     prices = load_prices()["models"]
     rows = []
     for model, counter in model_counters(detail, settings, layout).items():
         count = counter(width, height)
         rows.append(CostRow(model, count.tokens, count.detail, prices.get(model, {}).get("price")))
     return rows
+
+
+def price_of(model: str) -> float | None:
+    """The dated table's price per million input tokens (None where it has none)."""
+    return load_prices()["models"].get(model, {}).get("price")
 
 
 def render_table(title: str, rows: list[CostRow]) -> str:

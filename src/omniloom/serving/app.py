@@ -21,7 +21,16 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from omniloom.errors import InvalidRequest, OmniloomError, PayloadTooLarge, json_path
 from omniloom.serving import logs
-from omniloom.serving.routes import audio, chat, completions, health, models, realtime, tokenize
+from omniloom.serving.routes import (
+    audio,
+    chat,
+    completions,
+    health,
+    models,
+    playground,
+    realtime,
+    tokenize,
+)
 from omniloom.serving.state import ServerState
 
 log = logging.getLogger(__name__)
@@ -173,8 +182,9 @@ def _authorize(request: Request, state: ServerState) -> None:
 
 def _routes() -> FastAPI:
     app = FastAPI(title="omniloom", version="0.1.0")
-    for module in (chat, completions, audio, realtime, tokenize, models, health):
+    for module in (chat, completions, audio, realtime, tokenize, models, health, playground):
         app.include_router(module.router)
+    app.mount("/playground", playground.assets(), name="playground")
     return app
 
 

@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from omniloom.config import Limits, Settings, VideoSettings
 from omniloom.engine.grammar import GrammarCompiler
@@ -51,6 +54,7 @@ from omniloom.serving.schemas import (
 from omniloom.speech.asr import Transcriber, TranscriptionOptions
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 _ROLE_ALIASES = {"developer": "system"}
 _NOT_YET = {
     "file": "file input",
@@ -68,6 +72,7 @@ class PreparedRequest:
     image_paths: list[dict] = field(default_factory=list)  # per image: path and familiarity
     skipped: list[dict] = field(default_factory=list)  # per failed stage: where and which
     audio_path: str | None = None  # how the audio parts were heard (None: there were none)
+    timings: dict[str, float] = field(default_factory=dict)  # fetch and preprocess seconds
 
     def media_safety(self) -> dict | None:
         safety: dict = {}
@@ -97,9 +102,18 @@ class MediaContext:
     skipped: list[dict] = field(default_factory=list)  # filled while converting media
     plan_video: bool = False  # frames from container metadata, nothing decoded (/tokenize)
     video_plans: list[dict] = field(default_factory=list)  # filled while planning videos
+    fetch_seconds: list[float] = field(default_factory=list)  # one per media source loaded
 
     def skip(self, where: str, stages: tuple[str, ...] | list[str]) -> None:
         self.skipped.extend({"part": where, "stage": stage} for stage in stages)
+
+    def fetched(self, load: Callable[[], T]) -> T:
+        """``load()``'s result, its time counted as fetching."""
+        start = time.perf_counter()
+        try:
+            return load()
+        finally:
+            self.fetch_seconds.append(time.perf_counter() - start)
 
     @property
     def scans(self) -> bool:
@@ -128,7 +142,9 @@ def _convert_image(part: ContentPart, where: str, ctx: MediaContext) -> list:
         )
     limits, model = ctx.settings.limits, ctx.model
     check_modality(model, "image", where)
-    decoded = decode_image(load_image_bytes(part.image_url.url, limits), limits)
+    decoded = decode_image(
+        ctx.fetched(lambda: load_image_bytes(part.image_url.url, limits)), limits
+    )
     if ctx.safety is not None:
         _check_safety(decoded.image, where, ctx)
     item = model.processors["image"].prepare(decoded, part.image_url.detail, ctx.settings.image)
@@ -169,7 +185,8 @@ def _convert_audio(part: ContentPart, where: str, ctx: MediaContext) -> list:
     if ctx.audio_path == "native":
         check_modality(ctx.model, "audio", where)
     limits = ctx.settings.limits
-    decoded = decode_audio(_audio_bytes(part.input_audio, where, limits), limits, where)
+    data = ctx.fetched(lambda: _audio_bytes(part.input_audio, where, limits))
+    decoded = decode_audio(data, limits, where)
     if ctx.audio_path == "native":
         if ctx.transcriber is not None:
             ctx.injection.extend(scan(_transcript(decoded, ctx)))
@@ -202,7 +219,7 @@ def _convert_video(part: ContentPart, where: str, ctx: MediaContext) -> list:
         )
     check_modality(ctx.model, "video", where)
     limits, sampling = ctx.settings.limits, video_settings(part, ctx.settings)
-    source = load_video_source(part.video_url.url, limits)
+    source = ctx.fetched(lambda: load_video_source(part.video_url.url, limits))
     info, frames = _video_frames(source, sampling, where, ctx)
     heard = _video_sound(source, where, ctx) if sampling.audio else None
     processor = ctx.model.processors["video"]
@@ -568,8 +585,11 @@ def prepare(
     safety: ImageSafety | None = None,
     transcriber: Transcriber | None = None,
 ) -> PreparedRequest:
+    start = time.perf_counter()
     ctx = _media_context(req, model, settings, cascade, safety, transcriber)
     prompt = _build(req, ctx)
+    fetch = sum(ctx.fetch_seconds)
+    timings = {"fetch": fetch, "preprocess": time.perf_counter() - start - fetch}
     _check_unsupported_options(req)
     params = sampling_params(req, len(prompt.token_ids), model, settings, grammars)
     report = ctx.safety_report if ctx.safety_report and ctx.safety_report.scores else None
@@ -584,6 +604,7 @@ def prepare(
         ctx.image_paths,
         ctx.skipped,
         ctx.audio_path if has_audio(req) else None,
+        timings,
     )
 
 

@@ -35,6 +35,23 @@ def job_usage(prompt: Prompt, stats) -> dict:
     return usage(prompt, stats.completion_tokens, stats.cached_tokens)
 
 
+def stage_timings(before_engine: dict[str, float], stats) -> dict[str, float]:
+    """omniloom's ``timings`` extension: seconds by stage for one request. ``fetch`` and
+    ``preprocess`` (decoding, sampling, tokenizing) come before the engine; ``prefill`` is the
+    time to the first token less the queue and the encoder; ``decode`` the rest."""
+    prefill = stats.time_to_first_token - stats.queue_seconds - stats.encoder_seconds
+    stages = {
+        **before_engine,
+        "queue": stats.queue_seconds,
+        "encode": stats.encoder_seconds,
+        "prefill": max(0.0, prefill),
+        "decode": stats.total_seconds - stats.time_to_first_token,
+        "time_to_first_token": stats.time_to_first_token,
+        "total": stats.total_seconds,
+    }
+    return {stage: round(seconds, 4) for stage, seconds in stages.items()}
+
+
 def logprobs_content(entries: list[TokenLogprob], tokenizer) -> list[dict]:
     """OpenAI's ``choices[].logprobs.content`` items for sampled tokens."""
 
@@ -75,7 +92,12 @@ def completion_body(
 
 
 def chunk(
-    cid: str, model: str, created: int, choices: list[dict], usage_: dict | None = None
+    cid: str,
+    model: str,
+    created: int,
+    choices: list[dict],
+    usage_: dict | None = None,
+    timings: dict | None = None,
 ) -> str:
     body = {
         "id": cid,
@@ -86,6 +108,8 @@ def chunk(
     }
     if usage_ is not None:
         body["usage"] = usage_
+    if timings is not None:
+        body["timings"] = timings
     return f"data: {json.dumps(body, ensure_ascii=False)}\n\n"
 
 

@@ -82,7 +82,7 @@ async def _complete(
     n, tokenizer = prepared.params.n, state.model.tokenizer
     texts, reasons = [""] * n, ["stop"] * n
     logprobs: list[list[dict]] = [[] for _ in range(n)]
-    usage = {}
+    usage, timings = {}, {}
     async for event in state.events(submitted):
         if isinstance(event, Delta):
             texts[event.index] += event.text
@@ -91,6 +91,7 @@ async def _complete(
             reasons[event.index] = event.reason
         elif isinstance(event, Done):
             usage = responses.job_usage(prepared.prompt, event.stats)
+            timings = responses.stage_timings(prepared.timings, event.stats)
     wants_logprobs = prepared.params.logprobs is not None
     body = responses.completion_body(
         responses.completion_id(),
@@ -103,6 +104,7 @@ async def _complete(
     if spoken is not None:
         await _speak_answers(body, spoken)
     body["perception"] = prepared.perception
+    body["timings"] = timings
     if prepared.image_paths:
         body["perception_images"] = prepared.image_paths
     if prepared.audio_path:
@@ -161,7 +163,10 @@ async def _stream(
         async for event in state.events(submitted):
             for choices, usage in await _stream_event(state, prepared, event, speech):
                 if choices or include_usage:
-                    yield responses.chunk(cid, model, created, choices, usage)
+                    timings = (
+                        responses.stage_timings(prepared.timings, event.stats) if usage else None
+                    )
+                    yield responses.chunk(cid, model, created, choices, usage, timings)
     except OmniloomError as exc:  # e.g. the time limit: the client learns why the stream ended
         yield f"data: {json.dumps(exc.to_dict())}\n\n"
     except Exception:  # headers are sent: report in-band, as OpenAI's streams do

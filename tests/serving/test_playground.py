@@ -1,0 +1,117 @@
+"""The playground in a real headless Chromium (Debian's, driven by Playwright) against the real
+server: a photo's token preview, tile overlay and costs, a streamed answer with usage and
+timings, the exported request; a corrupt file's error; a phone-sized screen; no console errors.
+Screenshots go to ``test-artifacts/playground/``."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO
+
+pytestmark = pytest.mark.slow
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+ARTIFACTS = REPO / "test-artifacts" / "playground"
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if CHROMIUM is None:
+        if os.environ.get("CI"):
+            pytest.fail("Chromium is missing: .ci/run installs Debian's chromium package")
+        pytest.skip("no Chromium here (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        yield browser
+        browser.close()
+
+
+@pytest.fixture()
+def page(browser, server_url):
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    page.console_errors = []
+    page.on("console", lambda m: m.type == "error" and page.console_errors.append(m.text))
+    page.on("pageerror", lambda e: page.console_errors.append(str(e)))
+    page.goto(server_url + "/")
+    page.wait_for_selector("#model option", state="attached")
+    yield page
+    context.close()
+
+
+@pytest.fixture()
+def photo(tmp_path, astronaut_jpeg) -> Path:
+    path = tmp_path / "astronaut.jpg"
+    path.write_bytes(astronaut_jpeg)
+    return path
+
+
+def test_a_photo_is_previewed_answered_and_exported(page, photo):
+    page.select_option("#detail", "high")
+    page.select_option("#perception", "native")
+    page.set_input_files("#file", str(photo))
+    card = page.locator(".attachment").first
+    card.locator(".count").wait_for()
+    assert "tokens for omniloom-smol" in card.locator(".count").inner_text()
+    overlay = card.locator("canvas.tiles")
+    overlay.wait_for(state="attached")
+    assert int(overlay.get_attribute("data-cols")) * int(overlay.get_attribute("data-rows")) > 1
+    costs = card.locator("table.costs").inner_text()
+    assert "gpt-4o" in costs and "claude-sonnet-4.5" in costs
+    page.screenshot(path=ARTIFACTS / "1-preview.png", full_page=True)
+    page.fill("#prompt", "What is in this picture?")
+    page.click("#send")
+    stats = page.locator(".message.assistant .stats")
+    stats.wait_for(timeout=120_000)
+    assert page.locator(".message.assistant .text").inner_text().strip()
+    shown = stats.inner_text()
+    assert "image" in shown and "time to first token" in shown and "tok/s" in shown
+    assert "prefill" in shown and "perception" in shown
+    page.screenshot(path=ARTIFACTS / "2-answer.png", full_page=True)
+    page.click("#export")
+    request = json.loads(page.locator("#export-json").inner_text())
+    assert request["messages"][-1]["content"][0]["image_url"]["detail"] == "high"
+    assert request["perception"] == "native"
+    assert request["stream"] is True and "base_url" in page.locator("#export-python").inner_text()
+    page.screenshot(path=ARTIFACTS / "3-export.png")
+    assert page.console_errors == []
+
+
+def test_a_corrupt_file_shows_the_servers_message(page, tmp_path):
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"\x89PNG\r\n\x1a\n" + b"not really a png" * 20)
+    page.set_input_files("#file", str(broken))
+    problem = page.locator(".attachment .problem")
+    problem.wait_for()
+    assert "image" in problem.inner_text().lower()
+    page.screenshot(path=ARTIFACTS / "4-corrupt.png", full_page=True)
+    # the refused /tokenize call is the only console entry: the browser logs a failed request
+    assert all("status of 400" in e for e in page.console_errors)
+
+
+def test_a_model_without_a_modality_refuses_the_file_in_words(page, tmp_path):
+    clip = tmp_path / "note.txt"
+    clip.write_text("plain text")
+    page.set_input_files("#file", str(clip))
+    assert "does not take" in page.locator("#error").inner_text()
+    assert page.console_errors == []
+
+
+def test_the_page_fits_a_phone(browser, server_url):
+    context = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True)
+    page = context.new_page()
+    page.goto(server_url + "/")
+    page.wait_for_selector("#model option", state="attached")
+    width = page.evaluate("document.documentElement.scrollWidth")
+    assert width <= 390
+    assert page.locator("#settings").get_attribute("open") is None  # folded away
+    page.screenshot(path=ARTIFACTS / "5-phone.png", full_page=True)
+    context.close()
