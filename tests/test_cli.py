@@ -103,3 +103,38 @@ def test_tokens_for_a_video_uses_the_plan_and_per_second_prices(tmp_path, capsys
     assert rows["tiny-qwen2-vl"] == str(6 * 2 * 4 // 4 + 2)
     main(["tokens", str(path), "--strategy", "scene", "--max-frames", "4"])
     assert "4 frames (scene, at most)" in capsys.readouterr().out
+
+
+def test_tokens_answers_without_importing_torch(tmp_path):
+    path = tmp_path / "wide.png"
+    path.write_bytes(png_bytes(np.zeros((600, 800, 3), np.uint8)))
+    code = (
+        "import sys; from omniloom.cli import main; main(['tokens', sys.argv[1], '--detail', "
+        "'high']); print('torch' in sys.modules)"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=60
+    )
+    assert run.stdout.strip().endswith("False"), run.stderr
+    assert "800×600 → 2×2 tiles" in run.stdout
+
+
+def test_version():
+    run = subprocess.run(
+        [sys.executable, "-m", "omniloom.cli", "--version"], capture_output=True, text=True
+    )
+    assert run.stdout.startswith("omniloom 0.")
+
+
+@pytest.mark.slow
+def test_chat_without_a_question_holds_a_conversation(tmp_path, astronaut_jpeg):
+    photo = tmp_path / "astronaut.jpg"
+    photo.write_bytes(astronaut_jpeg)
+    lines = f"/image {tmp_path / 'missing.png'}\n/image {photo}\nWhat is this?\nThanks.\n/quit\n"
+    command = [sys.executable, "-m", "omniloom.cli", "chat", "--max-tokens", "8"]
+    run = subprocess.run(command, input=lines, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert "no file" in run.stderr and f"attached {photo}" in run.stdout
+    said = [line.removeprefix("> ") for line in run.stdout.splitlines() if line.startswith("> ")]
+    answers = [line for line in said if line.strip() and not line.startswith(("attached", ">"))]
+    assert len(answers) == 2  # one answer after each of the two messages

@@ -1,8 +1,10 @@
-"""Command line: ``omniloom serve | chat | tokens | train | eval``.
+"""Command line: ``omniloom serve | chat | tokens | train | train-audio | eval | keys``.
 
 ``serve`` runs the HTTP server; ``chat`` answers one question (with optional images) without a
-server; ``tokens`` prints what images cost in tokens and money across models and providers;
-``train`` runs the vision-adapter recipe; ``eval`` runs an evaluation suite through the server.
+server, or without a question holds a conversation; ``tokens`` prints what images and videos
+cost in tokens and money across models and providers (without importing torch, so it answers
+at once); ``train`` runs the vision-adapter recipe; ``eval`` runs an evaluation suite through
+the server.
 """
 
 from __future__ import annotations
@@ -114,11 +116,8 @@ def _image_part(path: str, detail: str) -> dict:
 
 
 def cmd_chat(args: argparse.Namespace) -> int:
-    from omniloom.engine.engine import Delta, Job
-    from omniloom.errors import OmniloomError
+    """One answer to ``args.question``; without one, a conversation read line by line."""
     from omniloom.runtime import build_state
-    from omniloom.serving.requests import prepare
-    from omniloom.serving.schemas import ChatCompletionRequest
 
     settings = Settings.from_env(
         model_name=args.served_model_name,
@@ -129,11 +128,64 @@ def cmd_chat(args: argparse.Namespace) -> int:
         perception=args.perception,
     )
     state = build_state(settings, weights=args.weights, start_engine=False)
-    content = [{"type": "text", "text": args.question}]
-    content += [_image_part(p, args.detail) for p in args.image]
+    images = [_image_part(p, args.detail) for p in args.image]
+    if args.question is not None:
+        messages = [{"role": "user", "content": [{"type": "text", "text": args.question}, *images]}]
+        return 0 if _answer(state, settings, messages, args) is not None else 2
+    return _converse(state, settings, images, args)
+
+
+CHAT_HELP = "Type a message. /image PATH attaches a picture to the next one; /reset forgets; /quit."
+
+
+def _converse(state, settings: Settings, images: list[dict], args: argparse.Namespace) -> int:
+    print(f"omniloom chat with {state.model.name}. {CHAT_HELP}")
+    history: list[dict] = []
+    while (line := _read_line()) is not None:
+        command, _, rest = line.strip().partition(" ")
+        if command == "/quit":
+            break
+        if command == "/reset":
+            history, images = [], []
+        elif command == "/image":
+            images = _attach(images, rest.strip(), args.detail)
+        elif line.strip():
+            content = [{"type": "text", "text": line.strip()}, *images]
+            answer = _answer(
+                state, settings, [*history, {"role": "user", "content": content}], args
+            )
+            if answer is not None:
+                history += [{"role": "user", "content": content}]
+                history += [{"role": "assistant", "content": answer}]
+                images = []
+    return 0
+
+
+def _read_line() -> str | None:
+    try:
+        return input("> ")
+    except EOFError:
+        return None
+
+
+def _attach(images: list[dict], path: str, detail: str) -> list[dict]:
+    if not Path(path).is_file():
+        print(f"error: no file {path!r}", file=sys.stderr)
+        return images
+    print(f"attached {path}")
+    return [*images, _image_part(path, detail)]
+
+
+def _answer(state, settings: Settings, messages: list[dict], args) -> str | None:
+    """Stream the answer to ``messages`` to stdout; the answer, or None after an error."""
+    from omniloom.engine.engine import Delta, Job
+    from omniloom.errors import OmniloomError
+    from omniloom.serving.requests import prepare
+    from omniloom.serving.schemas import ChatCompletionRequest
+
     body = ChatCompletionRequest(
         model=state.model.name,
-        messages=[{"role": "user", "content": content}],
+        messages=messages,
         max_tokens=args.max_tokens,
         temperature=args.temperature,
         seed=args.seed,
@@ -144,19 +196,21 @@ def cmd_chat(args: argparse.Namespace) -> int:
         )
     except OmniloomError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
-        return 2
+        return None
+    pieces: list[str] = []
 
     def show(event) -> None:
         if isinstance(event, Delta):
+            pieces.append(event.text)
             print(event.text, end="", flush=True)
 
     state.engine.run_to_completion(Job(prepared.prompt, prepared.params, emit=show))
     print()
-    return 0
+    return "".join(pieces)
 
 
 def cmd_tokens(args: argparse.Namespace) -> int:
-    from omniloom.models.registry import default_tile_layout
+    from omniloom.models.default_layout import default_tile_layout
     from omniloom.processing.costs import image_cost_table, render_table
 
     settings = _video_settings_from_args(Settings.from_env(), args)
@@ -346,8 +400,18 @@ def _print_progress(condition: str, done: int, total: int) -> None:
         print(f"{condition}: {done}/{total}", file=sys.stderr, flush=True)
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("omniloom")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="omniloom", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"omniloom {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="run the OpenAI-compatible HTTP server")
@@ -364,8 +428,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_args(serve)
     serve.set_defaults(func=cmd_serve)
 
-    chat = sub.add_parser("chat", help="answer one question without a server")
-    chat.add_argument("question")
+    chat = sub.add_parser(
+        "chat", help="answer a question without a server (no question: a conversation)"
+    )
+    chat.add_argument("question", nargs="?")
     chat.add_argument("--image", action="append", default=[], help="image file (repeatable)")
     chat.add_argument("--detail", choices=["low", "high", "auto"], default="auto")
     chat.add_argument("--max-tokens", type=int, default=256)

@@ -9,7 +9,6 @@ bank; its metadata holds the recipe and validation losses. The trainer writes it
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,11 +16,10 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from omniloom.models.default_layout import ADAPTER
 from omniloom.models.familiarity import BANK_KEY
 from omniloom.models.lora import LoRALinear, load_lora, lora_state
 from omniloom.models.vlm import VisionLanguageModel
-
-ADAPTER = Path(__file__).parent / "assets" / "adapter.safetensors"
 
 
 @dataclass(frozen=True)
@@ -70,13 +68,6 @@ def read_adapter(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
         return state, f.metadata() or {}
 
 
-def adapter_metadata(path: Path) -> dict[str, str]:
-    if not path.exists():
-        return {}
-    with safe_open(str(path), "pt") as f:
-        return f.metadata() or {}
-
-
 def load_adapter(vlm: VisionLanguageModel, path: Path = ADAPTER) -> Adapter | None:
     """Load the adapter at ``path`` into ``vlm`` if there is one; its metadata and bank.
 
@@ -87,15 +78,3 @@ def load_adapter(vlm: VisionLanguageModel, path: Path = ADAPTER) -> Adapter | No
     state, metadata = read_adapter(path)
     apply_adapter_state(vlm, state)
     return Adapter(metadata, state.get(BANK_KEY))
-
-
-def trained_on_descriptions(metadata: dict[str, str]) -> bool:
-    """Whether the adapter's recipe (in its metadata) had conversations that see an image only
-    through the perception cascade's words; only then does it answer cascade prompts."""
-    recipe = json.loads(metadata.get("recipe", "{}"))
-    return any(stage.get("perception", 0) > 0 for stage in recipe.get("stages", []))
-
-
-def adapter_layout(metadata: dict[str, str]) -> str:
-    """The tile layout the adapter was trained with (its recipe's ``layout``)."""
-    return json.loads(metadata.get("recipe", "{}")).get("layout", "raster")

@@ -15,7 +15,13 @@ from pathlib import Path
 from gguf import GGUFReader
 
 from omniloom import kernels
-from omniloom.models.adapter import ADAPTER, adapter_layout, trained_on_descriptions
+from omniloom.models.default_layout import (
+    ADAPTER,
+    adapter_layout,
+    build_tile_layout,
+    default_tile_layout,
+    trained_on_descriptions,
+)
 from omniloom.models.specs import (
     gemma3,
     idefics3,
@@ -34,8 +40,6 @@ from omniloom.models.specs.base import (
 )
 from omniloom.models.specs.omniloom_smol import (
     DEFAULT_MODEL,
-    build_tile_layout,
-    default_tile_layout,
     smollm2_gguf_path,
     use_tile_layout,
 )

@@ -25,7 +25,8 @@ import torch
 from PIL import Image
 
 from omniloom.media.image import DecodedImage
-from omniloom.processing.pixels import normalised_views, square_tiles
+from omniloom.processing.pixels import normalised_views
+from omniloom.processing.tiling import square_tiles
 
 MAX_IMAGE_SIDE = 4096  # the processor's absolute bound on the resized image
 _STANDARD_MEAN = (0.5, 0.5, 0.5)

@@ -42,7 +42,7 @@ class ImageItem:
         return image_token_ids(self.plan, self.layout, self.vocab)
 
     def tiles(self) -> torch.Tensor:
-        return render_tiles(self.decoded.image, self.plan)
+        return torch.from_numpy(render_tiles(self.decoded.image, self.plan))
 
 
 def prepare_image(

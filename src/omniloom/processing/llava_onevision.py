@@ -28,8 +28,8 @@ from omniloom.processing.pixels import (
     CLIP_STD,
     normalised_views,
     padded_to_square,
-    square_tiles,
 )
+from omniloom.processing.tiling import square_tiles
 
 DEFAULT_GRID = tuple((384 * h, 384 * w) for h in range(1, 7) for w in range(1, 7))
 

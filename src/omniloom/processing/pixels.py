@@ -33,15 +33,6 @@ def normalised_views(views: list[Image.Image], settings) -> torch.Tensor:
     )
 
 
-def square_tiles(canvas: Image.Image, rows: int, cols: int, side: int) -> list[Image.Image]:
-    """The canvas's ``side``-pixel squares, row by row, left to right."""
-    return [
-        canvas.crop((c * side, r * side, (c + 1) * side, (r + 1) * side))
-        for r in range(rows)
-        for c in range(cols)
-    ]
-
-
 def padded_to_square(image: Image.Image, mean: tuple[float, ...]) -> Image.Image:
     """The image centred on a square of its longer side, filled with the mean colour."""
     if image.width == image.height:

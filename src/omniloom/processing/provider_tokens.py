@@ -34,9 +34,7 @@ def openai_tiles(width: int, height: int, detail: str, base: int, per_tile: int)
     shrink = min(Fraction(1), Fraction(768) / min(w, h))
     w, h = w * shrink, h * shrink
     cols, rows = _ceil_frac(w / 512), _ceil_frac(h / 512)
-    return TokenCount(
-        base + per_tile * cols * rows, f"{float(w):.1f}×{float(h):.1f} → {cols}×{rows} tiles"
-    )
+    return TokenCount(base + per_tile * cols * rows, f"{round(w)}×{round(h)} → {cols}×{rows} tiles")
 
 
 def openai_patches(width: int, height: int, multiplier: float) -> TokenCount:

@@ -16,12 +16,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 from PIL import Image
 
 from omniloom.config import ImageSettings
 from omniloom.errors import InvalidRequest
-from omniloom.processing.pixels import square_tiles
 
 DETAILS = ("low", "high", "auto")
 _LETTERBOX_FILL = (127, 127, 127)
@@ -106,17 +104,26 @@ def letterbox(image: Image.Image, size: int) -> Image.Image:
     return canvas
 
 
+def square_tiles(canvas: Image.Image, rows: int, cols: int, side: int) -> list[Image.Image]:
+    """The canvas's ``side``-pixel squares, row by row, left to right."""
+    return [
+        canvas.crop((c * side, r * side, (c + 1) * side, (r + 1) * side))
+        for r in range(rows)
+        for c in range(cols)
+    ]
+
+
 def grid_tiles(image: Image.Image, cols: int, rows: int, size: int) -> list[Image.Image]:
     """Resize to the grid's canvas and cut it row by row, left to right."""
     canvas = image.resize((cols * size, rows * size), Image.Resampling.BICUBIC)
     return square_tiles(canvas, rows, cols, size)
 
 
-def render_tiles(image: Image.Image, plan: ImagePlan) -> torch.Tensor:
-    """uint8 tensor (tiles, 3, size, size): grid tiles in reading order, then the thumbnail."""
+def render_tiles(image: Image.Image, plan: ImagePlan) -> np.ndarray:
+    """uint8 (tiles, 3, size, size): grid tiles in reading order, then the thumbnail."""
     if (image.width, image.height) != (plan.width, plan.height):
         raise ValueError("image size does not match its plan")
     tiles = [] if plan.detail == "low" else grid_tiles(image, plan.cols, plan.rows, plan.tile_size)
     tiles.append(letterbox(image, plan.tile_size))
     arrays = np.stack([np.asarray(t, dtype=np.uint8) for t in tiles])
-    return torch.from_numpy(arrays).permute(0, 3, 1, 2).contiguous()
+    return np.ascontiguousarray(arrays.transpose(0, 3, 1, 2))

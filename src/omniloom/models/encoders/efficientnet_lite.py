@@ -17,16 +17,11 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from omniloom.models.default_layout import grid_cells
+
 HEAD_DIM = 1280
 FINE_STAGES = {4: 40, 10: 112}  # block index → channels, pooled onto the stride-32 grid
 FEATURE_DIM = HEAD_DIM + sum(FINE_STAGES.values()) + 3 + 2  # + mean RGB + (x, y)
-STRIDE = 32
-
-
-def grid_cells(tile_size: int) -> int:
-    """Feature vectors per tile: the stride-32 grid over a square tile, rounded up."""
-    side = -(-tile_size // STRIDE)
-    return side * side
 
 
 class EfficientNetLite0Encoder(nn.Module):

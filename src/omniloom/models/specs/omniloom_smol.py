@@ -16,15 +16,13 @@ from __future__ import annotations
 
 import importlib.util
 from dataclasses import dataclass, field
-from functools import cache
 from pathlib import Path
 
 import torch
-from gguf import GGUFReader
 
 from omniloom.config import ImageSettings
 from omniloom.media.image import DecodedImage
-from omniloom.models.adapter import ADAPTER, adapter_layout, load_adapter, trained_on_descriptions
+from omniloom.models.adapter import load_adapter
 from omniloom.models.audio_branch import (
     AUDIO_ADAPTER,
     STRIDE,
@@ -33,14 +31,20 @@ from omniloom.models.audio_branch import (
     read_audio_adapter,
 )
 from omniloom.models.backbones.llama import LlamaForCausalLM
-from omniloom.models.encoders.efficientnet_lite import EfficientNetLite0Encoder, grid_cells
+from omniloom.models.default_layout import (
+    ADAPTER,
+    adapter_layout,
+    build_tile_layout,
+    trained_on_descriptions,
+)
+from omniloom.models.encoders.efficientnet_lite import EfficientNetLite0Encoder
 from omniloom.models.projectors import build_projector
 from omniloom.models.specs.base import LoadedModel, SpecContext, build_decoder, build_template
 from omniloom.models.tokenizer import TextTokenizer
 from omniloom.models.vlm import VisionLanguageModel
-from omniloom.models.weights.gguf_loader import load_gguf, read_tokenizer
+from omniloom.models.weights.gguf_loader import load_gguf
 from omniloom.processing.image_item import ImageItem, prepare_image
-from omniloom.processing.media_tokens import MediaVocabulary, TileLayout
+from omniloom.processing.media_tokens import MediaVocabulary
 from omniloom.processing.whisper_audio import AudioSpanTokens, WhisperAudioProcessor
 
 DEFAULT_MODEL = "omniloom-smol"
@@ -144,24 +148,6 @@ def load(
     )
 
 
-def build_tile_layout(name: str, cells: int, tokenizer: TextTokenizer) -> TileLayout:
-    if name == "raster":
-        return TileLayout.raster(cells)
-    if name == "places":
-        return TileLayout.places(round(cells**0.5), tokenizer.encode)
-    raise ValueError(f"unknown tile layout {name!r}; choose from raster, places")
-
-
 def use_tile_layout(vlm: VisionLanguageModel, name: str, tokenizer: TextTokenizer) -> None:
     """Lay the model's image tokens out as ``name`` says, one layout for every tile."""
     vlm.tile_layout = build_tile_layout(name, vlm.tokens_per_tile(), tokenizer)
-
-
-@cache
-def default_tile_layout(tile_size: int) -> TileLayout:
-    """The embedded default's layout, read without loading its weights (token accounting)."""
-    from omniloom.models.adapter import adapter_metadata
-
-    tokenizer = TextTokenizer(read_tokenizer(GGUFReader(str(smollm2_gguf_path()))))
-    layout = adapter_layout(adapter_metadata(ADAPTER))
-    return build_tile_layout(layout, grid_cells(tile_size), tokenizer)
