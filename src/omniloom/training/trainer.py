@@ -245,10 +245,11 @@ class Trainer:
         names = [stage.name for stage in self.recipe.stages]
         if name not in names:
             raise ValueError(f"no stage {name!r} in the recipe; its stages: {', '.join(names)}")
-        apply_adapter_state(self.model.vlm, read_adapter(adapter)[0])
-        self.state = Progress(
-            stage=names.index(name), losses=[[] for _ in names[: names.index(name)]]
-        )
+        state, metadata = read_adapter(adapter)
+        apply_adapter_state(self.model.vlm, state)
+        first = names.index(name)
+        earlier = json.loads(metadata.get("val_loss", "{}"))  # the earlier stages' results
+        self.state = Progress(stage=first, losses=[[] for _ in names[:first]], val_loss=earlier)
 
     def run(self) -> Progress:
         self._resume()
