@@ -306,7 +306,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         recipe = dataclasses.replace(recipe, precision=args.precision)
     trainer = Trainer(model, recipe, Path(args.out))
     if args.from_stage:
-        trainer.start_stage(args.from_stage, ADAPTER)
+        trainer.start_stage(args.from_stage, Path(args.from_adapter or ADAPTER))
     progress = trainer.run()
     print(f"validation loss: {progress.val_loss}; loss curve: {Path(args.out) / 'loss.png'}")
     if args.install:
@@ -460,7 +460,11 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--install", action="store_true", help="copy the result into the package")
     train.add_argument(
         "--from-stage",
-        help="start at this stage from the installed adapter (the stages before it), e.g. video",
+        help="start at this stage (e.g. video) from an adapter of the stages before it",
+    )
+    train.add_argument(
+        "--from-adapter",
+        help="that adapter (default: the installed one, if it has not had the stage)",
     )
     train.add_argument("--threads", type=int, default=None)
     train.add_argument(

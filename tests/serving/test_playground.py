@@ -1,6 +1,7 @@
 """The playground in a real headless Chromium (Debian's, driven by Playwright) against the real
 server: a photo's token preview, tile overlay and costs, a streamed answer with usage and
-timings, the exported request; a corrupt file's error; a phone-sized screen; no console errors.
+timings, the exported request; a corrupt file's error; a microphone recording (Chromium's fake
+device); a phone-sized screen; no console errors.
 Screenshots go to ``test-artifacts/playground/``."""
 
 from __future__ import annotations
@@ -29,7 +30,10 @@ def browser():
 
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        fake_microphone = ["--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream"]
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM, args=["--no-sandbox", *fake_microphone]
+        )
         yield browser
         browser.close()
 
@@ -105,6 +109,17 @@ def test_a_model_without_a_modality_refuses_the_file_in_words(page, tmp_path):
     assert page.console_errors == []
 
 
+def test_a_recording_from_the_microphone_is_attached_and_counted(page):
+    page.click("#record")
+    page.wait_for_timeout(1500)  # Chromium's fake microphone: a beep
+    page.click("#record")
+    card = page.locator('.attachment[data-kind="audio"]')
+    card.locator(".count").wait_for(timeout=60_000)
+    assert "recording." in card.inner_text() and "prompt tokens" in card.inner_text()
+    page.screenshot(path=ARTIFACTS / "5-recording.png", full_page=True)
+    assert page.console_errors == []
+
+
 def test_the_page_fits_a_phone(browser, server_url):
     context = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True)
     page = context.new_page()
@@ -113,5 +128,5 @@ def test_the_page_fits_a_phone(browser, server_url):
     width = page.evaluate("document.documentElement.scrollWidth")
     assert width <= 390
     assert page.locator("#settings").get_attribute("open") is None  # folded away
-    page.screenshot(path=ARTIFACTS / "5-phone.png", full_page=True)
+    page.screenshot(path=ARTIFACTS / "6-phone.png", full_page=True)
     context.close()

@@ -1,14 +1,16 @@
 """The video stage: its conversations are the server's prompts for the same video, their frames
 point at the right feature rows, still images are rehearsed beside them, and a run can start
-at the stage from an installed adapter."""
+at the stage from an adapter of the stages before it (and not from one that had it)."""
 
 from __future__ import annotations
 
 import base64
 import dataclasses
+import json
 
 import pytest
 import torch
+from safetensors.torch import save_file
 
 from omniloom.config import Settings
 from omniloom.eval.synthetic_video import make_video_sample
@@ -62,19 +64,32 @@ def test_frames_and_rehearsed_images_all_reach_the_loss(model):
     assert torch.isfinite(batch_loss(model, examples[:4], features))
 
 
+def _image_stages_adapter(path) -> None:
+    """The installed adapter's weights as an adapter of the stages before ``video``."""
+    state, metadata = read_adapter(ADAPTER)
+    losses = {k: v for k, v in json.loads(metadata["val_loss"]).items() if k != "video"}
+    save_file(state, str(path), metadata=metadata | {"val_loss": json.dumps(losses)})
+
+
 @pytest.mark.slow
-def test_a_run_starts_at_the_video_stage_from_the_installed_adapter(tmp_path):
+def test_a_run_starts_at_the_video_stage_from_an_adapter_of_the_stages_before(tmp_path):
+    before = tmp_path / "five-stage.safetensors"
+    _image_stages_adapter(before)
     fresh = load_model(dtype="float32", fresh_adapter=True)
     recipe = dataclasses.replace(QUICK_RECIPE, checkpoint_every=100)
-    trainer = Trainer(fresh, recipe, tmp_path, progress_bar=False)
-    trainer.start_stage("video", ADAPTER)
-    installed = read_adapter(ADAPTER)[0]
+    trainer = Trainer(fresh, recipe, tmp_path / "run", progress_bar=False)
+    trainer.start_stage("video", before)
     start = adapter_state(fresh.vlm)
-    assert torch.equal(start["projector.fc1.weight"], installed["projector.fc1.weight"])
+    assert torch.equal(
+        start["projector.fc1.weight"], read_adapter(before)[0]["projector.fc1.weight"]
+    )
     progress = trainer.run()
     video = [s.name for s in recipe.stages].index("video")
     assert [len(losses) for losses in progress.losses] == [0] * video + [4]
     assert {"instruct", "position", "video"} <= progress.val_loss.keys()  # earlier ones kept
-    assert (tmp_path / "adapter.safetensors").exists()
+    assert (tmp_path / "run" / "adapter.safetensors").exists()
+    other = Trainer(fresh, recipe, tmp_path / "other", progress_bar=False)
     with pytest.raises(ValueError, match="no stage 'sound'"):
-        Trainer(fresh, recipe, tmp_path / "other", progress_bar=False).start_stage("sound", ADAPTER)
+        other.start_stage("sound", before)
+    with pytest.raises(ValueError, match="already went through stage 'video'"):
+        other.start_stage("video", tmp_path / "run" / "adapter.safetensors")

@@ -46,4 +46,5 @@ def prior(items: list[EvalItem]) -> dict:
         scoring.Scored(i.kind, i.answer, common[i.kind], common[i.kind] == i.answer, 0.0, 0, "")
         for i in items
     ]
-    return {"summary": summarize(scored), "items": [asdict(s) for s in scored]}
+    summary = summarize(scored) | {"latency_p50_s": None, "latency_p95_s": None}
+    return {"summary": summary, "items": [asdict(s) for s in scored]}

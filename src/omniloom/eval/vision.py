@@ -217,7 +217,7 @@ def render_markdown(results: dict, title: str) -> str:
     row("media tokens / request", lambda s: s["image_tokens_per_request"], "{:.1f}")
     row(
         "path that ran",
-        lambda s: ", ".join(f"{p} {n}" for p, n in s.get("paths", {}).items()),
+        lambda s: ", ".join(f"{p} {n}" for p, n in s.get("paths", {}).items() if p),
         "{}",
     )
     first = results[conditions[0]]["summary"]

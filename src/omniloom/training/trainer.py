@@ -246,9 +246,14 @@ class Trainer:
         if name not in names:
             raise ValueError(f"no stage {name!r} in the recipe; its stages: {', '.join(names)}")
         state, metadata = read_adapter(adapter)
-        apply_adapter_state(self.model.vlm, state)
         first = names.index(name)
         earlier = json.loads(metadata.get("val_loss", "{}"))  # the earlier stages' results
+        if done := [stage for stage in names[first:] if stage in earlier]:
+            raise ValueError(
+                f"{adapter} already went through stage {done[0]!r}; start from an adapter of "
+                f"the stages before {name!r} only"
+            )
+        apply_adapter_state(self.model.vlm, state)
         self.state = Progress(stage=first, losses=[[] for _ in names[:first]], val_loss=earlier)
 
     def run(self) -> Progress:

@@ -3,7 +3,7 @@
 // frames the model will see); answers stream from /v1/chat/completions with usage and timings.
 
 const $ = (id) => document.getElementById(id);
-const state = { cards: [], history: [], attachments: [], lastRequest: null, controller: null };
+const state = { cards: [], history: [], attachments: [], lastRequest: null, controller: null, recorder: null };
 let nextId = 1;
 
 function headers() {
@@ -58,6 +58,39 @@ function modelChanged() {
   const accept = kinds.filter((k) => k !== "text").map((k) => `${k}/*`);
   $("file").accept = accept.join(",");
   $("attach").hidden = accept.length === 0;
+  $("record").hidden = !kinds.includes("audio") || !navigator.mediaDevices?.getUserMedia;
+}
+
+// --- microphone --------------------------------------------------------------------------------
+
+async function toggleRecording() {
+  if (state.recorder) {
+    state.recorder.stop();
+    return;
+  }
+  let stream;
+  try {
+    stream = await navigator.mediaDevices.getUserMedia({ audio: true });
+  } catch (error) {
+    showError(`The microphone is not available: ${error.message}`);
+    return;
+  }
+  const recorder = new MediaRecorder(stream);
+  const chunks = [];
+  recorder.addEventListener("dataavailable", (e) => chunks.push(e.data));
+  recorder.addEventListener("stop", () => {
+    stream.getTracks().forEach((track) => track.stop());
+    state.recorder = null;
+    $("record").textContent = "Record audio";
+    $("record").setAttribute("aria-pressed", "false");
+    const type = recorder.mimeType.split(";")[0] || "audio/webm";
+    const name = `recording.${type.split("/")[1] || "webm"}`;
+    addFiles([new File(chunks, name, { type })]);
+  });
+  state.recorder = recorder;
+  recorder.start();
+  $("record").textContent = "Stop recording";
+  $("record").setAttribute("aria-pressed", "true");
 }
 
 // --- attachments -----------------------------------------------------------------------------
@@ -190,7 +223,10 @@ function summary(a) {
     const frames = media.map((m) => `${m.timestamp?.toFixed(1) ?? "?"} s`);
     how += ` · ${media.length} frames at ${frames.join(", ")}${counted.exact ? "" : " (at most)"}`;
   }
-  if (media.length === 0) how = `no ${a.kind} tokens: sent as words (${counted.count} prompt tokens in all)`;
+  if (media.length === 0) {
+    const words = a.kind === "audio" ? "its transcript goes in as words" : "described in words (perception cascade)";
+    how = `no ${a.kind} tokens: ${words}, ${counted.count} prompt tokens in all`;
+  }
   out.push(text("p", how, "count"));
   const costs = media[0]?.costs;
   if (costs) out.push(costTable(costs));
@@ -438,6 +474,7 @@ function wire() {
     addFiles([...e.dataTransfer.files]);
   });
   $("stop").addEventListener("click", () => state.controller?.abort());
+  $("record").addEventListener("click", toggleRecording);
   $("export").addEventListener("click", exportRequest);
   $("export-close").addEventListener("click", () => $("export-dialog").close());
   $("clear").addEventListener("click", () => {
