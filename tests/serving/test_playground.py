@@ -1,7 +1,7 @@
 """The playground in a real headless Chromium (Debian's, driven by Playwright) against the real
 server: a photo's token preview, tile overlay and costs, a streamed answer with usage and
 timings, the exported request; a corrupt file's error; a microphone recording (Chromium's fake
-device); a phone-sized screen; no console errors.
+device); a spoken conversation in voice mode; a phone-sized screen; no console errors.
 Screenshots go to ``test-artifacts/playground/``."""
 
 from __future__ import annotations
@@ -130,3 +130,54 @@ def test_the_page_fits_a_phone(browser, server_url):
     assert page.locator("#settings").get_attribute("open") is None  # folded away
     page.screenshot(path=ARTIFACTS / "6-phone.png", full_page=True)
     context.close()
+
+
+@pytest.fixture(scope="module")
+def spoken_wav(tmp_path_factory) -> Path:
+    """A spoken question between stretches of silence, as a 24 kHz wav."""
+    import numpy as np
+
+    from omniloom.media.audio_out import OUTPUT_RATE, encode, resample
+    from omniloom.speech import espeak
+
+    said, rate = espeak.speak("What colour is the sky?")
+    silence = np.zeros(OUTPUT_RATE, np.float32)
+    samples = np.concatenate([silence / 2, resample(said, rate), silence, silence])
+    path = tmp_path_factory.mktemp("voice") / "question.wav"
+    path.write_bytes(encode(samples, "wav"))
+    return path
+
+
+def test_voice_mode_hears_a_spoken_question_and_answers(server_url, spoken_wav):
+    """Hands-free voice over /v1/realtime, the microphone fed from a file of speech."""
+    if CHROMIUM is None:
+        pytest.skip("no Chromium here (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    microphone = [
+        "--use-fake-ui-for-media-stream",
+        "--use-fake-device-for-media-stream",
+        f"--use-file-for-fake-audio-capture={spoken_wav}%noloop",
+        "--autoplay-policy=no-user-gesture-required",
+    ]
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM, args=["--no-sandbox", *microphone]
+        )
+        page = browser.new_page()
+        errors = []
+        page.on("console", lambda m: m.type == "error" and errors.append(m.text))
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(server_url + "/")
+        page.wait_for_selector("#model option", state="attached")
+        page.click("#voice-start")
+        assert page.locator("#voice-talk").is_hidden()  # hands-free: no button to hold
+        heard = page.locator(".message.user .text").first
+        heard.wait_for(timeout=90_000)
+        assert "sky" in heard.inner_text().lower()
+        page.locator(".message.assistant .stats").first.wait_for(timeout=90_000)
+        assert page.locator(".message.assistant .text").first.inner_text().strip()
+        page.screenshot(path=ARTIFACTS / "7-voice.png", full_page=True)
+        page.click("#voice-start")  # stops it
+        browser.close()
+    assert errors == []

@@ -1,9 +1,20 @@
 // omniloom playground: chat with the served model through the same API any client uses.
 // Attachments are previewed with /tokenize (tokens, cost beside hosted models, the tiles or
 // frames the model will see); answers stream from /v1/chat/completions with usage and timings.
+// Voice mode talks over /v1/realtime (voice.js).
+
+import { VoiceSession } from "/playground/voice.js";
 
 const $ = (id) => document.getElementById(id);
-const state = { cards: [], history: [], attachments: [], lastRequest: null, controller: null, recorder: null };
+const state = {
+  cards: [],
+  history: [],
+  attachments: [],
+  lastRequest: null,
+  controller: null,
+  recorder: null,
+  voice: null,
+};
 let nextId = 1;
 
 function headers() {
@@ -440,6 +451,54 @@ function exportRequest() {
   $("export-dialog").showModal();
 }
 
+// --- voice ---------------------------------------------------------------------------------------
+
+async function toggleVoice() {
+  if (state.voice) {
+    state.voice.stop();
+    state.voice = null;
+    voiceControls(false);
+    return;
+  }
+  let answer = null;
+  const session = new VoiceSession({
+    mode: $("voice-mode").value,
+    onUser: (transcript) => {
+      messageNode("user", transcript || "(nothing heard)");
+      answer = null;
+    },
+    onAnswer: (delta) => {
+      answer ??= messageNode("assistant", "");
+      answer.querySelector(".text").textContent += delta;
+    },
+    onAnswerDone: (response) => {
+      const box = document.createElement("div");
+      box.className = "stats";
+      box.textContent = `voice · ${response?.status || "done"}`;
+      answer?.append(box);
+      answer = null;
+    },
+    onError: showError,
+    onState: (words) => ($("voice-state").textContent = words),
+  });
+  try {
+    await session.start();
+  } catch (error) {
+    session.stop();
+    showError(`Voice mode could not start: ${error.message}`);
+    return;
+  }
+  state.voice = session;
+  voiceControls(true);
+}
+
+function voiceControls(on) {
+  $("voice-start").textContent = on ? "Stop voice" : "Start voice";
+  $("voice-talk").hidden = !on || $("voice-mode").value !== "push-to-talk";
+  $("voice-mode").disabled = on;
+  if (!on) $("voice-state").textContent = "";
+}
+
 // --- wiring ------------------------------------------------------------------------------------
 
 function wire() {
@@ -475,6 +534,17 @@ function wire() {
   });
   $("stop").addEventListener("click", () => state.controller?.abort());
   $("record").addEventListener("click", toggleRecording);
+  $("voice-start").addEventListener("click", toggleVoice);
+  const talk = $("voice-talk");
+  talk.addEventListener("pointerdown", () => state.voice?.press());
+  talk.addEventListener("pointerup", () => state.voice?.release());
+  talk.addEventListener("pointerleave", () => state.voice?.release());
+  talk.addEventListener("keydown", (e) => {
+    if ((e.key === " " || e.key === "Enter") && !e.repeat) state.voice?.press();
+  });
+  talk.addEventListener("keyup", (e) => {
+    if (e.key === " " || e.key === "Enter") state.voice?.release();
+  });
   $("export").addEventListener("click", exportRequest);
   $("export-close").addEventListener("click", () => $("export-dialog").close());
   $("clear").addEventListener("click", () => {
