@@ -8,7 +8,8 @@ import torch
 
 from omniloom.config import ImageSettings, Limits
 from omniloom.media.image import decode_image
-from omniloom.models.encoders.efficientnet_lite import STRIDE, EfficientNetLite0Encoder
+from omniloom.models.default_layout import ENCODER_STRIDE as STRIDE
+from omniloom.models.encoders.efficientnet_lite import EfficientNetLite0Encoder
 from omniloom.models.projectors import build_projector
 from omniloom.processing.image_item import prepare_image
 from omniloom.processing.media_tokens import MediaVocabulary, TileLayout
