@@ -115,7 +115,9 @@ def test_llama32_vision_matches_transformers(w, h):
     assert pt.llama32_vision(w, h).tokens == 1601 * tiles
 
 
-@pytest.mark.parametrize("w,h", OPEN_SIZES)
+@pytest.mark.parametrize(
+    "w,h", [*OPEN_SIZES, (1, 5000)]
+)  # (5000, 1): transformers reads 1 as channels
 def test_smolvlm_matches_transformers(w, h):
     from transformers import Idefics3ImageProcessor
 

@@ -20,8 +20,12 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 ARTIFACTS = REPO / "test-artifacts" / "playground"
 
 
+FAKE_MICROPHONE = ["--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream"]
+
+
 @pytest.fixture(scope="module")
-def browser():
+def playwright():
+    """One Playwright driver for the module (a second one in the same thread is refused)."""
     if CHROMIUM is None:
         if os.environ.get("CI"):
             pytest.fail("Chromium is missing: .ci/run installs Debian's chromium package")
@@ -29,13 +33,19 @@ def browser():
     from playwright.sync_api import sync_playwright
 
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    with sync_playwright() as playwright:
-        fake_microphone = ["--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream"]
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM, args=["--no-sandbox", *fake_microphone]
-        )
-        yield browser
-        browser.close()
+    with sync_playwright() as driver:
+        yield driver
+
+
+def launch(playwright, *args: str):
+    return playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", *args])
+
+
+@pytest.fixture(scope="module")
+def browser(playwright):
+    browser = launch(playwright, *FAKE_MICROPHONE)
+    yield browser
+    browser.close()
 
 
 @pytest.fixture()
@@ -148,36 +158,26 @@ def spoken_wav(tmp_path_factory) -> Path:
     return path
 
 
-def test_voice_mode_hears_a_spoken_question_and_answers(server_url, spoken_wav):
+def test_voice_mode_hears_a_spoken_question_and_answers(playwright, server_url, spoken_wav):
     """Hands-free voice over /v1/realtime, the microphone fed from a file of speech."""
-    if CHROMIUM is None:
-        pytest.skip("no Chromium here (apt-get install chromium)")
-    from playwright.sync_api import sync_playwright
-
-    microphone = [
-        "--use-fake-ui-for-media-stream",
-        "--use-fake-device-for-media-stream",
-        f"--use-file-for-fake-audio-capture={spoken_wav}%noloop",
-        "--autoplay-policy=no-user-gesture-required",
-    ]
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM, args=["--no-sandbox", *microphone]
-        )
-        page = browser.new_page()
-        errors = []
-        page.on("console", lambda m: m.type == "error" and errors.append(m.text))
-        page.on("pageerror", lambda e: errors.append(str(e)))
-        page.goto(server_url + "/")
-        page.wait_for_selector("#model option", state="attached")
-        page.click("#voice-start")
-        assert page.locator("#voice-talk").is_hidden()  # hands-free: no button to hold
-        heard = page.locator(".message.user .text").first
-        heard.wait_for(timeout=90_000)
-        assert "sky" in heard.inner_text().lower()
-        page.locator(".message.assistant .stats").first.wait_for(timeout=90_000)
-        assert page.locator(".message.assistant .text").first.inner_text().strip()
-        page.screenshot(path=ARTIFACTS / "7-voice.png", full_page=True)
-        page.click("#voice-start")  # stops it
-        browser.close()
+    speech = f"--use-file-for-fake-audio-capture={spoken_wav}%noloop"
+    browser = launch(
+        playwright, *FAKE_MICROPHONE, speech, "--autoplay-policy=no-user-gesture-required"
+    )
+    page = browser.new_page()
+    errors = []
+    page.on("console", lambda m: m.type == "error" and errors.append(m.text))
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(server_url + "/")
+    page.wait_for_selector("#model option", state="attached")
+    page.click("#voice-start")
+    assert page.locator("#voice-talk").is_hidden()  # hands-free: no button to hold
+    heard = page.locator(".message.user .text").first
+    heard.wait_for(timeout=90_000)
+    assert "sky" in heard.inner_text().lower()
+    page.locator(".message.assistant .stats").first.wait_for(timeout=90_000)
+    assert page.locator(".message.assistant .text").first.inner_text().strip()
+    page.screenshot(path=ARTIFACTS / "7-voice.png", full_page=True)
+    page.click("#voice-start")  # stops it
+    browser.close()
     assert errors == []

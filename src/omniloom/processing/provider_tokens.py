@@ -153,6 +153,7 @@ def smolvlm_grid(width: int, height: int, longest_edge: int, tile: int) -> tuple
     else:
         h, w = longest_edge, int(longest_edge * aspect)
         w += w % 2
+    w, h = max(w, 1), max(h, 1)  # transformers' min_len: a 5000×1 strip stays one pixel high
     aspect = w / h
     if w >= h:
         w = math.ceil(w / tile) * tile
