@@ -463,6 +463,7 @@ async function toggleVoice() {
   let answer = null;
   const session = new VoiceSession({
     mode: $("voice-mode").value,
+    apiKey: $("api-key").value.trim(),
     onUser: (transcript) => {
       messageNode("user", transcript || "(nothing heard)");
       answer = null;

@@ -6,8 +6,8 @@ const RATE = 24000;
 const PIECE = RATE / 25; // 40 ms
 
 export class VoiceSession {
-  constructor({ mode, onUser, onAnswer, onAnswerDone, onError, onState }) {
-    Object.assign(this, { mode, onUser, onAnswer, onAnswerDone, onError, onState });
+  constructor({ mode, apiKey, onUser, onAnswer, onAnswerDone, onError, onState }) {
+    Object.assign(this, { mode, apiKey, onUser, onAnswer, onAnswerDone, onError, onState });
     this.pending = [];
     this.pendingLength = 0;
     this.talking = mode === "hands-free";
@@ -23,7 +23,9 @@ export class VoiceSession {
     capture.port.onmessage = (e) => this.captured(e.data);
     this.context.createMediaStreamSource(this.stream).connect(capture);
     const scheme = location.protocol === "https:" ? "wss" : "ws";
-    this.ws = new WebSocket(`${scheme}://${location.host}/v1/realtime`);
+    // a browser cannot set Authorization on a socket: the key rides in a subprotocol, as OpenAI's
+    const protocols = ["realtime", ...(this.apiKey ? [`openai-insecure-api-key.${this.apiKey}`] : [])];
+    this.ws = new WebSocket(`${scheme}://${location.host}/v1/realtime`, protocols);
     this.ws.onmessage = (e) => this.received(JSON.parse(e.data));
     this.ws.onerror = () => this.onError("The voice connection failed.");
     this.ws.onclose = () => this.onState("closed");
