@@ -221,13 +221,12 @@ def _convert_video(part: ContentPart, where: str, ctx: MediaContext) -> list:
     limits, sampling = ctx.settings.limits, video_settings(part, ctx.settings)
     source = ctx.fetched(lambda: load_video_source(part.video_url.url, limits))
     info, frames = _video_frames(source, sampling, where, ctx)
-    heard = _video_sound(source, where, ctx) if sampling.audio else None
+    heard, findings = _video_sound(source, where, ctx) if sampling.audio else (None, [])
     processor = ctx.model.processors["video"]
     digest = video.video_hash(source)
     parts = processor.parts(info, frames, digest, sampling.detail, ctx.settings.image, heard)
-    if heard and scan(" ".join(s.text for s in heard)):
-        parts.insert(0, TextPart(SUSPICIOUS_SPEECH + "\n"))
-    return parts
+    warning = [TextPart(SUSPICIOUS_SPEECH + "\n")] if findings else []
+    return warning + parts
 
 
 def _video_frames(source, sampling: VideoSettings, where: str, ctx: MediaContext):
@@ -248,13 +247,15 @@ def _video_frames(source, sampling: VideoSettings, where: str, ctx: MediaContext
     return planned.info, planned.frames
 
 
-def _video_sound(source, where: str, ctx: MediaContext) -> list:
-    """The sound track's speech segments, timed from the video's start."""
+def _video_sound(source, where: str, ctx: MediaContext) -> tuple[list, list[Finding]]:
+    """The sound track's speech segments, timed from the video's start, and what the injection
+    scan found in them."""
     chunks = video.sound_chunks(source, ctx.settings.limits, f"{where}.video_url")
     segments = list(ctx.transcriber.segments(chunks, TranscriptionOptions()))
-    ctx.injection.extend(scan(" ".join(s.text for s in segments)))
+    findings = scan(" ".join(s.text for s in segments))
+    ctx.injection.extend(findings)
     ctx.heard_audio.append(where)
-    return segments
+    return segments, findings
 
 
 def audio_block(transcript: str, suspicious: bool) -> str:
