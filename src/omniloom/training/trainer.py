@@ -264,7 +264,7 @@ class Trainer:
             stage = self.recipe.stages[index]
             self._run_stage(index, stage)
             if stage.task == "video":
-                val_task = self._video_task(stage, "val", 0, self.recipe.val_images // 4, seed=1)
+                val_task = self._video_task("val", 0, self.recipe.val_images // 4, seed=1)
             else:
                 val_task = self._task(stage, val, val_feats, seed=1)
             with step_precision(self.recipe.precision):
@@ -294,14 +294,14 @@ class Trainer:
         bar = tqdm(rows, desc="cascade", disable=not self.progress_bar)
         return {row: self._cascade.describe(samples[row].image) for row in bar}
 
-    def _video_task(self, stage: Stage, split: str, first: int, count: int, seed: int):
+    def _video_task(self, split: str, first: int, count: int, seed: int):
         examples, features = video_examples(self.model, split, first, count, seed)
         return ConversationTask(self.model, examples, features)
 
     def _stage_task(self, index: int, stage: Stage):
         seed = self.recipe.seed + index
         if stage.task == "video":
-            return self._video_task(stage, "train", index * 100_000, stage.images, seed)
+            return self._video_task("train", index * 100_000, stage.images, seed)
         samples = _train_samples(index, stage.images)
         return self._task(stage, samples, encode_samples(samples, self.model), seed)
 
