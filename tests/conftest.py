@@ -9,6 +9,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,8 @@ import pytest
 from PIL import Image
 
 os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+# converted weights for every server the suite starts, kept out of the user's own cache
+os.environ.setdefault("OMNILOOM_CACHE_DIR", str(Path(tempfile.gettempdir()) / "omniloom-tests"))
 REPO = Path(__file__).resolve().parents[1]
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 
@@ -96,7 +97,8 @@ class Settings:
     model_name: str = ""  # the name it serves under; empty: the checkpoint's (or omniloom-smol)
     chat_template: str = ""  # a Jinja file used instead of the checkpoint's chat template
     max_model_len: int = 0  # caps the context (and so the KV pool's floor); 0: the checkpoint's
-    dtype: str = "auto"  # weight format: auto (float32) | WEIGHT_FORMATS; activations stay fp32
+    dtype: str = "auto"  # weight format: auto (int8 on a CPU with our kernels) | WEIGHT_FORMATS
+    cache_dir: str = ""  # converted weights; empty: $XDG_CACHE_HOME/omniloom; "off": not cached
     threads: int = 0  # 0: one per available core
     seed: int = 0
     perception: str = "auto"  # native | cascade | hybrid | auto (for requests that omit it)
@@ -114,6 +116,15 @@ class Settings:
     video: VideoSettings = field(default_factory=VideoSettings)
     limits: Limits = field(default_factory=Limits)
     engine: EngineSettings = field(default_factory=EngineSettings)
+
+    @property
+    def weight_cache_dir(self) -> Path | None:
+        """Where converted weights are cached (``models/weight_cache.py``), or None."""
+        if self.cache_dir == "off":
+            return None
+        if self.cache_dir:
+            return Path(self.cache_dir).expanduser()
+        return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "omniloom"
 
     @property
     def thread_count(self) -> int:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from omniloom.config import Settings
 from omniloom.engine.engine import Engine
+from omniloom.models.quantize import weight_format_of
 from omniloom.models.registry import load_model
 from omniloom.serving.auth import KeyStore
 from omniloom.serving.state import ServerState
@@ -26,10 +27,12 @@ def build_state(
         weights=weights or settings.model or None,
         dtype=settings.dtype,
         chat_template=Path(settings.chat_template).read_text() if settings.chat_template else None,
+        cache_dir=settings.weight_cache_dir,
     )
     if settings.max_model_len:
         model.context_length = min(model.context_length, settings.max_model_len)
-    log.info("loaded %s (%s, context %d)", model.name, model.vlm.dtype, model.context_length)
+    stored = weight_format_of(model.vlm.backbone)
+    log.info("loaded %s (%s weights, context %d)", model.name, stored, model.context_length)
     engine = Engine(model, settings.engine, settings.thread_count, start=start_engine)
     state = ServerState(settings, model, engine, keys=KeyStore.from_file(settings.api_keys_file))
     state.cascade_for(None)  # the default mode's OCR loads now, not on the first image request

@@ -49,6 +49,13 @@ def load() -> ModuleType | None:
     return _built[0]
 
 
+def vectorized() -> bool:
+    """Whether the kernels are built with their AVX2 path (AVX-512 and VNNI where the CPU has
+    them): the machines where packed int8 weights decode fastest."""
+    module = load()
+    return module is not None and module.vectorized()
+
+
 def usable(x: torch.Tensor, weight: torch.Tensor | None = None) -> bool:
     """Whether the kernels can take these: fp32 on the CPU, no gradient to track (hot path).
     The first call builds or loads them, so the path taken never depends on call order."""

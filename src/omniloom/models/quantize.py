@@ -25,6 +25,7 @@ __all__ = [
     "linear_dtype",
     "pack_weights",
     "settle_dtypes",
+    "weight_format_of",
 ]
 _STORAGE = {"bfloat16": torch.bfloat16, "float16": torch.float16, "int8": torch.int8}
 
@@ -47,7 +48,11 @@ class PackedLinear(nn.Module):
         self.weight_format = weight_format
         weight = weight.detach()  # kept as it is when it is already in the format's dtype
         scales = None
-        if weight_format == "int8":
+        if weight.is_meta:  # a shell for loaded tensors: no arithmetic (it imports torch._dynamo)
+            int8 = weight_format == "int8"
+            scales = torch.empty(self.out_features, device="meta") if int8 else None
+            weight = torch.empty(weight.shape, dtype=_STORAGE[weight_format], device="meta")
+        elif weight_format == "int8":
             weight = weight.float()
             scales = weight.abs().amax(dim=1).clamp(min=1e-8) / 127.0
             weight = torch.round(weight / scales[:, None])
@@ -111,6 +116,12 @@ def settle_dtypes(backbone: nn.Module, weight_format: str) -> None:
         for name, param in list(module.named_parameters(recurse=False)):
             if param.is_floating_point() and param.dtype != torch.float32:
                 setattr(module, name, nn.Parameter(param.float(), requires_grad=False))
+
+
+def weight_format_of(backbone: nn.Module) -> str:
+    """The format a decoder's linear weights are stored in."""
+    packed = next((m for m in backbone.modules() if isinstance(m, PackedLinear)), None)
+    return packed.weight_format if packed else "float32"
 
 
 def linear_dtype(linear: nn.Module) -> torch.dtype:

@@ -129,12 +129,14 @@ def load_model(
     fresh_adapter: bool = False,
     adapter_path: Path = ADAPTER,
     chat_template: str | None = None,
+    cache_dir: Path | None = None,
 ) -> LoadedModel:
     """The model at ``weights`` (a checkpoint directory or GGUF file) through its family's
-    spec, or the embedded default. ``name`` is the name it serves under."""
+    spec, or the embedded default. ``name`` is the name it serves under; converted GGUF
+    weights are cached under ``cache_dir`` (None: converted on every load)."""
     if device == "cpu":
         kernels.load()  # compiled once per machine; PyTorch's operators if it cannot be
-    ctx = SpecContext(name, resolve_weight_format(dtype), device, chat_template)
+    ctx = SpecContext(name, resolve_weight_format(dtype, device), device, chat_template, cache_dir)
     if weights is None:
         return load_default(ctx, fresh_adapter, adapter_path)
     path = Path(weights)

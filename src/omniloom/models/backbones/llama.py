@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from omniloom import kernels
+from omniloom.models import meta_init
 from omniloom.models.backbones.config import DecoderConfig
 from omniloom.models.backbones.kv_cache import KVCache, StaticKVCache, causal_mask
 from omniloom.models.lora import LoRALinear
@@ -207,7 +208,7 @@ class DecoderBody(nn.Module):
 
     def __init__(self, cfg: DecoderConfig):
         super().__init__()
-        self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.hidden_size)
+        self.embed_tokens = meta_init.embedding(cfg.vocab_size, cfg.hidden_size)
         self.layers = nn.ModuleList(DecoderLayer(cfg) for _ in range(cfg.num_layers))
         self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
 
@@ -220,7 +221,9 @@ class LlamaForCausalLM(nn.Module):
         self.lm_head = Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
         if cfg.tie_embeddings:
             self.lm_head.weight = self.model.embed_tokens.weight
-        self.build_rotary()
+        self.rope = self.local_rope = None
+        if not self.lm_head.weight.is_meta:  # a meta model gets them after its weights load
+            self.build_rotary()
         self._stack = None  # the fused layer stack, built on first use
         self._stack_adapters: list[LoRALinear] = []
 

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from omniloom.models import meta_init
 from omniloom.processing.log_mel import positions_after_convs
 
 
@@ -94,7 +95,7 @@ class WhisperEncoder(nn.Module):
         self.cfg = cfg
         self.conv1 = nn.Conv1d(cfg.n_mels, cfg.d_model, kernel_size=3, padding=1)
         self.conv2 = nn.Conv1d(cfg.d_model, cfg.d_model, kernel_size=3, stride=2, padding=1)
-        self.embed_positions = nn.Embedding(cfg.max_positions, cfg.d_model)
+        self.embed_positions = meta_init.embedding(cfg.max_positions, cfg.d_model)
         self.layers = nn.ModuleList(WhisperEncoderLayer(cfg) for _ in range(cfg.layers))
         self.layer_norm = nn.LayerNorm(cfg.d_model)
 

@@ -39,10 +39,10 @@ from omniloom.models.default_layout import (
 )
 from omniloom.models.encoders.efficientnet_lite import EfficientNetLite0Encoder
 from omniloom.models.projectors import build_projector
-from omniloom.models.specs.base import LoadedModel, SpecContext, build_decoder, build_template
+from omniloom.models.specs.base import LoadedModel, SpecContext, build_template
 from omniloom.models.tokenizer import TextTokenizer
 from omniloom.models.vlm import VisionLanguageModel
-from omniloom.models.weights.gguf_loader import load_gguf
+from omniloom.models.weight_cache import gguf_decoder
 from omniloom.processing.image_item import ImageItem, prepare_image
 from omniloom.processing.media_tokens import MediaVocabulary
 from omniloom.processing.whisper_audio import AudioSpanTokens, WhisperAudioProcessor
@@ -121,9 +121,9 @@ def load(
 ) -> LoadedModel:
     """The default stack with the adapter at ``adapter_path`` (none with ``fresh_adapter``)
     and the audio adapter at ``audio_adapter_path`` where there is one (None: never)."""
-    ckpt = load_gguf(smollm2_gguf_path())
+    ckpt, decoder = gguf_decoder(smollm2_gguf_path(), ctx)
     tokenizer = TextTokenizer(ckpt.tokenizer)
-    vlm = build_vlm(build_decoder(ckpt.config, ckpt.state_dict, ctx), ckpt.config.vocab_size)
+    vlm = build_vlm(decoder, ckpt.config.vocab_size)
     adapter = None if fresh_adapter else load_adapter(vlm, adapter_path)
     metadata = adapter.metadata if adapter else {}
     use_tile_layout(vlm, adapter_layout(metadata), tokenizer)

@@ -10,7 +10,7 @@ from pathlib import Path
 from omniloom.models.backbones.config import HF_ARCHITECTURES
 from omniloom.models.multimodal import MultimodalModel
 from omniloom.models.specs.base import SpecContext, assemble, build_decoder
-from omniloom.models.weights.gguf_loader import load_gguf
+from omniloom.models.weight_cache import gguf_decoder
 from omniloom.models.weights.hf_loader import load_hf_directory
 
 ARCHITECTURES = HF_ARCHITECTURES
@@ -18,8 +18,11 @@ GGUF_ARCHITECTURES = ("llama", "qwen2", "qwen3")
 
 
 def load(path: Path, ctx: SpecContext):
-    ckpt = load_hf_directory(path) if path.is_dir() else load_gguf(path)
-    backbone = build_decoder(ckpt.config, ckpt.state_dict, ctx)
+    if path.is_dir():
+        ckpt = load_hf_directory(path)
+        backbone = build_decoder(ckpt.config, ckpt.state_dict, ctx)
+    else:
+        ckpt, backbone = gguf_decoder(path, ctx)
     family = "text"
     return assemble(
         path,

@@ -6,6 +6,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 
 from omniloom.errors import ModelNotFound
+from omniloom.models.quantize import weight_format_of
 from omniloom.serving.state import ServerState
 from omniloom.speech.asr import TRANSCRIPTION_MODELS, served_name
 from omniloom.speech.tts import OPENAI_VOICES, SPEECH_MODELS, served_voice
@@ -23,6 +24,7 @@ def _card(state: ServerState) -> dict:
         "owned_by": "omniloom",
         "max_model_len": m.context_length,
         "family": m.family,
+        "weight_format": weight_format_of(m.vlm.backbone),
         "input_modalities": ["text", *sorted(m.modalities & set(m.processors))],
         "output_modalities": ["text"],
         "chat_template": m.template is not None,
