@@ -130,6 +130,35 @@ def test_a_recording_from_the_microphone_is_attached_and_counted(page):
     assert page.console_errors == []
 
 
+def test_a_video_shows_the_frames_the_model_will_see(page, tmp_path):
+    """Four seconds, one colour a second: uniform sampling at 1 fps keeps one frame of each,
+    and the page draws each planned frame from its own decode at that time."""
+    from PIL import Image
+
+    from omniloom.media.video_out import write_mp4
+
+    colours = [(220, 30, 30), (30, 200, 40), (30, 60, 220), (240, 220, 30)]
+    frames = [Image.new("RGB", (160, 96), c) for c in colours for _ in range(10)]
+    clip = tmp_path / "colours.mp4"
+    clip.write_bytes(write_mp4(frames, (160, 96), fps=10, gop=10, codec="libvpx-vp9"))
+    page.set_input_files("#file", str(clip))
+    card = page.locator('.attachment[data-kind="video"]')
+    card.locator(".count").wait_for(timeout=60_000)
+    assert "4 frames at 0.0 s, 1.0 s, 2.0 s, 3.0 s" in card.locator(".count").inner_text()
+    canvases = card.locator(".frames canvas")
+    canvases.nth(3).wait_for(timeout=30_000)
+    drawn = page.evaluate(
+        """() => [...document.querySelectorAll('.frames canvas')].map((c) =>
+             Array.from(c.getContext('2d').getImageData(c.width / 2, c.height / 2, 1, 1).data)
+               .slice(0, 3))"""
+    )
+    assert len(drawn) == 4
+    for pixel, colour in zip(drawn, colours, strict=True):
+        assert max(abs(p - c) for p, c in zip(pixel, colour, strict=True)) < 40, (pixel, colour)
+    page.screenshot(path=ARTIFACTS / "8-video-frames.png", full_page=True)
+    assert page.console_errors == []
+
+
 def test_the_page_fits_a_phone(browser, server_url):
     context = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True)
     page = context.new_page()
@@ -158,8 +187,10 @@ def spoken_wav(tmp_path_factory) -> Path:
     return path
 
 
-def test_voice_mode_hears_a_spoken_question_and_answers(playwright, server_url, spoken_wav):
-    """Hands-free voice over /v1/realtime, the microphone fed from a file of speech."""
+@pytest.mark.parametrize("mode", ["hands-free", "push-to-talk"])
+def test_voice_mode_hears_a_spoken_question_and_answers(playwright, server_url, spoken_wav, mode):
+    """Voice over /v1/realtime, the microphone fed from a file of speech: hands-free (the
+    server's VAD ends the turn) or push-to-talk held down with the keyboard's space bar."""
     speech = f"--use-file-for-fake-audio-capture={spoken_wav}%noloop"
     browser = launch(
         playwright, *FAKE_MICROPHONE, speech, "--autoplay-policy=no-user-gesture-required"
@@ -170,14 +201,22 @@ def test_voice_mode_hears_a_spoken_question_and_answers(playwright, server_url, 
     page.on("pageerror", lambda e: errors.append(str(e)))
     page.goto(server_url + "/")
     page.wait_for_selector("#model option", state="attached")
+    page.select_option("#voice-mode", mode)
     page.click("#voice-start")
-    assert page.locator("#voice-talk").is_hidden()  # hands-free: no button to hold
+    if mode == "push-to-talk":
+        page.locator("#voice-talk").wait_for()  # shown once the session is open
+        page.locator("#voice-talk").focus()
+        page.keyboard.down(" ")  # held through the question (0.5 s of silence, then speech)
+        page.wait_for_timeout(3500)
+        page.keyboard.up(" ")
+    else:
+        assert page.locator("#voice-talk").is_hidden()  # hands-free: no button to hold
     heard = page.locator(".message.user .text").first
     heard.wait_for(timeout=90_000)
     assert "sky" in heard.inner_text().lower()
     page.locator(".message.assistant .stats").first.wait_for(timeout=90_000)
     assert page.locator(".message.assistant .text").first.inner_text().strip()
-    page.screenshot(path=ARTIFACTS / "7-voice.png", full_page=True)
+    page.screenshot(path=ARTIFACTS / f"7-voice-{mode}.png", full_page=True)
     page.click("#voice-start")  # stops it
     browser.close()
     assert errors == []

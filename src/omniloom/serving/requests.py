@@ -241,6 +241,7 @@ def _video_frames(source, sampling: VideoSettings, where: str, ctx: MediaContext
             "part": where,
             "strategy": sampling.strategy,
             "frames": len(planned.frames),
+            "timestamps": [round(f.timestamp, 3) for f in planned.frames],
             "exact": planned.exact,
         }
     )
