@@ -112,6 +112,27 @@ def server_url(server) -> str:
     return server.url
 
 
+CLUSTER_ENV = {
+    "OMNILOOM_CLUSTER_NUM_CPUS": "4",  # Ray's logical CPUs: room for every replica on 2 cores
+    "OMNILOOM_CLUSTER_MEDIA_REPLICAS": "2",
+    "OMNILOOM_CLUSTER_MAX_REPLICAS": "2",
+}
+
+
+@pytest.fixture(scope="session")
+def cluster_server(tmp_path_factory):
+    """``omniloom serve --cluster local``: a Ray instance with the ingress, one encoder, two
+    media engine replicas and one text engine replica."""
+    server = start_server(
+        tmp_path_factory.mktemp("cluster") / "server.log", "--cluster", "local", env=CLUSTER_ENV
+    )
+    try:
+        yield server
+    finally:
+        server.proc.terminate()
+        server.proc.wait(timeout=120)
+
+
 def _wait_healthy(url: str, proc: subprocess.Popen, log: Path, timeout: float = 180) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

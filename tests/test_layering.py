@@ -1,5 +1,6 @@
 """The dependency direction of DESIGN.md: serving → engine → models, processing → media
-(speech sits beside perception: it uses media and is used by serving).
+(speech sits beside perception: it uses media and is used by serving; cluster deploys serving
+and engine on Ray Serve).
 
 Nothing imports from a layer above it. Checked on the source text of every module.
 """
@@ -23,6 +24,7 @@ LAYER = {
     "serving": 4,
     "eval": 5,
     "training": 5,
+    "cluster": 5,
 }
 TOP_LEVEL_ALLOWED_EVERYWHERE = {"config", "errors"}
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import dataclasses
 import mimetypes
 import signal
 import sys
@@ -65,6 +66,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         image_safety=args.image_safety,
     )
     logs.configure(settings.log_format, args.log_level)
+    if args.cluster or settings.cluster.address:
+        return _serve_cluster(settings, args)
     state = build_state(settings, weights=args.weights, start_engine=False)
     state.image_safety()  # load the classifier now, if the policy is on: fail fast
     server = make_server(
@@ -93,6 +96,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
         flush=True,
     )
     return _run_engine(state, server, http)
+
+
+def _serve_cluster(settings: Settings, args: argparse.Namespace) -> int:
+    from omniloom.cluster.launch import serve_cluster
+
+    address = args.cluster or settings.cluster.address
+    settings = dataclasses.replace(
+        settings,
+        model=args.weights or settings.model,
+        cluster=dataclasses.replace(settings.cluster, address=address),
+    )
+    return serve_cluster(settings)
 
 
 def _run_engine(state, server, http: threading.Thread) -> int:
@@ -418,6 +433,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default=None)
     serve.add_argument("--port", type=int, default=None)
     serve.add_argument("--log-level", default="info")
+    serve.add_argument(
+        "--cluster",
+        metavar="ADDRESS",
+        help="deploy on Ray Serve: 'local' starts Ray here, else a Ray address to join "
+        "(pools and routing: OMNILOOM_CLUSTER_*, docs/cluster.md)",
+    )
     serve.add_argument("--log-format", choices=["json", "text"], default=None)
     serve.add_argument(
         "--image-safety",

@@ -85,6 +85,24 @@ class EngineSettings:
     encoder_cache_mb: int = 256
 
 
+@dataclass(frozen=True)
+class ClusterSettings:
+    """``omniloom serve --cluster``: the Ray Serve deployments and how requests are routed."""
+
+    address: str = ""  # empty: one process; "local": a Ray instance started here; else Ray's
+    media_replicas: int = 1  # LLM engine replicas for requests that carry media
+    text_replicas: int = 1  # LLM engine replicas for text-only requests
+    encoder_replicas: int = 1
+    max_replicas: int = 4  # autoscaling ceiling of each pool (its floor: the count above)
+    target_ongoing_requests: int = 8  # autoscaling: in-flight requests a replica should hold
+    replica_threads: int = 1  # compute threads per replica
+    replica_cpus: float = 0.5  # CPUs Ray reserves for each encoder or engine replica
+    affinity_tokens: int = 32  # a text prompt's leading tokens that pick its replica
+    sessions_per_replica: int = 256  # affinity keys a replica holds (least recent dropped)
+    num_cpus: int = 0  # "local": the CPUs Ray may schedule; 0: every core
+    metrics_port: int = 8080  # "local": where Ray exports every deployment's metrics
+
+
 WEIGHT_FORMATS = ("float32", "bfloat16", "float16", "int8")  # how backbone weights are stored
 PERCEPTION_MODES = ("native", "cascade", "hybrid", "auto")  # how an image reaches the LLM
 
@@ -116,6 +134,7 @@ class Settings:
     video: VideoSettings = field(default_factory=VideoSettings)
     limits: Limits = field(default_factory=Limits)
     engine: EngineSettings = field(default_factory=EngineSettings)
+    cluster: ClusterSettings = field(default_factory=ClusterSettings)
 
     @property
     def weight_cache_dir(self) -> Path | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import threading
@@ -11,20 +12,19 @@ from pathlib import Path
 from omniloom.config import Settings
 from omniloom.engine.engine import Engine
 from omniloom.models.quantize import weight_format_of
-from omniloom.models.registry import load_model
+from omniloom.models.registry import LoadedModel, load_model
 from omniloom.serving.auth import KeyStore
 from omniloom.serving.state import ServerState
 
 log = logging.getLogger(__name__)
 
 
-def build_state(
-    settings: Settings, weights: str | None = None, start_engine: bool = True
-) -> ServerState:
+def load_served_model(settings: Settings) -> LoadedModel:
+    """The model ``settings`` name (``model``: a checkpoint; empty: the embedded default)."""
     os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
     model = load_model(
         settings.model_name or None,
-        weights=weights or settings.model or None,
+        weights=settings.model or None,
         dtype=settings.dtype,
         chat_template=Path(settings.chat_template).read_text() if settings.chat_template else None,
         cache_dir=settings.weight_cache_dir,
@@ -33,7 +33,21 @@ def build_state(
         model.context_length = min(model.context_length, settings.max_model_len)
     stored = weight_format_of(model.vlm.backbone)
     log.info("loaded %s (%s weights, context %d)", model.name, stored, model.context_length)
+    return model
+
+
+def build_state(
+    settings: Settings, weights: str | None = None, start_engine: bool = True
+) -> ServerState:
+    if weights:
+        settings = dataclasses.replace(settings, model=weights)
+    model = load_served_model(settings)
     engine = Engine(model, settings.engine, settings.thread_count, start=start_engine)
+    return server_state(settings, model, engine)
+
+
+def server_state(settings: Settings, model: LoadedModel, engine) -> ServerState:
+    """The routes' state around ``engine`` (this process's ``Engine``, or a cluster's)."""
     state = ServerState(settings, model, engine, keys=KeyStore.from_file(settings.api_keys_file))
     state.cascade_for(None)  # the default mode's OCR loads now, not on the first image request
     return state

@@ -95,3 +95,22 @@ def test_the_steps_batched_argmax_is_used_only_where_it_is_the_answer():
     assert [presence(logits, raw_argmax) for _ in range(2)] == [0, 1]  # the penalty wins
     drawn = Sampler(SamplingParams(temperature=1.0, top_k=1, seed=0))
     assert drawn(torch.tensor([[0.0, 5.0, 0.0]]), argmax=0) == 1  # sampling ignores the hint
+
+
+def test_sampling_params_pickle_with_their_grammar(default_model):
+    """A cluster sends jobs between processes: the compiled grammar must arrive whole."""
+    import pickle
+
+    from omniloom.config import Limits
+    from omniloom.engine.grammar import GrammarCompiler
+    from omniloom.engine.sampling import SamplingParams
+
+    tok = default_model.tokenizer
+    vocab = default_model.vlm.backbone.config.vocab_size
+    grammars = GrammarCompiler(tok.vocab_list(), sorted(tok.stop_ids), vocab)
+    grammar = grammars.compile({"type": "json_object"}, Limits())
+    params = SamplingParams(max_tokens=9, temperature=0.0, grammar=grammar, stop=("}",))
+    copy = pickle.loads(pickle.dumps(params))
+    assert copy == params  # the grammar is not compared: checked below
+    assert copy.grammar.serialize_json() == grammar.serialize_json()
+    assert pickle.loads(pickle.dumps(SamplingParams())).grammar is None

@@ -1,4 +1,5 @@
-"""End to end: the real server on a loopback port, driven by the official openai client and httpx."""
+"""End to end: the real server on a loopback port, driven by the official openai client and httpx,
+once as one process and once deployed on a local Ray cluster."""
 
 from __future__ import annotations
 
@@ -18,6 +19,12 @@ TILE = default_tile_layout(224).length  # the shipped adapter's tokens per 224²
 pytestmark = pytest.mark.slow
 MODEL = "omniloom-smol"
 HYBRID = {"perception": "hybrid"}  # the image's tokens whatever the image (auto: familiar only)
+
+
+@pytest.fixture(scope="module", params=["single", "cluster"])
+def server_url(request) -> str:
+    """Every test here runs against ``omniloom serve`` and against ``--cluster local``."""
+    return request.getfixturevalue("server" if request.param == "single" else "cluster_server").url
 
 
 @pytest.fixture(scope="module")

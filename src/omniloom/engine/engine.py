@@ -272,11 +272,14 @@ class Engine:
             return
         net, start = self.model.vlm, time.perf_counter()
         spans = [span for s in seqs for span in s.job.prompt.spans]
+        given = {key: e for s in seqs for key, e in s.job.encoded.items()}
+        for key, done in given.items():
+            self.encoder_cache.put(key, done.embeddings)
         missing = {sp.key: sp for sp in spans if self.encoder_cache.get(sp.key) is None}
         encoded = net.encode([sp.item for sp in missing.values()])
         for key, embeddings in zip(missing, encoded, strict=True):
             self.encoder_cache.put(key, embeddings)
-        ran = set(missing)
+        ran = set(missing) | {key for key, done in given.items() if not done.cached}
         for seq in seqs:
             stats = seq.run.stats
             for span in seq.job.prompt.spans:

@@ -4,10 +4,12 @@ Order of operations (as vLLM): repetition, presence and frequency penalties on t
 then greedy argmax, or temperature, top-k, top-p and min-p filtering and a draw. Each choice
 choice has its own sampler and generator seeded from the request's ``seed`` plus the choice
 index, so a given seed always gives the same output, whatever else runs beside it.
+``SamplingParams`` pickle, grammar included, for the cluster's engine replicas.
 """
 
 from __future__ import annotations
 
+import functools
 import secrets
 from dataclasses import dataclass, field
 
@@ -35,6 +37,23 @@ class SamplingParams:
     grammar: xgr.CompiledGrammar | None = field(default=None, compare=False)
     logprobs: int | None = None  # None: off; k ≥ 0: the sampled token's plus the top k
 
+    def __getstate__(self) -> dict:
+        """Picklable (a cluster sends jobs between processes): the compiled grammar travels as
+        xgrammar's own JSON form."""
+        state = dict(self.__dict__)
+        if self.grammar is not None:
+            vocabulary = self.grammar.tokenizer_info.serialize_json()
+            state["grammar"] = (self.grammar.serialize_json(), vocabulary)
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        if isinstance(state.get("grammar"), tuple):
+            grammar, vocabulary = state["grammar"]
+            state["grammar"] = xgr.CompiledGrammar.deserialize_json(
+                grammar, _vocabulary(vocabulary)
+            )
+        self.__dict__.update(state)
+
     @property
     def greedy(self) -> bool:
         return self.temperature <= 1e-5
@@ -46,6 +65,12 @@ class SamplingParams:
             or self.presence_penalty != 0.0
             or self.frequency_penalty != 0.0
         )
+
+
+@functools.lru_cache(maxsize=4)
+def _vocabulary(serialized: str) -> xgr.TokenizerInfo:
+    """A grammar's tokenizer, rebuilt once per process (it is the same for every request)."""
+    return xgr.TokenizerInfo.deserialize_json(serialized)
 
 
 class Sampler:

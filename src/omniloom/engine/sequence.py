@@ -72,12 +72,21 @@ Event = Delta | Finished | Done | Failed
 
 
 @dataclass
+class Encoded:
+    """A media span's embeddings made outside the engine (a cluster's encoder pool)."""
+
+    embeddings: torch.Tensor
+    cached: bool  # taken from that pool's cache rather than encoded for this job
+
+
+@dataclass
 class Job:
     prompt: Prompt
     params: SamplingParams
     emit: Callable[[Event], None]
     cancelled: threading.Event = field(default_factory=threading.Event)
     submitted_at: float = field(default_factory=time.perf_counter)
+    encoded: dict[str, Encoded] = field(default_factory=dict)  # by span key; the rest: encoded here
 
 
 class JobRun:

@@ -93,7 +93,13 @@ def _read(model, ids: list[int]) -> tuple[int, float, torch.Tensor]:
 
 
 def _greedy(model, ids: list[int], count: int) -> list[int]:
-    out = list(ids)
+    """``count`` greedy tokens after ``ids``, one forward pass each over a KV cache."""
+    net = model.vlm
+    cache = net.backbone.new_cache(1, len(ids) + count)
+    step = torch.tensor(ids)
+    out = []
     for _ in range(count):
-        out.append(int(_logits(model, out)[-1].argmax()))
-    return out[len(ids) :]
+        logits = net.backbone(net.embed_ids(step)[None], cache, last_only=True)
+        out.append(int(logits[0, -1].argmax()))
+        step = torch.tensor(out[-1:])
+    return out

@@ -1,0 +1,164 @@
+"""The engine the routes see in a cluster: each job goes to Ray Serve deployments.
+
+``ServerState`` hands jobs to an engine with ``submit`` and reads its queue gauges; this engine
+has the same face. A job's media go to the encoder pool first (one call per span, batched there
+across requests; a span already encoded anywhere in the cluster comes from the shared embedding
+cache), and their embeddings pass to an engine replica through Ray's object store, never through
+this process. The job then runs on the text-only pool or the media pool, with an affinity key
+(``affinity_key``) that Ray Serve's multiplexed routing uses to send it to the replica that
+holds that key: the same image, or the same conversation's opening, lands where its KV blocks
+and encoder outputs are cached. A replica that dies before the job's first event is replaced
+by Ray and the job is tried once more; one that dies later fails the job with a 503.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+from dataclasses import dataclass
+
+from ray.exceptions import RayActorError
+from ray.serve.handle import DeploymentHandle, DeploymentResponse, DeploymentResponseGenerator
+
+from omniloom.config import ClusterSettings
+from omniloom.engine.grammar import GrammarCompiler
+from omniloom.engine.sequence import Done, Failed, Job
+from omniloom.errors import OmniloomError, ServiceUnavailable
+from omniloom.models.registry import LoadedModel
+from omniloom.processing.prompt import Prompt
+
+log = logging.getLogger(__name__)
+_REPLICA_LOST = (RayActorError, ConnectionError)  # the replica died or became unreachable
+_CANCEL_POLL_S = 0.05
+
+
+@dataclass(frozen=True)
+class Pools:
+    """Handles to the cluster's deployments."""
+
+    encoder: DeploymentHandle
+    media: DeploymentHandle
+    text: DeploymentHandle
+
+
+def affinity_key(prompt: Prompt, leading_tokens: int) -> str:
+    """The routing key: a prompt with media is keyed by its first item's content (the same
+    picture goes where its KV and embeddings are), a text prompt by its leading tokens (a
+    conversation's later turns start as its first did)."""
+    if prompt.spans:
+        return "media:" + prompt.spans[0].item.content_hash[:32]
+    head = ",".join(map(str, prompt.token_ids[:leading_tokens]))
+    return "text:" + hashlib.sha256(head.encode()).hexdigest()[:32]
+
+
+class RemoteEngine:
+    def __init__(self, model: LoadedModel, pools: Pools, cluster: ClusterSettings):
+        self.model = model
+        self.pools = pools
+        self.cluster = cluster
+        self.grammars = GrammarCompiler(
+            model.tokenizer.vocab_list(),
+            sorted(model.tokenizer.stop_ids),
+            model.vlm.backbone.config.vocab_size,
+        )
+        self.failure: BaseException | None = None
+        self._waiting = 0
+        self._running = 0
+        self._tasks: set[asyncio.Task] = set()
+
+    def submit(self, job: Job) -> Job:
+        task = asyncio.get_running_loop().create_task(self._run(job))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return job
+
+    def queue_depth(self) -> int:
+        return self._waiting
+
+    def running(self) -> int:
+        return self._running
+
+    def kv_usage(self) -> float:
+        return 0.0  # each replica's own: see its deployment's metrics
+
+    def health(self) -> str | None:
+        return None  # Ray Serve replaces unhealthy replicas; requests retry or fail with 503
+
+    def shutdown(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+
+    async def _run(self, job: Job) -> None:
+        self._waiting += 1
+        started = False
+        try:
+            for attempt in (1, 2):
+                try:
+                    async for event in self._attempt(job):
+                        if not started:
+                            started = True
+                            self._waiting -= 1
+                            self._running += 1
+                        job.emit(event)
+                    return
+                except _REPLICA_LOST as exc:
+                    if started or attempt == 2 or job.cancelled.is_set():
+                        job.emit(Failed(_lost(exc)))
+                        return
+                    log.warning("a replica was lost before the job started; retrying once: %s", exc)
+        except Exception as exc:  # the job fails alone, as in the single-process engine
+            log.exception("cluster job failed")
+            job.emit(Failed(exc))
+        finally:
+            if started:
+                self._running -= 1
+            else:
+                self._waiting -= 1
+
+    async def _attempt(self, job: Job):
+        encoded = self._encode(job.prompt)
+        pool = self.pools.media if job.prompt.spans else self.pools.text
+        key = affinity_key(job.prompt, self.cluster.affinity_tokens)
+        handle = pool.options(stream=True, multiplexed_model_id=key)
+        keys = [span.key for span in job.prompt.spans]
+        stream = handle.generate.remote(job.prompt, job.params, keys, *encoded)
+        watcher = asyncio.create_task(_cancel_when(job, stream))
+        try:
+            async for event in stream:
+                yield event
+                if isinstance(event, Done | Failed):
+                    return
+            raise ConnectionError("the engine replica's stream ended before the job was done")
+        finally:
+            watcher.cancel()
+
+    def _encode(self, prompt: Prompt) -> list[DeploymentResponse]:
+        """Each span's ``Encoded`` from the encoder pool, as responses passed on unresolved:
+        Ray hands their results to the engine replica straight from the object store."""
+        return [self.pools.encoder.encode.remote((span.key, span.item)) for span in prompt.spans]
+
+
+async def _cancel_when(job: Job, stream: DeploymentResponseGenerator) -> None:
+    """Cancel the replica's generation once the client has gone or the deadline has passed."""
+    while not job.cancelled.is_set():
+        await asyncio.sleep(_CANCEL_POLL_S)
+    stream.cancel()
+
+
+def _lost(exc: BaseException) -> ServiceUnavailable:
+    return ServiceUnavailable(
+        f"The engine replica serving this request stopped; retry it ({type(exc).__name__}).",
+        code="replica_lost",
+    )
+
+
+def portable(error: BaseException) -> OmniloomError:
+    """An engine's error in a form that survives pickling between processes (an error class
+    whose constructor takes other arguments would not): same status, type, message and code."""
+    if not isinstance(error, OmniloomError):
+        return OmniloomError(f"The engine failed on this request ({type(error).__name__}).")
+    out = OmniloomError(error.message, param=error.param, code=error.code)
+    out.status, out.type = error.status, error.type
+    out.retry_after = getattr(error, "retry_after", None)
+    return out

@@ -1,0 +1,91 @@
+"""``omniloom serve --cluster local`` beyond the shared client tests (``test_e2e.py`` runs those
+against it too): cache-aware routing keeps a repeated image on the replica that holds its KV,
+and an engine replica killed under load loses no request silently."""
+
+from __future__ import annotations
+
+import concurrent.futures
+
+import httpx
+import numpy as np
+import pytest
+
+from tests.conftest import data_url, png_bytes
+
+pytestmark = pytest.mark.slow
+MODEL = "omniloom-smol"
+
+
+def _image_request(url: str, question: str) -> dict:
+    content = [  # the picture first: the prompts share everything up to the question
+        {"type": "image_url", "image_url": {"url": url, "detail": "low"}},
+        {"type": "text", "text": question},
+    ]
+    return {
+        "model": MODEL,
+        "messages": [{"role": "user", "content": content}],
+        "max_tokens": 4,
+        "temperature": 0,
+        "perception": "native",
+    }
+
+
+def test_a_repeated_image_stays_on_the_replica_that_holds_its_kv(cluster_server):
+    """Two media replicas: every repeat of an image, in new conversations, reuses its KV."""
+    for seed in range(3):
+        pixels = np.random.default_rng(seed).integers(0, 256, (90, 110, 3), dtype=np.uint8)
+        url = data_url(png_bytes(pixels))
+        details = []
+        for question in ("What is it?", "Which colour?", "How many?", "Where?"):
+            r = httpx.post(
+                f"{cluster_server.url}/v1/chat/completions",
+                json=_image_request(url, question),
+                timeout=120,
+            )
+            assert r.status_code == 200, r.text
+            details.append(r.json()["usage"]["prompt_tokens_details"])
+        assert details[0]["cached_tokens"] < details[0]["image_tokens"]
+        assert all(d["cached_tokens"] >= d["image_tokens"] for d in details[1:]), details
+
+
+def _replica(name_part: str):
+    import ray
+
+    actors = ray.util.list_named_actors(all_namespaces=True)
+    names = [a for a in actors if name_part in a["name"] and "SERVE_REPLICA" in a["name"]]
+    assert names, actors
+    return ray.get_actor(names[0]["name"], namespace=names[0]["namespace"])
+
+
+def _long_request(url: str, i: int) -> httpx.Response:
+    body = {
+        "model": MODEL,
+        "messages": [{"role": "user", "content": f"Request {i}: count to a hundred."}],
+        "max_tokens": 48,
+        "ignore_eos": True,
+        "temperature": 0,
+    }
+    return httpx.post(f"{url}/v1/chat/completions", json=body, timeout=180)
+
+
+def test_killing_an_engine_replica_under_load_loses_no_request(cluster_server):
+    import ray
+
+    ray.init(address="auto", log_to_driver=False)
+    try:
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            futures = [pool.submit(_long_request, cluster_server.url, i) for i in range(8)]
+            concurrent.futures.wait(futures, timeout=1.5)
+            assert not all(f.done() for f in futures)  # the kill lands mid-load
+            ray.kill(_replica("engine-text"), no_restart=True)
+            replies = [f.result(timeout=240) for f in futures]  # none hangs
+    finally:
+        ray.shutdown()
+    for r in replies:
+        if r.status_code == 200:
+            assert r.json()["usage"]["completion_tokens"] == 48
+        else:
+            assert r.status_code == 503, r.text
+            assert "replica" in r.json()["error"]["message"]
+    after = _long_request(cluster_server.url, 99)  # Ray Serve has replaced the replica
+    assert after.status_code == 200, after.text
