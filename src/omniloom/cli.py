@@ -64,6 +64,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         threads=args.threads,
         log_format=args.log_format,
         image_safety=args.image_safety,
+        upstream=args.upstream,
+        upstream_model=args.upstream_model,
     )
     logs.configure(settings.log_format, args.log_level)
     if args.cluster or settings.cluster.address:
@@ -433,6 +435,15 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default=None)
     serve.add_argument("--port", type=int, default=None)
     serve.add_argument("--log-level", default="info")
+    serve.add_argument(
+        "--upstream",
+        metavar="URL",
+        help="gateway mode: an OpenAI-compatible server's /v1 URL (llama.cpp, vLLM, SGLang) "
+        "serving the same model runs the LLM step; media reach it as words",
+    )
+    serve.add_argument(
+        "--upstream-model", help="the model name to send upstream (default: the served name)"
+    )
     serve.add_argument(
         "--cluster",
         metavar="ADDRESS",

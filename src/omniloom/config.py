@@ -120,6 +120,8 @@ class Settings:
     threads: int = 0  # 0: one per available core
     seed: int = 0
     perception: str = "auto"  # native | cascade | hybrid | auto (for requests that omit it)
+    upstream: str = ""  # gateway mode: an OpenAI-compatible server's /v1 URL runs the LLM step
+    upstream_model: str = ""  # the model name sent to it (empty: the served model's)
     familiar_threshold: float = 0.6  # auto: familiarity at which an image's tokens are sent
     scan_media_text: bool = False  # OCR every image to flag prompt injection, native path too
     image_safety: str = "off"  # off | flag (scores in media_safety) | block (refuse at threshold)

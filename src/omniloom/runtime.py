@@ -11,6 +11,7 @@ from pathlib import Path
 
 from omniloom.config import Settings
 from omniloom.engine.engine import Engine
+from omniloom.engine.upstream import UpstreamEngine
 from omniloom.models.quantize import weight_format_of
 from omniloom.models.registry import LoadedModel, load_model
 from omniloom.serving.auth import KeyStore
@@ -42,8 +43,20 @@ def build_state(
     if weights:
         settings = dataclasses.replace(settings, model=weights)
     model = load_served_model(settings)
+    if settings.upstream:
+        return server_state(*_gateway(settings, model))
     engine = Engine(model, settings.engine, settings.thread_count, start=start_engine)
     return server_state(settings, model, engine)
+
+
+def _gateway(settings: Settings, model: LoadedModel):
+    """Gateway mode: the upstream server runs the LLM step, media reach it as words."""
+    if settings.perception != "cascade":
+        settings = dataclasses.replace(settings, perception="cascade")
+    timeout = settings.limits.request_timeout_s
+    name = settings.upstream_model or model.name
+    engine = UpstreamEngine(settings.upstream, model.tokenizer, name, timeout)
+    return settings, model, engine
 
 
 def server_state(settings: Settings, model: LoadedModel, engine) -> ServerState:

@@ -23,6 +23,7 @@ from ray.serve.handle import DeploymentHandle, DeploymentResponse, DeploymentRes
 
 from omniloom.config import ClusterSettings
 from omniloom.engine.grammar import GrammarCompiler
+from omniloom.engine.remote import RemoteJobEngine
 from omniloom.engine.sequence import Done, Failed, Job
 from omniloom.errors import OmniloomError, ServiceUnavailable
 from omniloom.models.registry import LoadedModel
@@ -52,8 +53,9 @@ def affinity_key(prompt: Prompt, leading_tokens: int) -> str:
     return "text:" + hashlib.sha256(head.encode()).hexdigest()[:32]
 
 
-class RemoteEngine:
+class RemoteEngine(RemoteJobEngine):
     def __init__(self, model: LoadedModel, pools: Pools, cluster: ClusterSettings):
+        super().__init__()
         self.model = model
         self.pools = pools
         self.cluster = cluster
@@ -62,59 +64,19 @@ class RemoteEngine:
             sorted(model.tokenizer.stop_ids),
             model.vlm.backbone.config.vocab_size,
         )
-        self.failure: BaseException | None = None
-        self._waiting = 0
-        self._running = 0
-        self._tasks: set[asyncio.Task] = set()
 
-    def submit(self, job: Job) -> Job:
-        task = asyncio.get_running_loop().create_task(self._run(job))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return job
-
-    def queue_depth(self) -> int:
-        return self._waiting
-
-    def running(self) -> int:
-        return self._running
-
-    def kv_usage(self) -> float:
-        return 0.0  # each replica's own: see its deployment's metrics
-
-    def health(self) -> str | None:
-        return None  # Ray Serve replaces unhealthy replicas; requests retry or fail with 503
-
-    def shutdown(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-
-    async def _run(self, job: Job) -> None:
-        self._waiting += 1
-        started = False
-        try:
-            for attempt in (1, 2):
-                try:
-                    async for event in self._attempt(job):
-                        if not started:
-                            started = True
-                            self._waiting -= 1
-                            self._running += 1
-                        job.emit(event)
-                    return
-                except _REPLICA_LOST as exc:
-                    if started or attempt == 2 or job.cancelled.is_set():
-                        job.emit(Failed(_lost(exc)))
-                        return
-                    log.warning("a replica was lost before the job started; retrying once: %s", exc)
-        except Exception as exc:  # the job fails alone, as in the single-process engine
-            log.exception("cluster job failed")
-            job.emit(Failed(exc))
-        finally:
-            if started:
-                self._running -= 1
-            else:
-                self._waiting -= 1
+    async def events(self, job: Job):
+        for attempt in (1, 2):
+            started = False
+            try:
+                async for event in self._attempt(job):
+                    started = True
+                    yield event
+                return
+            except _REPLICA_LOST as exc:
+                if started or attempt == 2 or job.cancelled.is_set():
+                    raise _lost(exc) from exc
+                log.warning("a replica was lost before the job started; retrying once: %s", exc)
 
     async def _attempt(self, job: Job):
         encoded = self._encode(job.prompt)
