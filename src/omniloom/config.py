@@ -97,6 +97,7 @@ class ClusterSettings:
     target_ongoing_requests: int = 8  # autoscaling: in-flight requests a replica should hold
     replica_threads: int = 1  # compute threads per replica
     replica_cpus: float = 0.5  # CPUs Ray reserves for each encoder or engine replica
+    affinity: bool = True  # route by affinity key (off: Ray Serve's load balancing alone)
     affinity_tokens: int = 32  # a text prompt's leading tokens that pick its replica
     sessions_per_replica: int = 256  # affinity keys a replica holds (least recent dropped)
     num_cpus: int = 0  # "local": the CPUs Ray may schedule; 0: every core

@@ -81,8 +81,10 @@ class RemoteEngine(RemoteJobEngine):
     async def _attempt(self, job: Job):
         encoded = self._encode(job.prompt)
         pool = self.pools.media if job.prompt.spans else self.pools.text
-        key = affinity_key(job.prompt, self.cluster.affinity_tokens)
-        handle = pool.options(stream=True, multiplexed_model_id=key)
+        handle = pool.options(stream=True)
+        if self.cluster.affinity:
+            key = affinity_key(job.prompt, self.cluster.affinity_tokens)
+            handle = handle.options(multiplexed_model_id=key)
         keys = [span.key for span in job.prompt.spans]
         stream = handle.generate.remote(job.prompt, job.params, keys, *encoded)
         watcher = asyncio.create_task(_cancel_when(job, stream))
