@@ -120,12 +120,17 @@ CLUSTER_ENV = {
 
 
 @pytest.fixture(scope="session")
-def cluster_server(tmp_path_factory):
+def cluster_metrics_port() -> int:
+    return free_port()
+
+
+@pytest.fixture(scope="session")
+def cluster_server(tmp_path_factory, cluster_metrics_port):
     """``omniloom serve --cluster local``: a Ray instance with the ingress, one encoder, two
     media engine replicas and one text engine replica."""
-    server = start_server(
-        tmp_path_factory.mktemp("cluster") / "server.log", "--cluster", "local", env=CLUSTER_ENV
-    )
+    env = CLUSTER_ENV | {"OMNILOOM_CLUSTER_METRICS_PORT": str(cluster_metrics_port)}
+    log = tmp_path_factory.mktemp("cluster") / "server.log"
+    server = start_server(log, "--cluster", "local", env=env)
     try:
         yield server
     finally:

@@ -5,6 +5,7 @@ and an engine replica killed under load loses no request silently."""
 from __future__ import annotations
 
 import concurrent.futures
+import time
 
 import httpx
 import numpy as np
@@ -89,3 +90,45 @@ def test_killing_an_engine_replica_under_load_loses_no_request(cluster_server):
             assert "replica" in r.json()["error"]["message"]
     after = _long_request(cluster_server.url, 99)  # Ray Serve has replaced the replica
     assert after.status_code == 200, after.text
+
+
+def test_a_dead_encoder_replica_is_replaced_and_no_image_request_hangs(cluster_server):
+    import ray
+
+    pixels = np.random.default_rng(7).integers(0, 256, (80, 100, 3), dtype=np.uint8)
+    url = data_url(png_bytes(pixels))
+    ray.init(address="auto", log_to_driver=False)
+    try:
+        ray.kill(_replica("encoder"), no_restart=True)
+        r = httpx.post(
+            f"{cluster_server.url}/v1/chat/completions",
+            json=_image_request(url, "What is it?"),
+            timeout=180,
+        )
+    finally:
+        ray.shutdown()
+    assert r.status_code in (200, 503), r.text  # retried on the replacement, or told to retry
+    again = httpx.post(
+        f"{cluster_server.url}/v1/chat/completions",
+        json=_image_request(url, "Which colour?"),
+        timeout=180,
+    )
+    assert again.status_code == 200, again.text
+
+
+def test_every_deployment_reports_to_prometheus(cluster_server, cluster_metrics_port):
+    """Ray exports each deployment's request counts; the ingress keeps omniloom's own."""
+    _long_request(cluster_server.url, 7)
+    wanted = ('deployment="ingress"', 'deployment="engine-text"')
+    deadline, text = time.monotonic() + 90, ""
+    while time.monotonic() < deadline:
+        text = httpx.get(f"http://127.0.0.1:{cluster_metrics_port}/metrics", timeout=10).text
+        counters = [
+            line for line in text.splitlines() if "serve_deployment_request_counter" in line
+        ]
+        if all(any(w in line for line in counters) for w in wanted):
+            break
+        time.sleep(3)
+    else:
+        raise AssertionError(f"no per-deployment request counters: {text[:2000]}")
+    assert "omniloom_requests_total" in httpx.get(f"{cluster_server.url}/metrics").text

@@ -73,7 +73,9 @@ class RemoteEngine(RemoteJobEngine):
                     started = True
                     yield event
                 return
-            except _REPLICA_LOST as exc:
+            except Exception as exc:
+                if not _replica_lost(exc):
+                    raise
                 if started or attempt == 2 or job.cancelled.is_set():
                     raise _lost(exc) from exc
                 log.warning("a replica was lost before the job started; retrying once: %s", exc)
@@ -108,6 +110,12 @@ async def _cancel_when(job: Job, stream: DeploymentResponseGenerator) -> None:
     while not job.cancelled.is_set():
         await asyncio.sleep(_CANCEL_POLL_S)
     stream.cancel()
+
+
+def _replica_lost(exc: BaseException) -> bool:
+    """Whether an engine or encoder replica died or became unreachable (an encoder's death
+    reaches us as the engine's failure to read its argument, with the death as the cause)."""
+    return isinstance(exc, _REPLICA_LOST) or isinstance(getattr(exc, "cause", None), _REPLICA_LOST)
 
 
 def _lost(exc: BaseException) -> ServiceUnavailable:
