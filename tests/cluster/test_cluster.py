@@ -132,3 +132,31 @@ def test_every_deployment_reports_to_prometheus(cluster_server, cluster_metrics_
     else:
         raise AssertionError(f"no per-deployment request counters: {text[:2000]}")
     assert "omniloom_requests_total" in httpx.get(f"{cluster_server.url}/metrics").text
+
+
+def test_the_deadline_holds_across_the_hops(tmp_path):
+    """A request past the time limit is stopped on its engine replica too: the client gets the
+    504 at the limit, and the replica is free for the next request at once."""
+    from tests.conftest import CLUSTER_ENV, start_server
+
+    # one sequence at a time: a generation left running would hold the next request back
+    env = CLUSTER_ENV | {"OMNILOOM_LIMITS_REQUEST_TIMEOUT_S": "3", "OMNILOOM_ENGINE_MAX_BATCH": "1"}
+    server = start_server(tmp_path / "server.log", "--cluster", "local", env=env)
+    try:
+        body = {
+            "model": MODEL,
+            "messages": [{"role": "user", "content": "Count to a thousand."}],
+            "max_tokens": 2000,
+            "ignore_eos": True,
+        }
+        started = time.monotonic()
+        r = httpx.post(f"{server.url}/v1/chat/completions", json=body, timeout=120)
+        assert r.status_code == 504 and r.json()["error"]["code"] == "request_timeout"
+        assert time.monotonic() - started < 10
+        quick = body | {"max_tokens": 4}
+        started = time.monotonic()
+        assert httpx.post(f"{server.url}/v1/chat/completions", json=quick, timeout=60).is_success
+        assert time.monotonic() - started < 10  # not behind the stopped one's ~40 s left
+    finally:
+        server.proc.terminate()
+        server.proc.wait(timeout=120)
