@@ -105,9 +105,7 @@ def test_sampling_params_pickle_with_their_grammar(default_model):
     from omniloom.engine.grammar import GrammarCompiler
     from omniloom.engine.sampling import SamplingParams
 
-    tok = default_model.tokenizer
-    vocab = default_model.vlm.backbone.config.vocab_size
-    grammars = GrammarCompiler(tok.vocab_list(), sorted(tok.stop_ids), vocab)
+    grammars = GrammarCompiler.for_model(default_model)
     grammar = grammars.compile({"type": "json_object"}, Limits())
     params = SamplingParams(max_tokens=9, temperature=0.0, grammar=grammar, stop=("}",))
     copy = pickle.loads(pickle.dumps(params))

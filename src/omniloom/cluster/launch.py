@@ -8,13 +8,11 @@ SIGINT deletes the application, which drains the replicas, and leaves Ray.
 
 from __future__ import annotations
 
-import logging
 import signal
 import threading
 
 from omniloom.config import Settings
 
-log = logging.getLogger(__name__)
 APP_NAME = "omniloom"
 
 

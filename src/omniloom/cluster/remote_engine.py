@@ -59,11 +59,7 @@ class RemoteEngine(RemoteJobEngine):
         self.model = model
         self.pools = pools
         self.cluster = cluster
-        self.grammars = GrammarCompiler(
-            model.tokenizer.vocab_list(),
-            sorted(model.tokenizer.stop_ids),
-            model.vlm.backbone.config.vocab_size,
-        )
+        self.grammars = GrammarCompiler.for_model(model)
 
     async def events(self, job: Job):
         for attempt in (1, 2):

@@ -69,11 +69,7 @@ class Engine:
         self.model = model
         self.settings = settings or EngineSettings()
         self.encoder_cache = EncoderCache(self.settings.encoder_cache_mb << 20)
-        self.grammars = GrammarCompiler(
-            model.tokenizer.vocab_list(),
-            sorted(model.tokenizer.stop_ids),
-            model.vlm.backbone.config.vocab_size,
-        )
+        self.grammars = GrammarCompiler.for_model(model)
         if threads > 0:
             torch.set_num_threads(threads)
         self.pool = self._make_pool()

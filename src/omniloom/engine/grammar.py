@@ -47,6 +47,13 @@ class GrammarCompiler:
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="grammar")
         self._compiled: LRU[xgr.CompiledGrammar] = LRU(64)
 
+    @classmethod
+    def for_model(cls, model) -> GrammarCompiler:
+        """The compiler for a loaded model's tokenizer and output vocabulary."""
+        tokenizer = model.tokenizer
+        vocab_size = model.vlm.backbone.config.vocab_size
+        return cls(tokenizer.vocab_list(), sorted(tokenizer.stop_ids), vocab_size)
+
     def compile_schema(self, schema_json: str, timeout_s: float) -> xgr.CompiledGrammar:
         """The compiled grammar of a schema (cached), or a 400 past ``timeout_s``."""
         if (cached := self._compiled.get(schema_json)) is not None:

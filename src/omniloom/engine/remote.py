@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator
 
 from omniloom.engine.sequence import Event, Failed, Job
@@ -20,20 +21,18 @@ from omniloom.engine.sequence import Event, Failed, Job
 log = logging.getLogger(__name__)
 
 
-class RemoteJobEngine:
+class RemoteJobEngine(ABC):
     grammars = None  # set by an engine that compiles response_format grammars
 
     def __init__(self) -> None:
-        self.failure: BaseException | None = None
         self._waiting = 0
         self._running = 0
         self._tasks: set[asyncio.Task] = set()
         self._stopped = threading.Event()
 
-    async def events(self, job: Job) -> AsyncIterator[Event]:
-        """The job's events, ending with ``Done``; raises to fail the job."""
-        raise NotImplementedError
-        yield
+    @abstractmethod
+    def events(self, job: Job) -> AsyncIterator[Event]:
+        """The job's events, ending with ``Done`` (an async generator); raises to fail the job."""
 
     def submit(self, job: Job) -> Job:
         """Start the job; called on the server's event loop."""
