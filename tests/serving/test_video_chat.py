@@ -1,13 +1,15 @@
 """Video in chat, end to end on the real server with the official openai client: a generated
 three-scene video as a data URL, sampled per request, its frames' spans counted as
 ``video_tokens``; ``/tokenize`` predicts the count from the container's metadata, exactly for
-uniform and keyframe sampling and as a flagged upper bound for scene changes; timestamps and
+uniform and keyframe sampling and as a flagged upper bound for scene changes, and with
+``previews`` decodes as the request does and shows each kept frame; timestamps and
 the sound track's timed speech in the prompt; a local file by ``file://`` inside the media
 directory; refusals with 400s that say why, and the server serving on."""
 
 from __future__ import annotations
 
 import base64
+import io
 import re
 
 import httpx
@@ -15,6 +17,7 @@ import numpy as np
 import openai
 import pytest
 from gguf import GGUFReader
+from PIL import Image
 
 from omniloom.eval.wer import word_error_rate
 from omniloom.media.audio import SAMPLE_RATE
@@ -97,6 +100,31 @@ def test_scene_sampling_is_answered_and_tokenize_gives_a_flagged_upper_bound(
     per_frame = counted["prompt_tokens_details"]["video_tokens"] // 4
     assert usage["prompt_tokens_details"]["video_tokens"] == 3 * per_frame  # one per scene
     assert counted["count"] >= usage["prompt_tokens"]
+
+
+def test_previews_decode_as_the_request_does_and_show_each_kept_frame(media_server, video_bytes):
+    server, _ = media_server
+    part = _video_part(_data_url(video_bytes), strategy="scene", max_frames=4)
+    usage, _ = _answer_and_count(server, part)
+    counted = httpx.post(
+        f"{server.url}/tokenize",
+        params={"previews": "true"},
+        json={"model": MODEL, "messages": _messages(part)},
+    ).json()
+    assert counted["exact"] is True and counted["count"] == usage["prompt_tokens"]
+    plan = counted["videos"][0]
+    assert plan["frames"] == len(plan["previews"]) == 3  # one per scene
+    shown = [_centre_pixel(url) for url in plan["previews"]]
+    for pixel, scene in zip(shown, SCENES, strict=True):
+        assert max(abs(p - c) for p, c in zip(pixel, scene.colour, strict=True)) < 40, pixel
+
+
+def _centre_pixel(data_url: str) -> tuple[int, int, int]:
+    header, data = data_url.split(",", 1)
+    assert header == "data:image/jpeg;base64"
+    image = Image.open(io.BytesIO(base64.b64decode(data))).convert("RGB")
+    assert max(image.size) <= 160
+    return image.getpixel((image.width // 2, image.height // 2))
 
 
 def test_frames_carry_their_timestamps_into_the_prompt(media_server, video_bytes):

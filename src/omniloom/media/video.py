@@ -31,11 +31,13 @@ Every frame carries its timestamp (seconds from the start of the stream).
 same times and sizes ``sample`` gives for ``uniform`` (at a constant frame rate) and
 ``keyframes``, and for ``scene`` and ``adaptive`` (whose picks need the pictures) an upper
 bound: ``max_frames`` frames stamped at the video's end. ``sound_chunks`` streams the sound
-track as 16 kHz samples for speech recognition.
+track as 16 kHz samples for speech recognition, and ``thumbnail`` gives a kept frame as a small
+JPEG data URL (what ``/tokenize?previews=true`` shows).
 """
 
 from __future__ import annotations
 
+import base64
 import bisect
 import hashlib
 import heapq
@@ -413,6 +415,15 @@ def pooled(frames: list[SampledFrame], threshold: float) -> list[SampledFrame]:
             kept.append(frame)
             previous = probe_
     return kept
+
+
+def thumbnail(image: Image.Image, max_side: int = 160) -> str:
+    """The frame as a JPEG data URL, its longer side at most ``max_side`` pixels."""
+    small = image.convert("RGB")
+    small.thumbnail((max_side, max_side))
+    buffer = io.BytesIO()
+    small.save(buffer, format="JPEG", quality=80)
+    return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode()
 
 
 def video_hash(source: bytes | Path) -> str:

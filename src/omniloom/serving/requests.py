@@ -100,8 +100,8 @@ class MediaContext:
     safety_report: SafetyReport | None = None  # filled while converting media
     image_paths: list[dict] = field(default_factory=list)  # filled while converting media
     skipped: list[dict] = field(default_factory=list)  # filled while converting media
-    plan_video: bool = False  # frames from container metadata, nothing decoded (/tokenize)
-    video_plans: list[dict] = field(default_factory=list)  # filled while planning videos
+    video_mode: str = "sample"  # sample | plan (from metadata, /tokenize) | preview (+ thumbnails)
+    video_plans: list[dict] = field(default_factory=list)  # filled unless video_mode is sample
     fetch_seconds: list[float] = field(default_factory=list)  # one per media source loaded
 
     def skip(self, where: str, stages: tuple[str, ...] | list[str]) -> None:
@@ -230,22 +230,29 @@ def _convert_video(part: ContentPart, where: str, ctx: MediaContext) -> list:
 
 
 def _video_frames(source, sampling: VideoSettings, where: str, ctx: MediaContext):
-    """The frames sampling keeps, or (for ``/tokenize``) its plan from the metadata."""
+    """The frames sampling keeps; for ``/tokenize``, also recorded in ``ctx.video_plans``:
+    planned from the metadata, or (preview) decoded with a thumbnail of each."""
     param = f"{where}.video_url"
-    if not ctx.plan_video:
-        info, frames = video.sample(source, sampling, ctx.settings.limits, param)
-        return info, video.pooled(frames, sampling.pool_threshold) if sampling.pooling else frames
-    planned = video.plan(source, sampling, ctx.settings.limits, param)
-    ctx.video_plans.append(
-        {
-            "part": where,
-            "strategy": sampling.strategy,
-            "frames": len(planned.frames),
-            "timestamps": [round(f.timestamp, 3) for f in planned.frames],
-            "exact": planned.exact,
-        }
-    )
-    return planned.info, planned.frames
+    if ctx.video_mode == "plan":
+        planned = video.plan(source, sampling, ctx.settings.limits, param)
+        ctx.video_plans.append(_video_plan(where, sampling, planned.frames, planned.exact))
+        return planned.info, planned.frames
+    info, frames = video.sample(source, sampling, ctx.settings.limits, param)
+    frames = video.pooled(frames, sampling.pool_threshold) if sampling.pooling else frames
+    if ctx.video_mode == "preview":
+        plan = _video_plan(where, sampling, frames, exact=True)
+        ctx.video_plans.append(plan | {"previews": [video.thumbnail(f.image) for f in frames]})
+    return info, frames
+
+
+def _video_plan(where: str, sampling: VideoSettings, frames: list, exact: bool) -> dict:
+    return {
+        "part": where,
+        "strategy": sampling.strategy,
+        "frames": len(frames),
+        "timestamps": [round(f.timestamp, 3) for f in frames],
+        "exact": exact,
+    }
 
 
 def _video_sound(source, where: str, ctx: MediaContext) -> tuple[list, list[Finding]]:
@@ -406,11 +413,13 @@ def plan_request_prompt(
     settings: Settings,
     cascade: PerceptionCascade | None = None,
     transcriber: Transcriber | None = None,
+    previews: bool = False,
 ) -> tuple[Prompt, list[dict]]:
     """The prompt as ``build_request_prompt`` builds it, except that videos' frames are
-    planned from their metadata (blank stand-ins); with each video's plan."""
+    planned from their metadata (blank stand-ins), or with ``previews`` decoded as the request
+    would and each returned as a thumbnail; with each video's plan."""
     ctx = _media_context(req, model, settings, cascade, None, transcriber)
-    ctx = dataclasses.replace(ctx, plan_video=True)
+    ctx = dataclasses.replace(ctx, video_mode="preview" if previews else "plan")
     return _build(req, ctx), ctx.video_plans
 
 

@@ -145,7 +145,8 @@ async function preview(a) {
   const body = { model: $("model").value, messages: [{ role: "user", content: [contentPart(a)] }] };
   if ($("perception").value) body.perception = $("perception").value;
   try {
-    a.counted = await (await api("/tokenize", body)).json();
+    const path = a.kind === "video" ? "/tokenize?previews=true" : "/tokenize";
+    a.counted = await (await api(path, body)).json();
     a.problem = null;
   } catch (error) {
     a.problem = error.message;
@@ -239,46 +240,26 @@ function summary(a) {
     how = `no ${a.kind} tokens: ${words}, ${counted.count} prompt tokens in all`;
   }
   out.push(text("p", how, "count"));
-  if (a.kind === "video" && counted.videos?.[0]) out.push(filmstrip(a, counted.videos[0].timestamps));
+  if (a.kind === "video" && counted.videos?.[0]?.previews) out.push(filmstrip(counted.videos[0]));
   const costs = media[0]?.costs;
   if (costs) out.push(costTable(costs));
   return out;
 }
 
-// The frames the model will see, drawn from the browser's own decode at the planned times.
-function filmstrip(a, times) {
+// The frames the model will see, as the server decoded and sampled them.
+function filmstrip(plan) {
   const strip = document.createElement("div");
   strip.className = "frames";
-  strip.setAttribute("aria-label", `${times.length} frames the model sees`);
-  drawFrames(a.url, times, strip).catch(() => strip.replaceChildren(text("p", "frames not drawable in this browser", "muted")));
-  return strip;
-}
-
-async function drawFrames(url, times, strip) {
-  const video = document.createElement("video");
-  video.muted = true;
-  video.preload = "auto";
-  video.src = url;
-  await once(video, "loadeddata");
-  for (const time of times) {
-    video.currentTime = Math.min(time, Math.max(0, video.duration - 0.001));
-    await once(video, "seeked");
+  strip.setAttribute("aria-label", `${plan.frames} frames the model sees`);
+  plan.previews.forEach((url, i) => {
     const figure = document.createElement("figure");
-    const canvas = document.createElement("canvas");
-    canvas.width = 96;
-    canvas.height = Math.round((96 * video.videoHeight) / Math.max(1, video.videoWidth));
-    canvas.getContext("2d").drawImage(video, 0, 0, canvas.width, canvas.height);
-    canvas.dataset.time = String(time);
-    figure.append(canvas, text("figcaption", `${time.toFixed(1)} s`));
+    const image = document.createElement("img");
+    image.src = url;
+    image.alt = `frame at ${plan.timestamps[i].toFixed(1)} s`;
+    figure.append(image, text("figcaption", `${plan.timestamps[i].toFixed(1)} s`));
     strip.append(figure);
-  }
-}
-
-function once(target, event) {
-  return new Promise((resolve, reject) => {
-    target.addEventListener(event, resolve, { once: true });
-    target.addEventListener("error", () => reject(new Error(`${event} failed`)), { once: true });
   });
+  return strip;
 }
 
 function costTable(rows) {

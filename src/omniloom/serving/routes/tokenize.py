@@ -4,7 +4,9 @@ Takes the same body as chat completions and builds the prompt through the same c
 ``count`` equals the ``usage.prompt_tokens`` of the real request. Videos are not decoded: their
 frames are planned from the container's metadata, which is exact for the ``uniform`` and
 ``keyframes`` strategies; for ``scene``, ``adaptive`` or pooled frames the count is an upper
-bound, and ``exact`` says so (``videos`` gives each video's plan).
+bound, and ``exact`` says so (``videos`` gives each video's plan). With ``?previews=true`` videos
+are decoded and sampled as the real request does (exact for every strategy), and each plan
+carries ``previews``: the kept frames as small JPEG data URLs, what the playground shows.
 
 Each media entry also says where its tokens come from — ``grid`` (the tiles or merged patches
 laid over the picture: columns, rows, and whether a whole-picture view is added), a video
@@ -30,7 +32,7 @@ router = APIRouter()
 
 
 @router.post("/tokenize")
-async def tokenize(body: ChatCompletionRequest, request: Request) -> dict:
+async def tokenize(body: ChatCompletionRequest, request: Request, previews: bool = False) -> dict:
     state: ServerState = request.app.state.omniloom
     cascade = await run_in_threadpool(state.cascade_for, body.perception)
     transcriber = (
@@ -39,7 +41,7 @@ async def tokenize(body: ChatCompletionRequest, request: Request) -> dict:
         else None
     )
     prompt, videos = await run_in_threadpool(
-        plan_request_prompt, body, state.model, state.settings, cascade, transcriber
+        plan_request_prompt, body, state.model, state.settings, cascade, transcriber, previews
     )
     by_modality = prompt.tokens_by_modality()
     return {
