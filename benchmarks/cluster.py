@@ -55,7 +55,7 @@ def start(layout: dict | None) -> tuple[subprocess.Popen, str]:
     port = free_port()
     env = {**os.environ, "OMNILOOM_PERCEPTION": "native", "OMNILOOM_CLUSTER_NUM_CPUS": "4"}
     env.update({f"OMNILOOM_CLUSTER_{k}": v for k, v in (layout or {}).items()})
-    env["OMNILOOM_CLUSTER_MAX_REPLICAS"] = "2"
+    env["OMNILOOM_CLUSTER_MIN_REPLICAS"] = env["OMNILOOM_CLUSTER_MAX_REPLICAS"] = "2"  # fixed pools
     cmd = [sys.executable, "-m", "omniloom.cli", "serve", "--port", str(port)]
     if layout is not None:
         cmd += ["--cluster", "local"]

@@ -115,6 +115,7 @@ def server_url(server) -> str:
 CLUSTER_ENV = {
     "OMNILOOM_CLUSTER_NUM_CPUS": "4",  # Ray's logical CPUs: room for every replica on 2 cores
     "OMNILOOM_CLUSTER_MEDIA_REPLICAS": "2",
+    "OMNILOOM_CLUSTER_MIN_REPLICAS": "2",  # the pools keep their size for the whole session
     "OMNILOOM_CLUSTER_MAX_REPLICAS": "2",
 }
 

@@ -93,8 +93,11 @@ class ClusterSettings:
     media_replicas: int = 1  # LLM engine replicas for requests that carry media
     text_replicas: int = 1  # LLM engine replicas for text-only requests
     encoder_replicas: int = 1
-    max_replicas: int = 4  # autoscaling ceiling of each pool (its floor: the count above)
+    min_replicas: int = 1  # autoscaling floor of each pool (one that starts below it, its start)
+    max_replicas: int = 4  # autoscaling ceiling of each pool
     target_ongoing_requests: int = 8  # autoscaling: in-flight requests a replica should hold
+    upscale_delay_s: float = 30.0  # how long the queue must ask for more replicas before adding
+    downscale_delay_s: float = 600.0  # how long it must ask for fewer before one drains and stops
     replica_threads: int = 1  # compute threads per replica
     replica_cpus: float = 0.5  # CPUs Ray reserves for each encoder or engine replica
     affinity: bool = True  # route by affinity key (off: Ray Serve's load balancing alone)

@@ -119,19 +119,21 @@ class EngineReplica:
             raise RuntimeError(problem)
 
 
-def _scaling(floor: int, cluster: ClusterSettings) -> dict:
+def _scaling(start: int, cluster: ClusterSettings) -> dict:
     return {
-        "min_replicas": floor,
-        "initial_replicas": floor,
-        "max_replicas": max(floor, cluster.max_replicas),
+        "min_replicas": min(start, cluster.min_replicas),
+        "initial_replicas": start,
+        "max_replicas": max(start, cluster.max_replicas),
         "target_ongoing_requests": cluster.target_ongoing_requests,
+        "upscale_delay_s": cluster.upscale_delay_s,
+        "downscale_delay_s": cluster.downscale_delay_s,
     }
 
 
-def _pool_options(name: str, floor: int, settings: Settings) -> dict:
+def _pool_options(name: str, start: int, settings: Settings) -> dict:
     return {
         "name": name,
-        "autoscaling_config": _scaling(floor, settings.cluster),
+        "autoscaling_config": _scaling(start, settings.cluster),
         "ray_actor_options": {"num_cpus": settings.cluster.replica_cpus},
         "max_ongoing_requests": 2 * settings.engine.max_batch,
         "graceful_shutdown_timeout_s": settings.limits.request_timeout_s,
@@ -139,10 +141,10 @@ def _pool_options(name: str, floor: int, settings: Settings) -> dict:
     }
 
 
-def _engine_deployment(settings: Settings, name: str, floor: int):
+def _engine_deployment(settings: Settings, name: str, start: int):
     held = serve.multiplexed(max_num_models_per_replica=settings.cluster.sessions_per_replica)
     replica = type("EngineReplica", (EngineReplica,), {"hold": held(EngineReplica.hold)})
-    return serve.deployment(replica).options(**_pool_options(name, floor, settings))
+    return serve.deployment(replica).options(**_pool_options(name, start, settings))
 
 
 class Ingress:

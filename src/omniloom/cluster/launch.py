@@ -16,19 +16,21 @@ from omniloom.config import Settings
 APP_NAME = "omniloom"
 
 
-def connect(settings: Settings) -> None:
+def connect(settings: Settings) -> str:
+    """Join or start Ray; its address (for ``ray status --address``, or a driver to attach)."""
     import ray
 
     cluster = settings.cluster
     if cluster.address == "local":
-        ray.init(
+        context = ray.init(
             num_cpus=cluster.num_cpus or None,
             include_dashboard=False,
             _metrics_export_port=cluster.metrics_port,
             log_to_driver=False,
         )
     else:
-        ray.init(address=cluster.address, log_to_driver=False)
+        context = ray.init(address=cluster.address, log_to_driver=False)
+    return context.address_info["gcs_address"]
 
 
 def deploy(settings: Settings) -> None:
@@ -45,7 +47,7 @@ def serve_cluster(settings: Settings) -> int:
     import ray
     from ray import serve
 
-    connect(settings)
+    print(f"omniloom: Ray at {connect(settings)}", flush=True)
     stopped = threading.Event()  # handlers set after Ray's own, which ray.init installs
     signal.signal(signal.SIGINT, lambda *_: stopped.set())
     signal.signal(signal.SIGTERM, lambda *_: stopped.set())
