@@ -117,21 +117,36 @@ def test_a_dead_encoder_replica_is_replaced_and_no_image_request_hangs(cluster_s
 
 
 def test_every_deployment_reports_to_prometheus(cluster_server, cluster_metrics_port):
-    """Ray exports each deployment's request counts; the ingress keeps omniloom's own."""
+    """Ray exports each deployment's request counts and each engine replica's gauges; the
+    ingress keeps omniloom's own counters, its KV gauge unknown (NaN): the KV is the replicas'."""
     _long_request(cluster_server.url, 7)
-    wanted = ('deployment="ingress"', 'deployment="engine-text"')
+    wanted = {
+        "serve_deployment_request_counter": ('deployment="ingress"', 'deployment="engine-text"'),
+        "omniloom_replica_kv_cache_usage_ratio": ('deployment="engine-text"',),
+        "omniloom_replica_running_sequences": ('deployment="engine-media"',),
+    }
     deadline, text = time.monotonic() + 90, ""
     while time.monotonic() < deadline:
         text = httpx.get(f"http://127.0.0.1:{cluster_metrics_port}/metrics", timeout=10).text
-        counters = [
-            line for line in text.splitlines() if "serve_deployment_request_counter" in line
-        ]
-        if all(any(w in line for line in counters) for w in wanted):
+        if all(_exported(text, name, tags) for name, tags in wanted.items()):
             break
         time.sleep(3)
     else:
-        raise AssertionError(f"no per-deployment request counters: {text[:2000]}")
-    assert "omniloom_requests_total" in httpx.get(f"{cluster_server.url}/metrics").text
+        raise AssertionError(f"per-deployment metrics missing: {text[:2000]}")
+    usage = [
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("ray_omniloom_replica_kv_cache_usage_ratio{")
+    ]
+    assert usage and all(0.0 <= u <= 1.0 for u in usage), usage
+    ingress = httpx.get(f"{cluster_server.url}/metrics").text
+    assert "omniloom_requests_total" in ingress
+    assert "omniloom_kv_cache_usage_ratio NaN" in ingress
+
+
+def _exported(text: str, name: str, tags: tuple[str, ...]) -> bool:
+    lines = [line for line in text.splitlines() if name in line and not line.startswith("#")]
+    return all(any(tag in line for line in lines) for tag in tags)
 
 
 def test_the_deadline_holds_across_the_hops(tmp_path):

@@ -10,19 +10,23 @@
 - ``engine-media`` and ``engine-text``: LLM engine replicas (continuous batching, paged KV and
   prefix cache as in one process) for requests with and without media. Each is a multiplexed
   deployment whose "models" are affinity keys: Ray Serve routes a request to a replica that
-  already holds its key.
+  already holds its key. Each replica exports its KV usage, running sequences and queue depth
+  (``EngineGauges``).
 
-Every pool autoscales on in-flight requests per replica between its configured count and
+Every pool autoscales on in-flight requests per replica between ``min_replicas`` and
 ``max_replicas``, and drains in-flight requests before a replica is stopped.
 """
 
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
 
 import ray
 import torch
 from ray import serve
+from ray.serve import metrics
 
 from omniloom.cluster.remote_engine import Pools, RemoteEngine, portable
 from omniloom.config import ClusterSettings, Settings
@@ -82,11 +86,38 @@ class EncoderReplica:
             return [e.clone() for e in self.net.encode(items)]
 
 
+class EngineGauges:
+    """A replica's engine gauges for Prometheus, refreshed every second: Ray exports them on its
+    metrics port as ``ray_omniloom_replica_*`` with ``deployment`` and ``replica`` tags."""
+
+    def __init__(self, engine: Engine):
+        self.engine = engine
+        self.readings = {
+            metrics.Gauge(
+                "omniloom_replica_kv_cache_usage_ratio", "Fraction of KV blocks in use"
+            ): (engine.kv_usage),
+            metrics.Gauge(
+                "omniloom_replica_running_sequences", "Sequences running"
+            ): engine.running,
+            metrics.Gauge(
+                "omniloom_replica_queue_depth", "Jobs waiting to run"
+            ): engine.queue_depth,
+        }
+        threading.Thread(target=self._refresh, name="replica-gauges", daemon=True).start()
+
+    def _refresh(self) -> None:
+        while self.engine.health() is None:
+            for gauge, read in self.readings.items():
+                gauge.set(read())
+            time.sleep(1.0)
+
+
 class EngineReplica:
     def __init__(self, settings: Settings):
         model = load_served_model(settings)
         threads = settings.cluster.replica_threads
         self.engine = Engine(model, settings.engine, threads)
+        self.gauges = EngineGauges(self.engine)
 
     async def hold(self, key: str) -> str:
         """Mark this replica as holding ``key``'s cached state (Ray routes its requests here)."""

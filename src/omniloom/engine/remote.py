@@ -49,7 +49,7 @@ class RemoteJobEngine(ABC):
         return self._running
 
     def kv_usage(self) -> float:
-        return 0.0  # held where the jobs run
+        return float("nan")  # unknown here: the KV is held where the jobs run
 
     def health(self) -> str | None:
         return None  # a failing remote fails its jobs, not the server
