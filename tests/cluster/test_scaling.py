@@ -1,10 +1,12 @@
-"""Autoscaling's way down: when a pool's queue asks for fewer replicas, the one that stops
-first stops taking requests and finishes those it holds (Ray Serve's graceful shutdown, bounded
-by the request time limit), so a scale-down loses no request and cuts none short."""
+"""Autoscaling on the engine pools' queues. Up: requests queued beyond a replica's target add
+one. Down: when a pool's queue asks for fewer replicas, the one that stops takes no new requests
+and finishes those it holds (Ray Serve's graceful shutdown, bounded by the request time limit),
+so a scale-down loses no request and cuts none short."""
 
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import re
 import time
 
@@ -25,12 +27,26 @@ DRAINING = {
 }
 
 
-@pytest.fixture
-def draining_server(tmp_path):
-    server = start_server(tmp_path / "server.log", "--cluster", "local", env=CLUSTER_ENV | DRAINING)
+GROWING = {
+    "OMNILOOM_CLUSTER_MEDIA_REPLICAS": "1",
+    "OMNILOOM_CLUSTER_TEXT_REPLICAS": "1",
+    "OMNILOOM_CLUSTER_MIN_REPLICAS": "1",
+    "OMNILOOM_CLUSTER_TARGET_ONGOING_REQUESTS": "1",  # four requests ask for four replicas
+    "OMNILOOM_CLUSTER_UPSCALE_DELAY_S": "1",
+}
+
+
+@contextlib.contextmanager
+def cluster(tmp_path, layout: dict):
+    """A ``--cluster local`` server with this pool layout, and a Ray driver attached to it."""
+    import ray
+
+    server = start_server(tmp_path / "server.log", "--cluster", "local", env=CLUSTER_ENV | layout)
     try:
+        ray.init(address=_ray_address(server.log), log_to_driver=False)
         yield server
     finally:
+        ray.shutdown()
         server.proc.terminate()
         server.proc.wait(timeout=120)
 
@@ -70,22 +86,30 @@ def _watch(futures, every: float = 0.25) -> list[tuple[float, dict]]:
     return timeline
 
 
-def test_scale_down_drains_the_replica_it_stops(draining_server):
-    import ray
+def test_a_queue_beyond_the_target_adds_a_replica(tmp_path):
+    with cluster(tmp_path, GROWING) as server:
+        assert _text_replicas() == {"RUNNING": 1}
+        with concurrent.futures.ThreadPoolExecutor(4) as pool:
+            futures = [pool.submit(_long_request, server.url, i) for i in range(4)]
+            timeline = _watch(futures)
+        replies = [f.result() for f in futures]
+    assert any(states.get("RUNNING") == 2 for _, states in timeline), timeline  # at the ceiling
+    for reply, _ in replies:
+        assert reply.status_code == 200, reply.text
+        assert reply.json()["usage"]["completion_tokens"] == TOKENS
 
-    ray.init(address=_ray_address(draining_server.log), log_to_driver=False)
-    try:
+
+def test_scale_down_drains_the_replica_it_stops(tmp_path):
+    with cluster(tmp_path, DRAINING) as server:
         assert _text_replicas().get("RUNNING") == 2
         with concurrent.futures.ThreadPoolExecutor(4) as pool:
-            futures = [pool.submit(_long_request, draining_server.url, i) for i in range(4)]
+            futures = [pool.submit(_long_request, server.url, i) for i in range(4)]
             timeline = _watch(futures)
         replies = [f.result() for f in futures]
         deadline = time.monotonic() + 60
         while _text_replicas() != {"RUNNING": 1} and time.monotonic() < deadline:
             time.sleep(0.5)
         assert _text_replicas() == {"RUNNING": 1}
-    finally:
-        ray.shutdown()
     for reply, _ in replies:
         assert reply.status_code == 200, reply.text
         assert reply.json()["usage"]["completion_tokens"] == TOKENS  # none cut short
