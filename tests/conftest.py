@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import importlib
 import io
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -137,6 +139,25 @@ def cluster_server(tmp_path_factory, cluster_metrics_port):
     finally:
         server.proc.terminate()
         server.proc.wait(timeout=120)
+
+
+@contextlib.contextmanager
+def ray_driver(server: ServerProcess):
+    """This process attached to the Ray instance a ``--cluster local`` server started (by the
+    address it prints, so other Ray instances on the machine cannot be mistaken for it)."""
+    import ray
+    from ray.serve import context
+
+    found = re.search(r"omniloom: Ray at (\S+)", server.log.read_text())
+    assert found, server.log.read_text()[-2000:]
+    ray.init(address=found.group(1), log_to_driver=False)
+    try:
+        yield
+    finally:
+        # Serve caches its controller's handle by job id, which repeats across fresh Ray
+        # instances: forget it, or the next instance's serve.status() asks a dead controller
+        context._disconnect()
+        ray.shutdown()
 
 
 def _wait_healthy(url: str, proc: subprocess.Popen, log: Path, timeout: float = 180) -> None:

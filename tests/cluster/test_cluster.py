@@ -11,7 +11,7 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.conftest import data_url, png_bytes
+from tests.conftest import data_url, png_bytes, ray_driver
 
 pytestmark = pytest.mark.slow
 MODEL = "omniloom-smol"
@@ -72,16 +72,12 @@ def _long_request(url: str, i: int) -> httpx.Response:
 def test_killing_an_engine_replica_under_load_loses_no_request(cluster_server):
     import ray
 
-    ray.init(address="auto", log_to_driver=False)
-    try:
-        with concurrent.futures.ThreadPoolExecutor(8) as pool:
-            futures = [pool.submit(_long_request, cluster_server.url, i) for i in range(8)]
-            concurrent.futures.wait(futures, timeout=1.5)
-            assert not all(f.done() for f in futures)  # the kill lands mid-load
-            ray.kill(_replica("engine-text"), no_restart=True)
-            replies = [f.result(timeout=240) for f in futures]  # none hangs
-    finally:
-        ray.shutdown()
+    with ray_driver(cluster_server), concurrent.futures.ThreadPoolExecutor(8) as pool:
+        futures = [pool.submit(_long_request, cluster_server.url, i) for i in range(8)]
+        concurrent.futures.wait(futures, timeout=1.5)
+        assert not all(f.done() for f in futures)  # the kill lands mid-load
+        ray.kill(_replica("engine-text"), no_restart=True)
+        replies = [f.result(timeout=240) for f in futures]  # none hangs
     for r in replies:
         if r.status_code == 200:
             assert r.json()["usage"]["completion_tokens"] == 48
@@ -97,16 +93,13 @@ def test_a_dead_encoder_replica_is_replaced_and_no_image_request_hangs(cluster_s
 
     pixels = np.random.default_rng(7).integers(0, 256, (80, 100, 3), dtype=np.uint8)
     url = data_url(png_bytes(pixels))
-    ray.init(address="auto", log_to_driver=False)
-    try:
+    with ray_driver(cluster_server):
         ray.kill(_replica("encoder"), no_restart=True)
         r = httpx.post(
             f"{cluster_server.url}/v1/chat/completions",
             json=_image_request(url, "What is it?"),
             timeout=180,
         )
-    finally:
-        ray.shutdown()
     assert r.status_code in (200, 503), r.text  # retried on the replacement, or told to retry
     again = httpx.post(
         f"{cluster_server.url}/v1/chat/completions",

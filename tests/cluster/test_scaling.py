@@ -7,23 +7,22 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
-import re
 import time
 
 import httpx
 import pytest
 
-from tests.conftest import CLUSTER_ENV, start_server
+from tests.conftest import CLUSTER_ENV, ray_driver, start_server
 
 pytestmark = pytest.mark.slow
 MODEL = "omniloom-smol"
-TOKENS = 600  # long enough that the scale-down lands while every request is running
+TOKENS = 800  # about 30 s on two cores: each scaling step happens while every request runs
 DRAINING = {
     "OMNILOOM_CLUSTER_MEDIA_REPLICAS": "1",
     "OMNILOOM_CLUSTER_TEXT_REPLICAS": "2",
     "OMNILOOM_CLUSTER_MIN_REPLICAS": "1",
     "OMNILOOM_CLUSTER_TARGET_ONGOING_REQUESTS": "64",  # one replica is always enough
-    "OMNILOOM_CLUSTER_DOWNSCALE_DELAY_S": "10",
+    "OMNILOOM_CLUSTER_DOWNSCALE_DELAY_S": "15",  # from the replicas start: requests begin first
 }
 
 
@@ -39,22 +38,13 @@ GROWING = {
 @contextlib.contextmanager
 def cluster(tmp_path, layout: dict):
     """A ``--cluster local`` server with this pool layout, and a Ray driver attached to it."""
-    import ray
-
     server = start_server(tmp_path / "server.log", "--cluster", "local", env=CLUSTER_ENV | layout)
     try:
-        ray.init(address=_ray_address(server.log), log_to_driver=False)
-        yield server
+        with ray_driver(server):
+            yield server
     finally:
-        ray.shutdown()
         server.proc.terminate()
         server.proc.wait(timeout=120)
-
-
-def _ray_address(log) -> str:
-    found = re.search(r"omniloom: Ray at (\S+)", log.read_text())
-    assert found, log.read_text()[-2000:]
-    return found.group(1)
 
 
 def _text_replicas() -> dict:
