@@ -86,28 +86,28 @@ class EncoderReplica:
             return [e.clone() for e in self.net.encode(items)]
 
 
+_REPLICA_GAUGES = (  # name, description, the engine method that reads it
+    ("omniloom_replica_kv_cache_usage_ratio", "Fraction of KV blocks in use", "kv_usage"),
+    ("omniloom_replica_running_sequences", "Sequences running", "running"),
+    ("omniloom_replica_queue_depth", "Jobs waiting to run", "queue_depth"),
+)
+
+
 class EngineGauges:
     """A replica's engine gauges for Prometheus, refreshed every second: Ray exports them on its
     metrics port as ``ray_omniloom_replica_*`` with ``deployment`` and ``replica`` tags."""
 
     def __init__(self, engine: Engine):
         self.engine = engine
-        self.readings = {
-            metrics.Gauge(
-                "omniloom_replica_kv_cache_usage_ratio", "Fraction of KV blocks in use"
-            ): (engine.kv_usage),
-            metrics.Gauge(
-                "omniloom_replica_running_sequences", "Sequences running"
-            ): engine.running,
-            metrics.Gauge(
-                "omniloom_replica_queue_depth", "Jobs waiting to run"
-            ): engine.queue_depth,
-        }
+        self.readings = [
+            (metrics.Gauge(name, description), getattr(engine, method))
+            for name, description, method in _REPLICA_GAUGES
+        ]
         threading.Thread(target=self._refresh, name="replica-gauges", daemon=True).start()
 
     def _refresh(self) -> None:
         while self.engine.health() is None:
-            for gauge, read in self.readings.items():
+            for gauge, read in self.readings:
                 gauge.set(read())
             time.sleep(1.0)
 
