@@ -46,6 +46,13 @@ def data_url(data: bytes, mime: str = "image/png") -> str:
     return f"data:{mime};base64,{base64.b64encode(data).decode()}"
 
 
+def image_of_data_url(url: str, mime: str = "image/jpeg") -> Image.Image:
+    """The picture a data URL of type ``mime`` holds, as RGB."""
+    header, data = url.split(",", 1)
+    assert header == f"data:{mime};base64"
+    return Image.open(io.BytesIO(base64.b64decode(data))).convert("RGB")
+
+
 @pytest.fixture(scope="session")
 def astronaut_jpeg() -> bytes:
     from skimage import data

@@ -6,8 +6,6 @@ Screenshots go to ``test-artifacts/playground/``."""
 
 from __future__ import annotations
 
-import base64
-import io
 import json
 import os
 import shutil
@@ -15,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO
+from tests.conftest import REPO, image_of_data_url
 
 pytestmark = pytest.mark.slow
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -155,19 +153,11 @@ def test_a_video_shows_the_frames_the_model_will_see(page, tmp_path):
     for i, colour in enumerate(colours):
         image = shown.nth(i)
         assert image.get_attribute("alt") == f"frame at {i}.0 s"
-        thumbnail = decoded_data_url(image.get_attribute("src"))
+        thumbnail = image_of_data_url(image.get_attribute("src"))
         pixel = thumbnail.getpixel((thumbnail.width // 2, thumbnail.height // 2))
         assert max(abs(p - c) for p, c in zip(pixel, colour, strict=True)) < 40, (pixel, colour)
     page.screenshot(path=ARTIFACTS / "8-video-frames.png", full_page=True)
     assert page.console_errors == []
-
-
-def decoded_data_url(url: str):
-    from PIL import Image
-
-    header, data = url.split(",", 1)
-    assert header == "data:image/jpeg;base64"
-    return Image.open(io.BytesIO(base64.b64decode(data))).convert("RGB")
 
 
 def test_the_page_fits_a_phone(browser, server_url):

@@ -9,7 +9,6 @@ directory; refusals with 400s that say why, and the server serving on."""
 from __future__ import annotations
 
 import base64
-import io
 import re
 
 import httpx
@@ -17,7 +16,6 @@ import numpy as np
 import openai
 import pytest
 from gguf import GGUFReader
-from PIL import Image
 
 from omniloom.eval.wer import word_error_rate
 from omniloom.media.audio import SAMPLE_RATE
@@ -26,7 +24,7 @@ from omniloom.models.specs.omniloom_smol import smollm2_gguf_path
 from omniloom.models.tokenizer import TextTokenizer
 from omniloom.models.weights.gguf_loader import read_tokenizer
 from omniloom.speech import espeak
-from tests.conftest import start_server
+from tests.conftest import image_of_data_url, start_server
 from tests.media.video_files import Scene, make_video
 
 pytestmark = pytest.mark.slow
@@ -120,9 +118,7 @@ def test_previews_decode_as_the_request_does_and_show_each_kept_frame(media_serv
 
 
 def _centre_pixel(data_url: str) -> tuple[int, int, int]:
-    header, data = data_url.split(",", 1)
-    assert header == "data:image/jpeg;base64"
-    image = Image.open(io.BytesIO(base64.b64decode(data))).convert("RGB")
+    image = image_of_data_url(data_url)
     assert max(image.size) <= 160
     return image.getpixel((image.width // 2, image.height // 2))
 
